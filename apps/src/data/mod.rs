@@ -1,0 +1,1 @@
+//! Data sets: LIBSVM reading and sharding, synthetic generators, converters.

@@ -1,0 +1,1 @@
+//! dstorm — distributed one-sided remote memory.
