@@ -1,1 +1,38 @@
 //! dstorm — distributed one-sided remote memory.
+//!
+//! Every rank exposes, for each shared object, a segment in which each peer
+//! that may write to it owns a receive queue of slots. Peers push updates
+//! with one-sided writes ([`Object::write`]); the owner merges whatever has
+//! landed when it chooses ([`Object::poll`]). The control channel
+//! ([`Group`]) is used for rendezvous, agreement and barriers only.
+//!
+//! ```no_run
+//! use dstorm::{Group, ObjectSpec};
+//! let group = Group::from_env()?;
+//! let mut obj = group.create_object(&ObjectSpec::new("model", 4096))?;
+//! obj.write_all(&[1u8; 4096], 0)?;
+//! let mut buf = vec![0u8; obj.capacity()];
+//! while let Some(update) = obj.poll(&mut buf)? {
+//!     println!("{} bytes from rank {}", update.len, update.sender);
+//! }
+//! group.finish()?;
+//! # Ok::<(), dstorm::Error>(())
+//! ```
+
+pub mod config;
+mod control;
+pub mod error;
+mod group;
+pub mod layout;
+mod segment;
+mod shm;
+mod tcp;
+mod transport;
+mod verbs;
+pub mod wire;
+
+pub use config::{Config, TransportKind};
+pub use error::{Error, Result};
+pub use group::{Counters, FlowControl, Group, Object, ObjectSpec, PeerCounters, Update};
+pub use shm::FILE_PREFIX as SHM_FILE_PREFIX;
+pub use transport::{Endpoint, RejectCounts};

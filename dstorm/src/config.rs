@@ -1,0 +1,360 @@
+//! Where a rank learns who it is: the environment of `malt launch`,
+//! torchrun, Slurm or Open MPI, in that order.
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Default port of the master's control listener when none is given.
+pub const DEFAULT_MASTER_PORT: u16 = 29517;
+/// Default bound on every wait (rendezvous, barrier, backpressure).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which transport carries model bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// One host: segments are files in `/dev/shm` mapped by every peer.
+    Shm,
+    /// Any hosts: write frames applied by a receive thread.
+    Tcp,
+    /// RDMA one-sided writes (cargo feature `verbs`).
+    Verbs,
+}
+
+impl TransportKind {
+    /// The lower-case name used on the command line and in the environment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Shm => "shm",
+            TransportKind::Tcp => "tcp",
+            TransportKind::Verbs => "verbs",
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TransportKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "shm" => Ok(TransportKind::Shm),
+            "tcp" => Ok(TransportKind::Tcp),
+            "verbs" | "rdma" => Ok(TransportKind::Verbs),
+            other => Err(Error::Config(format!(
+                "unknown transport {other:?} (expected shm, tcp or verbs)"
+            ))),
+        }
+    }
+}
+
+/// Everything a rank needs to join a group.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This process's rank, `0..world`.
+    pub rank: usize,
+    /// Number of ranks in the job.
+    pub world: usize,
+    /// Host or IP address where rank 0 listens for the control channel.
+    pub master_addr: String,
+    /// Port of the control channel.
+    pub master_port: u16,
+    /// Secret shared by the ranks of one job; connections without it are refused.
+    pub token: String,
+    /// The transport for model bytes.
+    pub transport: TransportKind,
+    /// Bound on every wait.
+    pub timeout: Duration,
+    /// Directory of shared-memory segment files.
+    pub shm_dir: PathBuf,
+    /// Address on which the tcp transport listens for peers' writes.
+    pub data_addr: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("rank", &self.rank)
+            .field("world", &self.world)
+            .field("master_addr", &self.master_addr)
+            .field("master_port", &self.master_port)
+            .field("token", &"<redacted>")
+            .field("transport", &self.transport)
+            .field("timeout", &self.timeout)
+            .field("shm_dir", &self.shm_dir)
+            .field("data_addr", &self.data_addr)
+            .finish()
+    }
+}
+
+/// Source of environment variables (a closure in tests, the process environment otherwise).
+pub trait Env {
+    /// The value of `key`, if set and not empty.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn get(&self, key: &str) -> Option<String> {
+        self(key).filter(|v| !v.is_empty())
+    }
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+fn parse<T: FromStr>(env: &dyn Env, key: &str) -> Result<Option<T>> {
+    match env.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Config(format!("{key}={v:?} is not a valid number"))),
+    }
+}
+
+/// (rank variable, world variable) pairs in order of precedence.
+const LAUNCHERS: &[(&str, &str, &str)] = &[
+    ("MALT_RANK", "MALT_WORLD_SIZE", "malt"),
+    ("RANK", "WORLD_SIZE", "torchrun"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "slurm"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "open mpi"),
+];
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config> {
+        Config::from_source(&ProcessEnv)
+    }
+
+    /// Reads the configuration from `env` (see the README for every variable).
+    pub fn from_source(env: &dyn Env) -> Result<Config> {
+        let mut found = None;
+        for (rk, wk, who) in LAUNCHERS {
+            let rank: Option<usize> = parse(env, rk)?;
+            let world: Option<usize> = parse(env, wk)?;
+            match (rank, world) {
+                (Some(r), Some(w)) => {
+                    found = Some((r, w, *who));
+                    break;
+                }
+                (Some(_), None) => {
+                    return Err(Error::Config(format!("{rk} is set but {wk} is not")))
+                }
+                (None, Some(_)) => {
+                    return Err(Error::Config(format!("{wk} is set but {rk} is not")))
+                }
+                (None, None) => {}
+            }
+        }
+        let (rank, world, launcher) = found.unwrap_or((0, 1, "none"));
+        if world == 0 {
+            return Err(Error::Config("world size must be at least 1".into()));
+        }
+        if rank >= world {
+            return Err(Error::RankOutOfRange { rank, world });
+        }
+        let master_addr = env
+            .get("MALT_MASTER_ADDR")
+            .or_else(|| env.get("MASTER_ADDR"))
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let master_port = match parse::<u16>(env, "MALT_MASTER_PORT")? {
+            Some(p) => p,
+            None => parse::<u16>(env, "MASTER_PORT")?.unwrap_or(DEFAULT_MASTER_PORT),
+        };
+        let token = match env.get("MALT_JOB_TOKEN") {
+            Some(t) => t,
+            None => derived_token(env, launcher, world)?,
+        };
+        let transport = match env.get("MALT_TRANSPORT") {
+            Some(t) => t.parse()?,
+            None => TransportKind::Shm,
+        };
+        let timeout = match env.get("MALT_TIMEOUT") {
+            None => DEFAULT_TIMEOUT,
+            Some(v) => {
+                let secs: f64 = v.trim().parse().map_err(|_| {
+                    Error::Config(format!("MALT_TIMEOUT={v:?} is not a number of seconds"))
+                })?;
+                if !(secs > 0.0 && secs.is_finite()) {
+                    return Err(Error::Config(format!(
+                        "MALT_TIMEOUT={v:?} must be a positive number of seconds"
+                    )));
+                }
+                Duration::from_secs_f64(secs)
+            }
+        };
+        let shm_dir = env
+            .get("MALT_SHM_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+        let data_addr = env
+            .get("MALT_DATA_ADDR")
+            .unwrap_or_else(|| default_data_addr(&master_addr));
+        Ok(Config {
+            rank,
+            world,
+            master_addr,
+            master_port,
+            token,
+            transport,
+            timeout,
+            shm_dir,
+            data_addr,
+        })
+    }
+
+    /// A configuration for rank `rank` of `world` with every other field at its default.
+    pub fn local(rank: usize, world: usize, port: u16, token: &str) -> Config {
+        Config {
+            rank,
+            world,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            token: token.into(),
+            transport: TransportKind::Shm,
+            timeout: DEFAULT_TIMEOUT,
+            shm_dir: PathBuf::from("/dev/shm"),
+            data_addr: "127.0.0.1".into(),
+        }
+    }
+}
+
+/// Loopback masters imply loopback data; otherwise listen on every interface.
+fn default_data_addr(master: &str) -> String {
+    if master == "localhost" || master.starts_with("127.") || master == "::1" {
+        "127.0.0.1".into()
+    } else {
+        "0.0.0.0".into()
+    }
+}
+
+/// Under srun or mpirun the ranks share a job id that nobody outside the job
+/// knows in advance; single-rank runs need no secret at all.
+fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> {
+    if world == 1 {
+        return Ok("single-rank".into());
+    }
+    let parts: Option<Vec<String>> = match launcher {
+        "slurm" => ["SLURM_JOB_ID", "SLURM_STEP_ID"]
+            .iter()
+            .map(|k| env.get(k))
+            .collect(),
+        "open mpi" => ["OMPI_MCA_ess_base_jobid"]
+            .iter()
+            .map(|k| env.get(k))
+            .collect(),
+        "torchrun" => ["TORCHELASTIC_RUN_ID"].iter().map(|k| env.get(k)).collect(),
+        _ => None,
+    };
+    match parts {
+        Some(p) => Ok(format!("{launcher}:{}", p.join("."))),
+        None => Err(Error::MissingToken),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn malt_variables_win_over_torchrun_and_slurm() {
+        let e = env(&[
+            ("MALT_RANK", "2"),
+            ("MALT_WORLD_SIZE", "4"),
+            ("RANK", "0"),
+            ("WORLD_SIZE", "8"),
+            ("SLURM_PROCID", "5"),
+            ("SLURM_NTASKS", "6"),
+            ("MALT_JOB_TOKEN", "t"),
+        ]);
+        let c = Config::from_source(&e).unwrap();
+        assert_eq!((c.rank, c.world), (2, 4));
+    }
+
+    #[test]
+    fn launcher_order_is_torchrun_slurm_openmpi() {
+        let c = Config::from_source(&env(&[
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "3"),
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("SLURM_JOB_ID", "77"),
+            ("SLURM_STEP_ID", "0"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rank, c.world), (1, 3));
+        assert_eq!(c.token, "slurm:77.0");
+        let c = Config::from_source(&env(&[
+            ("OMPI_COMM_WORLD_RANK", "1"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "1234"),
+            ("MALT_JOB_TOKEN", "x"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rank, c.world, c.master_port), (1, 2, 1234));
+        assert_eq!(c.master_addr, "10.0.0.1");
+        assert_eq!(c.data_addr, "0.0.0.0");
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        let e = Config::from_source(&env(&[("MALT_RANK", "4"), ("MALT_WORLD_SIZE", "4")]));
+        assert!(matches!(
+            e,
+            Err(Error::RankOutOfRange { rank: 4, world: 4 })
+        ));
+        let e = Config::from_source(&env(&[("MALT_RANK", "x"), ("MALT_WORLD_SIZE", "4")]));
+        assert!(matches!(e, Err(Error::Config(m)) if m.contains("MALT_RANK")));
+        let e = Config::from_source(&env(&[("MALT_RANK", "1")]));
+        assert!(matches!(e, Err(Error::Config(m)) if m.contains("MALT_WORLD_SIZE")));
+        let e = Config::from_source(&env(&[("MALT_RANK", "1"), ("MALT_WORLD_SIZE", "2")]));
+        assert!(matches!(e, Err(Error::MissingToken)));
+        let e = Config::from_source(&env(&[
+            ("MALT_RANK", "0"),
+            ("MALT_WORLD_SIZE", "1"),
+            ("MALT_TRANSPORT", "carrier-pigeon"),
+        ]));
+        assert!(matches!(e, Err(Error::Config(m)) if m.contains("carrier-pigeon")));
+        let e = Config::from_source(&env(&[("MALT_TIMEOUT", "-3")]));
+        assert!(matches!(e, Err(Error::Config(m)) if m.contains("MALT_TIMEOUT")));
+    }
+
+    #[test]
+    fn no_launcher_means_a_single_rank() {
+        let c = Config::from_source(&env(&[])).unwrap();
+        assert_eq!((c.rank, c.world), (0, 1));
+        assert_eq!(c.transport, TransportKind::Shm);
+        assert_eq!(c.master_port, DEFAULT_MASTER_PORT);
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let c = Config::local(0, 2, 1, "very-secret");
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+}

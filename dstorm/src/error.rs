@@ -1,0 +1,175 @@
+//! The error type of dstorm: one enum, variants that name the operation and
+//! the peer or segment involved.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong in dstorm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A required environment variable is missing or malformed.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// This rank's number is outside `0..world`.
+    #[error("rank {rank} is out of range for a world of {world} ranks")]
+    RankOutOfRange {
+        /// The offending rank.
+        rank: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// No job token was given and none could be derived from the launcher.
+    #[error("no job token: set MALT_JOB_TOKEN (malt launch sets it for you)")]
+    MissingToken,
+    /// The master (rank 0) could not be reached in time.
+    #[error("master {addr} unreachable after {waited:?}: {source}")]
+    MasterUnreachable {
+        /// Address tried.
+        addr: String,
+        /// How long we kept trying.
+        waited: Duration,
+        /// Last connection error.
+        #[source]
+        source: io::Error,
+    },
+    /// The master refused this rank (wrong token, bad rank, ...).
+    #[error("rank {rank} refused by the master: {reason}")]
+    Refused {
+        /// This rank.
+        rank: usize,
+        /// What the master said.
+        reason: String,
+    },
+    /// The job was aborted by the master because of another rank's error.
+    #[error("job aborted: {0}")]
+    Aborted(String),
+    /// A collective operation did not complete in time.
+    #[error("{op} timed out after {waited:?}{}", waiting_for(.missing))]
+    Timeout {
+        /// The operation (barrier, rendezvous, poll, ...).
+        op: String,
+        /// How long we waited.
+        waited: Duration,
+        /// Ranks that had not arrived, when known.
+        missing: Vec<usize>,
+    },
+    /// A peer's control or data connection failed.
+    #[error("{op} with rank {peer} failed: {source}")]
+    Peer {
+        /// What we were doing.
+        op: &'static str,
+        /// The peer's rank.
+        peer: usize,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The control channel to the master failed.
+    #[error("control channel ({op}) failed: {source}")]
+    Control {
+        /// What we were doing.
+        op: &'static str,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A control message could not be decoded.
+    #[error("malformed control message: {0}")]
+    Protocol(String),
+    /// Ranks disagree about a collective object creation.
+    #[error(
+        "object {name:?}: rank {rank} disagrees with rank 0 about {what} ({ours} vs {theirs})"
+    )]
+    Mismatch {
+        /// The object's name.
+        name: String,
+        /// The first rank that disagrees.
+        rank: usize,
+        /// What field differs.
+        what: &'static str,
+        /// Rank 0's value.
+        ours: String,
+        /// The disagreeing rank's value.
+        theirs: String,
+    },
+    /// An object specification is invalid.
+    #[error("object {name:?}: {problem}")]
+    BadObject {
+        /// The object's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A write or poll named a peer that is not a neighbour in this object's graph.
+    #[error("object {name:?}: rank {peer} is not a {role} of rank {rank}")]
+    NotNeighbor {
+        /// Object name.
+        name: String,
+        /// This rank.
+        rank: usize,
+        /// The peer named.
+        peer: usize,
+        /// "receiver" or "sender".
+        role: &'static str,
+    },
+    /// A payload does not fit the object's slots, or an output buffer is too small.
+    #[error("object {name:?}: {what} of {got} bytes, limit {limit}")]
+    Size {
+        /// Object name.
+        name: String,
+        /// What was too large or small.
+        what: &'static str,
+        /// The size given.
+        got: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A shared-memory segment name is held by a live process.
+    #[error("shared-memory segment {path} is in use by live process {pid}")]
+    ShmInUse {
+        /// The segment file.
+        path: PathBuf,
+        /// The owner.
+        pid: u32,
+    },
+    /// A segment file could not be created, opened or mapped.
+    #[error("segment {path}: {op}: {source}")]
+    Segment {
+        /// The segment file.
+        path: PathBuf,
+        /// What we were doing.
+        op: &'static str,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A peer's segment has an unexpected size or header.
+    #[error("segment {path}: {problem}")]
+    SegmentMismatch {
+        /// The segment file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The transport is not available in this build or on this machine.
+    #[error("transport {transport} unsupported: {why}")]
+    Unsupported {
+        /// The transport.
+        transport: &'static str,
+        /// Why, and what to do.
+        why: String,
+    },
+}
+
+fn waiting_for(missing: &[usize]) -> String {
+    if missing.is_empty() {
+        String::new()
+    } else {
+        format!(" waiting for ranks {missing:?}")
+    }
+}
+
+/// dstorm's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,792 @@
+//! A group of ranks and the objects they share.
+
+use crate::config::{Config, TransportKind};
+use crate::control::{self, Client};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::segment::{Region, SlotRead};
+use crate::transport::{Endpoint, Links, RejectCounts, Transport};
+use crate::wire::SlotHeader;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a waiting reader spins before it parks.
+const SPIN: Duration = Duration::from_micros(30);
+
+/// What a sender does when its next slot in a receiver's queue still holds
+/// an update the receiver has not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowControl {
+    /// Latest wins: the old update is overwritten and counted as lapped.
+    #[default]
+    Overwrite,
+    /// The sender waits for the receiver's acknowledgement (bounded by the timeout).
+    Backpressure,
+}
+
+/// A collective object's description; every rank must pass the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSpec {
+    /// Unique name within the group.
+    pub name: String,
+    /// Largest update in bytes.
+    pub capacity: usize,
+    /// Slots per sender queue, at least 2.
+    pub depth: usize,
+    /// Overwrite or backpressure.
+    pub flow: FlowControl,
+    /// Out-neighbours of every rank (`None`: every rank writes to every other).
+    pub graph: Option<Vec<Vec<usize>>>,
+}
+
+impl ObjectSpec {
+    /// An all-to-all object of `capacity` bytes, depth 2, overwrite.
+    pub fn new(name: impl Into<String>, capacity: usize) -> ObjectSpec {
+        ObjectSpec {
+            name: name.into(),
+            capacity,
+            depth: 2,
+            flow: FlowControl::Overwrite,
+            graph: None,
+        }
+    }
+
+    /// Sets the queue depth.
+    pub fn depth(mut self, depth: usize) -> Self {
+        self.depth = depth;
+        self
+    }
+
+    /// Sets the flow control.
+    pub fn flow(mut self, flow: FlowControl) -> Self {
+        self.flow = flow;
+        self
+    }
+
+    /// Sets the out-neighbour lists of every rank.
+    pub fn graph(mut self, out_neighbors: Vec<Vec<usize>>) -> Self {
+        self.graph = Some(out_neighbors);
+        self
+    }
+
+    fn bad(&self, problem: String) -> Error {
+        Error::BadObject {
+            name: self.name.clone(),
+            problem,
+        }
+    }
+
+    /// Out-neighbours per rank, validated and normalised (sorted, no self loops).
+    fn adjacency(&self, world: usize) -> Result<Vec<Vec<usize>>> {
+        if self.capacity == 0 {
+            return Err(self.bad("capacity must be at least 1 byte".into()));
+        }
+        if self.capacity > (1 << 40) {
+            return Err(self.bad(format!("capacity {} is absurd", self.capacity)));
+        }
+        if !(2..=1024).contains(&self.depth) {
+            return Err(self.bad(format!("depth {} is not in 2..=1024", self.depth)));
+        }
+        let adj = match &self.graph {
+            None => (0..world)
+                .map(|r| (0..world).filter(|p| *p != r).collect())
+                .collect(),
+            Some(g) => {
+                if g.len() != world {
+                    return Err(
+                        self.bad(format!("graph has {} rows for a world of {world}", g.len()))
+                    );
+                }
+                let mut adj = Vec::with_capacity(world);
+                for (r, row) in g.iter().enumerate() {
+                    if let Some(p) = row.iter().find(|p| **p >= world) {
+                        return Err(
+                            self.bad(format!("rank {r} names out-neighbour {p} >= {world}"))
+                        );
+                    }
+                    let mut row: Vec<usize> = row.iter().copied().filter(|p| *p != r).collect();
+                    row.sort_unstable();
+                    row.dedup();
+                    adj.push(row);
+                }
+                adj
+            }
+        };
+        Ok(adj)
+    }
+}
+
+/// A rank's membership in a job: identity, control channel and transport.
+#[derive(Debug)]
+pub struct Group {
+    cfg: Config,
+    epoch: u32,
+    table: Vec<Endpoint>,
+    control: Mutex<Client>,
+    transport: Arc<dyn Transport>,
+    objects: Mutex<Vec<String>>,
+}
+
+fn job_hash(cfg: &Config) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(
+        format!("{}\0{}\0{}", cfg.token, cfg.master_addr, cfg.master_port).as_bytes(),
+    )
+}
+
+fn make_transport(cfg: &Config) -> Result<Arc<dyn Transport>> {
+    Ok(match cfg.transport {
+        TransportKind::Shm => Arc::new(crate::shm::ShmTransport::new(
+            &cfg.shm_dir,
+            job_hash(cfg),
+            cfg.rank,
+        )?),
+        TransportKind::Tcp => Arc::new(crate::tcp::TcpTransport::new(
+            &cfg.data_addr,
+            cfg.rank,
+            cfg.world,
+            &cfg.token,
+            1,
+            cfg.timeout,
+        )?),
+        TransportKind::Verbs => crate::verbs::transport(cfg)?,
+    })
+}
+
+impl Group {
+    /// Joins the job described by the environment (see [`Config::from_env`]).
+    pub fn from_env() -> Result<Group> {
+        Group::join(Config::from_env()?)
+    }
+
+    /// Joins the job described by `cfg`: rank 0 starts the coordinator, every
+    /// rank says hello, receives the endpoint table and connects its transport.
+    pub fn join(cfg: Config) -> Result<Group> {
+        if cfg.rank >= cfg.world {
+            return Err(Error::RankOutOfRange {
+                rank: cfg.rank,
+                world: cfg.world,
+            });
+        }
+        if cfg.rank == 0 {
+            let l = control::bind(&cfg.master_addr, cfg.master_port)?;
+            control::spawn_coordinator(l, cfg.token.clone(), cfg.world, cfg.timeout)?;
+        }
+        let transport = make_transport(&cfg)?;
+        let me = Endpoint {
+            rank: cfg.rank,
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            data_addr: transport.local_endpoint(),
+        };
+        let master = format!("{}:{}", cfg.master_addr, cfg.master_port);
+        let (client, table, epoch) =
+            Client::join(&master, &cfg.token, cfg.rank, cfg.world, me, cfg.timeout)?;
+        transport.start(&table)?;
+        let g = Group {
+            cfg,
+            epoch,
+            table,
+            control: Mutex::new(client),
+            transport,
+            objects: Mutex::new(Vec::new()),
+        };
+        // Every rank's transport is connected before anyone writes.
+        g.barrier()?;
+        Ok(g)
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.cfg.rank
+    }
+
+    /// Number of ranks.
+    pub fn world(&self) -> usize {
+        self.cfg.world
+    }
+
+    /// Membership epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The transport carrying model bytes.
+    pub fn transport(&self) -> TransportKind {
+        self.transport.kind()
+    }
+
+    /// The configuration this group was joined with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The endpoint table received at rendezvous.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.table
+    }
+
+    /// Frames this rank's receive path rejected, by reason (tcp).
+    pub fn rejected(&self) -> RejectCounts {
+        self.transport.rejected()
+    }
+
+    /// Every rank's `data` in rank order (control channel; small data only).
+    pub fn allgather(&self, data: &str) -> Result<Vec<String>> {
+        self.ctl("allgather", data.to_string())
+    }
+
+    fn ctl(&self, op: &'static str, data: String) -> Result<Vec<String>> {
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allgather(op, data)
+    }
+
+    /// Waits until every rank has called `barrier`, at most the job timeout.
+    pub fn barrier(&self) -> Result<()> {
+        self.ctl("barrier", String::new()).map(|_| ())
+    }
+
+    /// A final barrier, then leave: peers may still be writing to this rank
+    /// until everybody is done.
+    pub fn finish(self) -> Result<()> {
+        self.barrier()
+    }
+
+    /// Creates an object collectively. Every rank must pass the same spec;
+    /// otherwise every rank gets [`Error::Mismatch`] naming the first rank
+    /// and field that differ.
+    pub fn create_object(&self, spec: &ObjectSpec) -> Result<Object> {
+        let world = self.world();
+        let adj_local = spec.adjacency(world);
+        let mine = serde_json::to_string(spec).map_err(|e| Error::Protocol(e.to_string()))?;
+        let all = self.ctl("create object", mine)?;
+        let specs: Vec<ObjectSpec> = all
+            .iter()
+            .map(|s| serde_json::from_str(s).map_err(|e| Error::Protocol(e.to_string())))
+            .collect::<Result<_>>()?;
+        check_agreement(&specs)?;
+        let adj = adj_local?;
+        let id = {
+            let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+            if objects.contains(&spec.name) {
+                return Err(spec.bad("an object of this name already exists".into()));
+            }
+            objects.push(spec.name.clone());
+            (objects.len() - 1) as u32
+        };
+        let rank = self.rank();
+        let in_of =
+            |r: usize| -> Vec<usize> { (0..world).filter(|s| adj[*s].contains(&r)).collect() };
+        let layout_of = |r: usize| Layout::new(spec.capacity, spec.depth, in_of(r), world);
+        let layout = layout_of(rank);
+        let region = self.transport.create(id, &spec.name, &layout)?;
+        // Every segment exists before anyone connects to it.
+        let created = self.barrier();
+        if let Err(e) = created {
+            self.transport.destroy(id);
+            return Err(e);
+        }
+        let out = adj[rank].clone();
+        let mut linked: Vec<usize> = out.clone();
+        if spec.flow == FlowControl::Backpressure {
+            linked.extend(layout.senders.iter().copied());
+            linked.sort_unstable();
+            linked.dedup();
+        }
+        let peers: Vec<(usize, Layout)> = linked.iter().map(|p| (*p, layout_of(*p))).collect();
+        let links = match self.transport.connect(id, &spec.name, &peers) {
+            Ok(l) => l,
+            Err(e) => {
+                self.transport.destroy(id);
+                return Err(e);
+            }
+        };
+        let mut queue_at = vec![None; world];
+        for (p, l) in &peers {
+            queue_at[*p] = l.queue_index(rank);
+        }
+        let nq = layout.senders.len();
+        Ok(Object {
+            id,
+            name: spec.name.clone(),
+            rank,
+            epoch: self.epoch,
+            timeout: self.cfg.timeout,
+            flow: spec.flow,
+            out,
+            queue_at,
+            send_seq: vec![0; world],
+            next_seq: vec![1; nq],
+            torn_seen: vec![0; nq],
+            cursor: 0,
+            counters: Counters {
+                peers: (0..world).map(|_| PeerCounters::default()).collect(),
+                ..Counters::default()
+            },
+            layout,
+            region,
+            links,
+            transport: self.transport.clone(),
+        })
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.control
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .bye();
+    }
+}
+
+fn check_agreement(specs: &[ObjectSpec]) -> Result<()> {
+    let base = &specs[0];
+    for (rank, s) in specs.iter().enumerate().skip(1) {
+        let diff: Option<(&'static str, String, String)> = if s.name != base.name {
+            Some(("the name", base.name.clone(), s.name.clone()))
+        } else if s.capacity != base.capacity {
+            Some((
+                "the size in bytes",
+                base.capacity.to_string(),
+                s.capacity.to_string(),
+            ))
+        } else if s.depth != base.depth {
+            Some((
+                "the queue depth",
+                base.depth.to_string(),
+                s.depth.to_string(),
+            ))
+        } else if s.flow != base.flow {
+            Some((
+                "the flow control",
+                format!("{:?}", base.flow),
+                format!("{:?}", s.flow),
+            ))
+        } else if s.graph != base.graph {
+            Some((
+                "the graph",
+                format!("{:?}", base.graph),
+                format!("{:?}", s.graph),
+            ))
+        } else {
+            None
+        };
+        if let Some((what, ours, theirs)) = diff {
+            return Err(Error::Mismatch {
+                name: base.name.clone(),
+                rank,
+                what,
+                ours,
+                theirs,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An update returned by [`Object::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    /// The rank that wrote it.
+    pub sender: usize,
+    /// Its per-queue sequence number (1, 2, ...).
+    pub seq: u64,
+    /// The sender's iteration when it wrote.
+    pub iteration: u64,
+    /// Payload length; the payload is in the first `len` bytes of the buffer.
+    pub len: usize,
+}
+
+/// Counters for one peer of an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PeerCounters {
+    /// Updates written to this peer.
+    pub written: u64,
+    /// Bytes written to this peer.
+    pub bytes_written: u64,
+    /// Updates received from this peer.
+    pub received: u64,
+    /// Bytes received from this peer.
+    pub bytes_received: u64,
+    /// Torn slots from this peer detected and skipped.
+    pub torn: u64,
+    /// Updates from this peer overwritten before they were read.
+    pub lapped: u64,
+    /// Updates from this peer dropped for carrying another epoch.
+    pub stale_epoch: u64,
+}
+
+/// Counters for one object on this rank.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Updates written.
+    pub written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Updates received.
+    pub received: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Torn slots detected and skipped (never returned).
+    pub torn: u64,
+    /// Updates overwritten before they were read.
+    pub lapped: u64,
+    /// Updates dropped for carrying another epoch.
+    pub stale_epoch: u64,
+    /// Times a backpressured write had to wait for an acknowledgement.
+    pub backpressure_waits: u64,
+    /// Per-peer counters, indexed by rank.
+    pub peers: Vec<PeerCounters>,
+}
+
+/// This rank's handle on a shared object: write to out-neighbours, poll
+/// what in-neighbours wrote.
+#[derive(Debug)]
+pub struct Object {
+    id: u32,
+    name: String,
+    rank: usize,
+    epoch: u32,
+    timeout: Duration,
+    flow: FlowControl,
+    out: Vec<usize>,
+    /// For each rank we link to: the index of our queue in its segment.
+    queue_at: Vec<Option<usize>>,
+    send_seq: Vec<u64>,
+    next_seq: Vec<u64>,
+    torn_seen: Vec<u64>,
+    cursor: usize,
+    counters: Counters,
+    layout: Layout,
+    region: Arc<Region>,
+    links: Box<dyn Links>,
+    transport: Arc<dyn Transport>,
+}
+
+impl Object {
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Largest update in bytes.
+    pub fn capacity(&self) -> usize {
+        self.layout.capacity
+    }
+
+    /// Ranks this rank writes to.
+    pub fn out_neighbors(&self) -> &[usize] {
+        &self.out
+    }
+
+    /// Ranks that write to this rank.
+    pub fn in_neighbors(&self) -> &[usize] {
+        &self.layout.senders
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn target(&self, peer: usize, len: usize) -> Result<usize> {
+        if len > self.layout.capacity {
+            return Err(Error::Size {
+                name: self.name.clone(),
+                what: "update",
+                got: len,
+                limit: self.layout.capacity,
+            });
+        }
+        match self.queue_at.get(peer).copied().flatten() {
+            Some(q) if self.out.binary_search(&peer).is_ok() => Ok(q),
+            _ => Err(Error::NotNeighbor {
+                name: self.name.clone(),
+                rank: self.rank,
+                peer,
+                role: "receiver",
+            }),
+        }
+    }
+
+    fn header(&self, seq: u64, iteration: u64, len: usize) -> SlotHeader {
+        SlotHeader {
+            seq,
+            epoch: self.epoch,
+            sender: self.rank as u32,
+            iteration,
+            len: len as u64,
+            checksum: 0,
+            object: self.id,
+        }
+    }
+
+    /// Writes `payload` one-sided into `peer`'s queue, tagged with `iteration`.
+    /// Returns once the bytes are handed to the transport (visible at the
+    /// peer for shm); with backpressure, first waits (bounded) until the slot
+    /// is free.
+    pub fn write(&mut self, peer: usize, payload: &[u8], iteration: u64) -> Result<()> {
+        let q = self.target(peer, payload.len())?;
+        let seq = self.send_seq[peer] + 1;
+        if self.flow == FlowControl::Backpressure && seq > self.layout.depth as u64 {
+            self.wait_ack(peer, seq - self.layout.depth as u64)?;
+        }
+        let off = self.layout.seq_offset(q, seq);
+        let h = self.header(seq, iteration, payload.len());
+        self.links.write_slot(peer, off, &h, payload)?;
+        self.send_seq[peer] = seq;
+        let c = &mut self.counters;
+        c.written += 1;
+        c.bytes_written += payload.len() as u64;
+        c.peers[peer].written += 1;
+        c.peers[peer].bytes_written += payload.len() as u64;
+        Ok(())
+    }
+
+    /// Writes `payload` to every out-neighbour.
+    pub fn write_all(&mut self, payload: &[u8], iteration: u64) -> Result<()> {
+        for i in 0..self.out.len() {
+            self.write(self.out[i], payload, iteration)?;
+        }
+        Ok(())
+    }
+
+    /// Test hook: a write to `peer` that stops between payload and trailer,
+    /// as a writer killed in the middle would leave it.
+    #[doc(hidden)]
+    pub fn write_torn(&mut self, peer: usize, payload: &[u8], iteration: u64) -> Result<()> {
+        let q = self.target(peer, payload.len())?;
+        let seq = self.send_seq[peer] + 1;
+        let off = self.layout.seq_offset(q, seq);
+        let h = self.header(seq, iteration, payload.len());
+        self.links.write_slot_torn(peer, off, &h, payload)?;
+        self.send_seq[peer] = seq;
+        Ok(())
+    }
+
+    fn wait_ack(&mut self, peer: usize, need: u64) -> Result<()> {
+        let word = self.region.word(self.layout.ack_offset(peer));
+        if word.load(Ordering::Acquire) >= need {
+            return Ok(());
+        }
+        self.counters.backpressure_waits += 1;
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        loop {
+            let bell = self.region.doorbell();
+            if word.load(Ordering::Acquire) >= need {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    op: format!(
+                        "object {:?}: backpressure wait for rank {peer} to read update {need}",
+                        self.name
+                    ),
+                    waited: start.elapsed(),
+                    missing: vec![peer],
+                });
+            }
+            park(&self.region, bell, deadline);
+        }
+    }
+
+    /// Returns the oldest unread consistent update of the next sender (senders
+    /// are served round-robin), copied into `out`, which must hold
+    /// [`capacity`](Self::capacity) bytes. Torn slots are skipped and counted;
+    /// overwritten updates are counted as lapped. Never blocks, never allocates.
+    pub fn poll(&mut self, out: &mut [u8]) -> Result<Option<Update>> {
+        if out.len() < self.layout.capacity {
+            return Err(Error::Size {
+                name: self.name.clone(),
+                what: "poll buffer",
+                got: out.len(),
+                limit: self.layout.capacity,
+            });
+        }
+        let n = self.layout.senders.len();
+        for i in 0..n {
+            let q = (self.cursor + i) % n;
+            if let Some(u) = self.poll_queue(q, out)? {
+                self.cursor = (q + 1) % n;
+                return Ok(Some(u));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Like [`poll`](Self::poll), restricted to updates from `sender`.
+    pub fn poll_from(&mut self, sender: usize, out: &mut [u8]) -> Result<Option<Update>> {
+        let Some(q) = self.layout.queue_index(sender) else {
+            return Err(Error::NotNeighbor {
+                name: self.name.clone(),
+                rank: self.rank,
+                peer: sender,
+                role: "sender",
+            });
+        };
+        if out.len() < self.layout.capacity {
+            return Err(Error::Size {
+                name: self.name.clone(),
+                what: "poll buffer",
+                got: out.len(),
+                limit: self.layout.capacity,
+            });
+        }
+        self.poll_queue(q, out)
+    }
+
+    /// Polls until an update arrives or `timeout` passes (then `Ok(None)`).
+    /// Spins briefly, then parks on the segment's doorbell.
+    pub fn poll_timeout(&mut self, out: &mut [u8], timeout: Duration) -> Result<Option<Update>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let bell = self.region.doorbell();
+            if let Some(u) = self.poll(out)? {
+                return Ok(Some(u));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            park(&self.region, bell, deadline);
+        }
+    }
+
+    /// Like [`poll_timeout`](Self::poll_timeout), restricted to `sender`.
+    pub fn poll_from_timeout(
+        &mut self,
+        sender: usize,
+        out: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Option<Update>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let bell = self.region.doorbell();
+            if let Some(u) = self.poll_from(sender, out)? {
+                return Ok(Some(u));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            park(&self.region, bell, deadline);
+        }
+    }
+
+    fn poll_queue(&mut self, q: usize, out: &mut [u8]) -> Result<Option<Update>> {
+        let sender = self.layout.senders[q];
+        let depth = self.layout.depth;
+        // A bounded number of attempts: a writer that laps us on every try
+        // must not keep us here forever.
+        for _ in 0..4 * depth + 4 {
+            let next = self.next_seq[q];
+            let mut oldest = u64::MAX;
+            let mut newest = 0;
+            for s in 0..depth {
+                let seq = self.region.peek_seq(self.layout.slot_offset(q, s));
+                if seq >= next {
+                    oldest = oldest.min(seq);
+                    newest = newest.max(seq);
+                }
+            }
+            if oldest == u64::MAX {
+                return Ok(None);
+            }
+            let off = self.layout.seq_offset(q, oldest);
+            match self.region.read_slot(off, self.layout.capacity, out) {
+                SlotRead::Ok(h) if h.seq == oldest => {
+                    self.skip_to(q, sender, oldest);
+                    self.next_seq[q] = oldest + 1;
+                    if h.sender as usize != sender || h.object != self.id {
+                        self.count_torn(q, sender, oldest);
+                        continue;
+                    }
+                    if h.epoch != self.epoch {
+                        self.counters.stale_epoch += 1;
+                        self.counters.peers[sender].stale_epoch += 1;
+                        continue;
+                    }
+                    let len = h.len as usize;
+                    let c = &mut self.counters;
+                    c.received += 1;
+                    c.bytes_received += len as u64;
+                    c.peers[sender].received += 1;
+                    c.peers[sender].bytes_received += len as u64;
+                    if self.flow == FlowControl::Backpressure {
+                        let ack = crate::layout::CONTROL_BYTES + 8 * self.rank;
+                        self.links.write_word(sender, ack, oldest)?;
+                    }
+                    return Ok(Some(Update {
+                        sender,
+                        seq: oldest,
+                        iteration: h.iteration,
+                        len,
+                    }));
+                }
+                SlotRead::Torn { seq } if seq == oldest => {
+                    self.count_torn(q, sender, oldest);
+                    if newest > oldest {
+                        // The writer has moved on: this slot will never complete.
+                        self.skip_to(q, sender, oldest);
+                        self.next_seq[q] = oldest + 1;
+                        continue;
+                    }
+                    return Ok(None);
+                }
+                // The slot changed between the peek and the read: look again.
+                _ => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Accounts for sequence numbers between the expected one and `seq`
+    /// that were overwritten before we read them.
+    fn skip_to(&mut self, q: usize, sender: usize, seq: u64) {
+        let next = self.next_seq[q];
+        if seq > next {
+            let mut lost = seq - next;
+            if (next..seq).contains(&self.torn_seen[q]) {
+                lost -= 1;
+            }
+            self.counters.lapped += lost;
+            self.counters.peers[sender].lapped += lost;
+        }
+    }
+
+    fn count_torn(&mut self, q: usize, sender: usize, seq: u64) {
+        if self.torn_seen[q] != seq {
+            self.torn_seen[q] = seq;
+            self.counters.torn += 1;
+            self.counters.peers[sender].torn += 1;
+        }
+    }
+}
+
+/// Spins for a moment, then parks on `region`'s doorbell until it moves or
+/// `deadline` passes.
+fn park(region: &Region, bell: u32, deadline: Instant) {
+    let spin_until = Instant::now() + SPIN;
+    while Instant::now() < spin_until {
+        if region.doorbell() != bell {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+    let now = Instant::now();
+    if now < deadline {
+        region.park(bell, deadline - now);
+    }
+}
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        self.transport.destroy(self.id);
+    }
+}

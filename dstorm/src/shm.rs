@@ -1,0 +1,350 @@
+//! The shared-memory transport: every segment is a file in `/dev/shm` (mode
+//! 0600) that its owner creates and its peers map; a write is a store into
+//! the peer's mapping followed by a doorbell ring.
+//!
+//! Each file's control block records the owner's pid and process start time.
+//! A file whose owner is gone (a crashed or SIGKILLed run) is reclaimed; a
+//! file whose owner is alive is an error naming that process.
+
+use crate::config::TransportKind;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::segment::{ctl, Region};
+use crate::transport::{Endpoint, Links, RejectCounts, Transport};
+use crate::wire::SlotHeader;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Prefix of every segment file name.
+pub const FILE_PREFIX: &str = "malt-";
+
+#[derive(Debug)]
+pub(crate) struct ShmTransport {
+    dir: PathBuf,
+    job: u64,
+    rank: usize,
+    own: Mutex<Vec<(u32, PathBuf)>>,
+}
+
+impl ShmTransport {
+    pub fn new(dir: &Path, job: u64, rank: usize) -> Result<ShmTransport> {
+        if !dir.is_dir() {
+            return Err(Error::Unsupported {
+                transport: "shm",
+                why: format!(
+                    "{} is not a directory (set MALT_SHM_DIR to a tmpfs directory)",
+                    dir.display()
+                ),
+            });
+        }
+        reap_stale(dir);
+        Ok(ShmTransport {
+            dir: dir.to_path_buf(),
+            job,
+            rank,
+            own: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn path(&self, object: u32, rank: usize) -> PathBuf {
+        segment_path(&self.dir, self.job, object, rank)
+    }
+}
+
+/// The file of `rank`'s segment for `object` in job `job`.
+pub fn segment_path(dir: &Path, job: u64, object: u32, rank: usize) -> PathBuf {
+    dir.join(format!("{FILE_PREFIX}{job:016x}-o{object}-r{rank}"))
+}
+
+/// Start time of a process in clock ticks since boot, if it is alive.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Owner (pid, start time) recorded in a segment file's control block.
+fn file_owner(path: &Path) -> Option<(u64, u32, u64)> {
+    let mut f = File::open(path).ok()?;
+    let mut b = [0u8; 32];
+    f.read_exact(&mut b).ok()?;
+    let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    Some((w(ctl::MAGIC), w(ctl::PID) as u32, w(ctl::START_TIME)))
+}
+
+/// Whether the process that created `path` is still running. Files without a
+/// complete control block are young (being created) only if the file is.
+fn owner_alive(path: &Path) -> Option<u32> {
+    match file_owner(path) {
+        Some((magic, pid, start)) if magic == ctl::SEGMENT_MAGIC => {
+            (process_start_time(pid) == Some(start)).then_some(pid)
+        }
+        _ => {
+            let young = fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() < 60);
+            young.then_some(0)
+        }
+    }
+}
+
+/// Removes segment files of dead processes (best effort, own files only:
+/// the sticky /dev/shm refuses to unlink other users' files anyway).
+fn reap_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(FILE_PREFIX) {
+            continue;
+        }
+        let path = e.path();
+        if owner_alive(&path).is_none() && fs::remove_file(&path).is_ok() {
+            tracing::debug!(path = %path.display(), "removed a stale segment file");
+        }
+    }
+}
+
+fn seg_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Segment {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+impl Transport for ShmTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Shm
+    }
+
+    fn local_endpoint(&self) -> Option<String> {
+        None
+    }
+
+    fn start(&self, _table: &[Endpoint]) -> Result<()> {
+        Ok(())
+    }
+
+    fn create(&self, object: u32, _name: &str, layout: &Layout) -> Result<Arc<Region>> {
+        let path = self.path(object, self.rank);
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+        };
+        let file = match open() {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if let Some(pid) = owner_alive(&path) {
+                    return Err(Error::ShmInUse { path, pid });
+                }
+                fs::remove_file(&path).map_err(seg_err(&path, "remove stale file"))?;
+                open().map_err(seg_err(&path, "create"))?
+            }
+            Err(e) => return Err(seg_err(&path, "create")(e)),
+        };
+        file.set_len(layout.total as u64)
+            .map_err(seg_err(&path, "size"))?;
+        let region = Region::shared(&file, layout.total).map_err(seg_err(&path, "map"))?;
+        let pid = std::process::id();
+        let start = process_start_time(pid).unwrap_or(0);
+        region.word(ctl::OWNER).store(
+            self.rank as u64 | (u64::from(crate::wire::VERSION) << 32),
+            Ordering::Relaxed,
+        );
+        region
+            .word(ctl::PID)
+            .store(u64::from(pid), Ordering::Relaxed);
+        region.word(ctl::START_TIME).store(start, Ordering::Relaxed);
+        region.word(ctl::JOB).store(self.job, Ordering::Relaxed);
+        region
+            .word(ctl::SIZE)
+            .store(layout.total as u64, Ordering::Relaxed);
+        region
+            .word(ctl::OBJECT)
+            .store(u64::from(object), Ordering::Relaxed);
+        region
+            .word(ctl::MAGIC)
+            .store(ctl::SEGMENT_MAGIC, Ordering::Release);
+        self.own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((object, path));
+        Ok(Arc::new(region))
+    }
+
+    fn connect(
+        &self,
+        object: u32,
+        _name: &str,
+        peers: &[(usize, Layout)],
+    ) -> Result<Box<dyn Links>> {
+        let mut regions: Vec<Option<Region>> = Vec::new();
+        for (peer, layout) in peers {
+            let path = self.path(object, *peer);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(seg_err(&path, "open peer segment"))?;
+            let size = file
+                .metadata()
+                .map_err(seg_err(&path, "stat peer segment"))?
+                .len();
+            if size != layout.total as u64 {
+                return Err(Error::SegmentMismatch {
+                    path,
+                    problem: format!("size {size}, expected {}", layout.total),
+                });
+            }
+            let region = Region::shared(&file, layout.total).map_err(seg_err(&path, "map"))?;
+            let (magic, job, obj) = (
+                region.word(ctl::MAGIC).load(Ordering::Acquire),
+                region.word(ctl::JOB).load(Ordering::Relaxed),
+                region.word(ctl::OBJECT).load(Ordering::Relaxed),
+            );
+            if magic != ctl::SEGMENT_MAGIC || job != self.job || obj != u64::from(object) {
+                return Err(Error::SegmentMismatch {
+                    path,
+                    problem: format!(
+                        "control block says magic {magic:#x} job {job:#x} object {obj}"
+                    ),
+                });
+            }
+            if regions.len() <= *peer {
+                regions.resize_with(peer + 1, || None);
+            }
+            regions[*peer] = Some(region);
+        }
+        Ok(Box::new(ShmLinks { regions }))
+    }
+
+    fn destroy(&self, object: u32) {
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        own.retain(|(o, path)| {
+            if *o == object {
+                let _ = fs::remove_file(path);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn rejected(&self) -> RejectCounts {
+        RejectCounts::default()
+    }
+}
+
+impl Drop for ShmTransport {
+    fn drop(&mut self) {
+        let own = self.own.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, path) in own.drain(..) {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ShmLinks {
+    regions: Vec<Option<Region>>,
+}
+
+impl ShmLinks {
+    fn region(&self, peer: usize) -> &Region {
+        // Object only calls with peers it connected; anything else is a bug.
+        self.regions
+            .get(peer)
+            .and_then(Option::as_ref)
+            .unwrap_or_else(|| panic!("no shm link to rank {peer}"))
+    }
+}
+
+impl Links for ShmLinks {
+    fn write_slot(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<()> {
+        let r = self.region(peer);
+        r.store_slot(offset, h, payload);
+        r.ring();
+        Ok(())
+    }
+
+    fn write_slot_torn(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<()> {
+        let r = self.region(peer);
+        r.store_slot_torn(offset, h, payload);
+        r.ring();
+        Ok(())
+    }
+
+    fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()> {
+        let r = self.region(peer);
+        r.word(offset).store(value, Ordering::Release);
+        r.ring();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable_and_stable() {
+        let me = std::process::id();
+        let a = process_start_time(me).expect("own /proc entry");
+        assert_eq!(process_start_time(me), Some(a));
+    }
+
+    #[test]
+    fn a_live_owner_blocks_creation_and_a_dead_one_does_not() {
+        let dir = std::env::temp_dir().join(format!("malt-shm-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let layout = Layout::new(64, 2, vec![1], 2);
+        let a = ShmTransport::new(&dir, 42, 0).unwrap();
+        let _seg = a.create(0, "x", &layout).unwrap();
+        // Same job, same rank, owner alive: refused with the owner's pid.
+        let b = ShmTransport::new(&dir, 42, 0).unwrap();
+        match b.create(0, "x", &layout) {
+            Err(Error::ShmInUse { pid, .. }) => assert_eq!(pid, std::process::id()),
+            other => panic!("expected ShmInUse, got {other:?}"),
+        }
+        // Forge a dead owner: a start time no live process has.
+        let path = segment_path(&dir, 42, 0, 0);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let r = Region::shared(&f, layout.total).unwrap();
+        r.word(ctl::START_TIME).store(u64::MAX, Ordering::Relaxed);
+        let c = ShmTransport::new(&dir, 42, 0).unwrap();
+        // reap_stale already removed it, so creation succeeds.
+        assert!(!path.exists());
+        c.create(0, "x", &layout).unwrap();
+        drop((a, b, c));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,549 @@
+//! The tcp transport, for hosts without RDMA. Each rank listens for its
+//! peers; a peer's writes arrive as frames on that peer's connection and a
+//! receive thread applies them into the local segment, so the application
+//! thread is never involved. Every frame is validated (magic, version, job
+//! token at connect, epoch, sender, object, offset and length inside the
+//! sender's own slots, checksum); an invalid frame is dropped and counted.
+
+use crate::config::TransportKind;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::segment::Region;
+use crate::transport::{Endpoint, Links, RejectCounters, RejectCounts, Transport};
+use crate::wire::{checksum, FrameHeader, FrameKind, SlotHeader, HEADER_BYTES};
+use std::io::{self, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Payloads up to this size are copied behind their header and sent with one
+/// system call; larger ones go out as header then payload.
+const COALESCE_BYTES: usize = 16 * 1024;
+/// Longest job token accepted in a hello frame.
+const MAX_TOKEN: u64 = 4096;
+
+#[derive(Debug)]
+struct ObjectEntry {
+    region: Arc<Region>,
+    layout: Layout,
+}
+
+type ObjectTable = RwLock<Vec<Option<Arc<ObjectEntry>>>>;
+
+#[derive(Debug)]
+struct Shared {
+    rank: usize,
+    world: usize,
+    token: Vec<u8>,
+    epoch: AtomicU32,
+    objects: ObjectTable,
+    rejects: RejectCounters,
+    closed: AtomicBool,
+    hello_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct TcpTransport {
+    shared: Arc<Shared>,
+    local: String,
+    peers: Mutex<Vec<Option<Arc<Peer>>>>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Peer {
+    rank: usize,
+    out: Mutex<(TcpStream, Vec<u8>)>,
+}
+
+impl TcpTransport {
+    pub fn new(
+        bind_ip: &str,
+        rank: usize,
+        world: usize,
+        token: &str,
+        epoch: u32,
+        timeout: Duration,
+    ) -> Result<TcpTransport> {
+        let listener = TcpListener::bind((bind_ip, 0)).map_err(|source| Error::Control {
+            op: "bind tcp data listener",
+            source,
+        })?;
+        let mut addr = listener.local_addr().map_err(|source| Error::Control {
+            op: "tcp data listener address",
+            source,
+        })?;
+        if addr.ip().is_unspecified() {
+            // Peers need a routable address; the host name resolves to one.
+            if let Some(ip) = host_ip() {
+                addr.set_ip(ip);
+            }
+        }
+        let shared = Arc::new(Shared {
+            rank,
+            world,
+            token: token.as_bytes().to_vec(),
+            epoch: AtomicU32::new(epoch),
+            objects: RwLock::new(Vec::new()),
+            rejects: RejectCounters::default(),
+            closed: AtomicBool::new(false),
+            hello_timeout: timeout,
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("malt-tcp-accept-{rank}"))
+            .spawn(move || accept_loop(listener, s))
+            .map_err(|source| Error::Control {
+                op: "spawn tcp accept thread",
+                source,
+            })?;
+        Ok(TcpTransport {
+            shared,
+            local: addr.to_string(),
+            peers: Mutex::new(Vec::new()),
+            timeout,
+        })
+    }
+}
+
+fn host_ip() -> Option<std::net::IpAddr> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    (host.trim(), 0)
+        .to_socket_addrs()
+        .ok()?
+        .map(|a| a.ip())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        if shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(conn) = conn else { continue };
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("malt-tcp-recv-{}", shared.rank))
+            .spawn(move || {
+                if let Err(e) = serve(conn, &s) {
+                    tracing::debug!(error = %e, "tcp receive connection ended");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not spawn a tcp receive thread");
+        }
+    }
+}
+
+/// Reads and discards `n` bytes without allocating.
+fn discard(r: &mut impl Read, mut n: u64) -> io::Result<()> {
+    let mut buf = [0u8; 4096];
+    while n > 0 {
+        let k = n.min(buf.len() as u64) as usize;
+        r.read_exact(&mut buf[..k])?;
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Serves one inbound connection: a hello, then frames until it closes.
+fn serve(conn: TcpStream, shared: &Shared) -> io::Result<()> {
+    let c = &shared.rejects;
+    conn.set_read_timeout(Some(shared.hello_timeout))?;
+    let mut r = BufReader::with_capacity(64 * 1024, conn.try_clone()?);
+    let mut hb = [0u8; HEADER_BYTES];
+    r.read_exact(&mut hb)?;
+    let hello = match FrameHeader::decode(&hb) {
+        Ok(h) if h.kind == FrameKind::Hello && h.len <= MAX_TOKEN => h,
+        _ => {
+            RejectCounters::bump(&c.bad_token);
+            return Err(invalid("connection did not start with a hello".into()));
+        }
+    };
+    let mut token = [0u8; MAX_TOKEN as usize];
+    let token = &mut token[..hello.len as usize];
+    r.read_exact(token)?;
+    if *token != *shared.token || hello.object as usize != shared.world {
+        RejectCounters::bump(&c.bad_token);
+        let _ = conn.shutdown(Shutdown::Both);
+        return Err(invalid("wrong job token or world size".into()));
+    }
+    let sender = hello.sender as usize;
+    if sender >= shared.world || sender == shared.rank {
+        RejectCounters::bump(&c.bad_sender);
+        let _ = conn.shutdown(Shutdown::Both);
+        return Err(invalid(format!("hello from impossible rank {sender}")));
+    }
+    conn.set_read_timeout(None)?;
+    loop {
+        if let Err(e) = r.read_exact(&mut hb) {
+            return if e.kind() == io::ErrorKind::UnexpectedEof {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        let f = match FrameHeader::decode(&hb) {
+            Ok(f) if f.kind != FrameKind::Hello => f,
+            Ok(_) | Err(_) => {
+                // The stream can no longer be trusted to be in step.
+                RejectCounters::bump(&c.bad_header);
+                let _ = conn.shutdown(Shutdown::Both);
+                return Err(invalid("bad frame header; connection closed".into()));
+            }
+        };
+        apply(&f, sender, shared, &mut r, &conn)?;
+    }
+}
+
+fn apply(
+    f: &FrameHeader,
+    sender: usize,
+    shared: &Shared,
+    r: &mut impl Read,
+    conn: &TcpStream,
+) -> io::Result<()> {
+    let c = &shared.rejects;
+    let (entry, max_len) = {
+        let objects = shared.objects.read().unwrap_or_else(|p| p.into_inner());
+        // Longest payload any frame may carry: the largest slot this rank has.
+        let max_len = objects
+            .iter()
+            .flatten()
+            .map(|e| e.layout.capacity as u64)
+            .max()
+            .unwrap_or(0);
+        (objects.get(f.object as usize).cloned().flatten(), max_len)
+    };
+    let reject = |counter, r: &mut dyn Read| -> io::Result<()> {
+        RejectCounters::bump(counter);
+        if f.len > max_len {
+            RejectCounters::bump(&c.bad_length);
+            let _ = conn.shutdown(Shutdown::Both);
+            return Err(invalid(format!(
+                "frame length {} exceeds every slot",
+                f.len
+            )));
+        }
+        discard(&mut { r }, f.len)
+    };
+    if f.sender as usize != sender {
+        return reject(&c.bad_sender, r);
+    }
+    if f.epoch != shared.epoch.load(Ordering::Relaxed) {
+        return reject(&c.bad_epoch, r);
+    }
+    let Some(entry) = entry else {
+        return reject(&c.bad_object, r);
+    };
+    let (region, layout) = (&entry.region, &entry.layout);
+    match f.kind {
+        FrameKind::Slot => {
+            if f.len > layout.capacity as u64 {
+                RejectCounters::bump(&c.bad_length);
+                if f.len > max_len {
+                    let _ = conn.shutdown(Shutdown::Both);
+                    return Err(invalid(format!(
+                        "frame length {} exceeds every slot",
+                        f.len
+                    )));
+                }
+                return discard(r, f.len);
+            }
+            let Some(off) = usize::try_from(f.offset)
+                .ok()
+                .filter(|o| layout.slot_of(sender, *o).is_some())
+            else {
+                return reject(&c.bad_offset, r);
+            };
+            let h = SlotHeader {
+                seq: f.seq,
+                epoch: f.epoch,
+                sender: f.sender,
+                iteration: f.iteration,
+                len: f.len,
+                checksum: f.checksum,
+                object: f.object,
+            };
+            if region.recv_slot(off, &h, r)? {
+                region.ring();
+            } else {
+                RejectCounters::bump(&c.bad_checksum);
+            }
+            Ok(())
+        }
+        FrameKind::Word => {
+            if f.offset != layout.ack_offset(sender) as u64 || f.len != 0 {
+                return reject(&c.bad_offset, r);
+            }
+            region
+                .word(f.offset as usize)
+                .store(f.seq, Ordering::Release);
+            region.ring();
+            Ok(())
+        }
+        FrameKind::Hello => unreachable!("hello frames are rejected before apply"),
+    }
+}
+
+fn connect_with_retry(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let last = match addr.to_socket_addrs() {
+            Ok(mut addrs) => match addrs.next() {
+                Some(sa) => match TcpStream::connect_timeout(&sa, timeout) {
+                    Ok(s) => return Ok(s),
+                    Err(e) => e,
+                },
+                None => invalid(format!("{addr} resolves to nothing")),
+            },
+            Err(e) => e,
+        };
+        if Instant::now() + backoff > deadline {
+            return Err(last);
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Sends the hello frame that opens a data connection.
+pub(crate) fn send_hello(
+    s: &mut TcpStream,
+    rank: usize,
+    world: usize,
+    token: &[u8],
+    epoch: u32,
+) -> io::Result<()> {
+    let mut hb = [0u8; HEADER_BYTES];
+    FrameHeader {
+        kind: FrameKind::Hello,
+        epoch,
+        sender: rank as u32,
+        object: world as u32,
+        offset: 0,
+        len: token.len() as u64,
+        seq: 0,
+        iteration: 0,
+        checksum: checksum(token),
+    }
+    .encode(&mut hb);
+    s.write_all(&hb)?;
+    s.write_all(token)
+}
+
+impl Transport for TcpTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tcp
+    }
+
+    fn local_endpoint(&self) -> Option<String> {
+        Some(self.local.clone())
+    }
+
+    fn start(&self, table: &[Endpoint]) -> Result<()> {
+        let sh = &self.shared;
+        let mut peers = Vec::with_capacity(table.len());
+        for ep in table {
+            if ep.rank == sh.rank {
+                peers.push(None);
+                continue;
+            }
+            let addr = ep.data_addr.as_deref().ok_or_else(|| {
+                Error::Protocol(format!("rank {} published no tcp address", ep.rank))
+            })?;
+            let peer_err = |source| Error::Peer {
+                op: "tcp connect",
+                peer: ep.rank,
+                source,
+            };
+            let mut s = connect_with_retry(addr, self.timeout).map_err(peer_err)?;
+            s.set_nodelay(true).map_err(peer_err)?;
+            send_hello(
+                &mut s,
+                sh.rank,
+                sh.world,
+                &sh.token,
+                sh.epoch.load(Ordering::Relaxed),
+            )
+            .map_err(peer_err)?;
+            peers.push(Some(Arc::new(Peer {
+                rank: ep.rank,
+                out: Mutex::new((s, Vec::with_capacity(HEADER_BYTES + COALESCE_BYTES))),
+            })));
+        }
+        *self.peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
+        Ok(())
+    }
+
+    fn create(&self, object: u32, name: &str, layout: &Layout) -> Result<Arc<Region>> {
+        let region = Arc::new(Region::anon(layout.total).map_err(|source| Error::Segment {
+            path: format!("tcp:{name}").into(),
+            op: "allocate",
+            source,
+        })?);
+        let mut objects = self
+            .shared
+            .objects
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let i = object as usize;
+        if objects.len() <= i {
+            objects.resize_with(i + 1, || None);
+        }
+        objects[i] = Some(Arc::new(ObjectEntry {
+            region: region.clone(),
+            layout: layout.clone(),
+        }));
+        Ok(region)
+    }
+
+    fn connect(
+        &self,
+        object: u32,
+        _name: &str,
+        peers: &[(usize, Layout)],
+    ) -> Result<Box<dyn Links>> {
+        let all = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut links = vec![None; all.len()];
+        for (peer, _) in peers {
+            let p = all
+                .get(*peer)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| Error::Protocol(format!("no tcp connection to rank {peer}")))?;
+            links[*peer] = Some(p);
+        }
+        Ok(Box::new(TcpLinks {
+            object,
+            rank: self.shared.rank as u32,
+            epoch: self.shared.epoch.load(Ordering::Relaxed),
+            peers: links,
+        }))
+    }
+
+    fn destroy(&self, object: u32) {
+        let mut objects = self
+            .shared
+            .objects
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = objects.get_mut(object as usize) {
+            *e = None;
+        }
+    }
+
+    fn rejected(&self) -> RejectCounts {
+        self.shared.rejects.snapshot()
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        let peers = self.peers.get_mut().unwrap_or_else(|p| p.into_inner());
+        for p in peers.iter().flatten() {
+            if let Ok(out) = p.out.lock() {
+                let _ = out.0.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TcpLinks {
+    object: u32,
+    rank: u32,
+    epoch: u32,
+    peers: Vec<Option<Arc<Peer>>>,
+}
+
+impl TcpLinks {
+    fn send(&mut self, peer: usize, f: FrameHeader, payload: &[u8]) -> Result<()> {
+        let p = self
+            .peers
+            .get(peer)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Error::Protocol(format!("no tcp link to rank {peer}")))?;
+        let mut hb = [0u8; HEADER_BYTES];
+        f.encode(&mut hb);
+        let mut out = p.out.lock().unwrap_or_else(|e| e.into_inner());
+        let (stream, buf) = &mut *out;
+        let res = if payload.len() <= COALESCE_BYTES {
+            buf.clear();
+            buf.extend_from_slice(&hb);
+            buf.extend_from_slice(payload);
+            stream.write_all(buf)
+        } else {
+            stream
+                .write_all(&hb)
+                .and_then(|_| stream.write_all(payload))
+        };
+        res.map_err(|source| Error::Peer {
+            op: "tcp write",
+            peer: p.rank,
+            source,
+        })
+    }
+
+    fn slot_frame(&self, offset: usize, h: &SlotHeader, payload: &[u8]) -> FrameHeader {
+        FrameHeader {
+            kind: FrameKind::Slot,
+            epoch: self.epoch,
+            sender: self.rank,
+            object: self.object,
+            offset: offset as u64,
+            len: payload.len() as u64,
+            seq: h.seq,
+            iteration: h.iteration,
+            checksum: checksum(payload),
+        }
+    }
+}
+
+impl Links for TcpLinks {
+    fn write_slot(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<()> {
+        let f = self.slot_frame(offset, h, payload);
+        self.send(peer, f, payload)
+    }
+
+    fn write_slot_torn(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<()> {
+        // Over tcp a write that dies half way arrives with a bad checksum.
+        let mut f = self.slot_frame(offset, h, payload);
+        f.checksum ^= 1;
+        self.send(peer, f, payload)
+    }
+
+    fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()> {
+        let f = FrameHeader {
+            kind: FrameKind::Word,
+            epoch: self.epoch,
+            sender: self.rank,
+            object: self.object,
+            offset: offset as u64,
+            len: 0,
+            seq: value,
+            iteration: 0,
+            checksum: 0,
+        };
+        self.send(peer, f, &[])
+    }
+}

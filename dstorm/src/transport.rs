@@ -1,0 +1,133 @@
+//! The transport interface (Gloo-style split): a transport creates local
+//! segments that peers write into, and for each object a set of links that
+//! write into the peers' segments. The layers above never name a transport.
+
+use crate::config::TransportKind;
+use crate::error::Result;
+use crate::layout::Layout;
+use crate::segment::Region;
+use crate::wire::SlotHeader;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One rank's entry in the endpoint table of a job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    /// The rank.
+    pub rank: usize,
+    /// Host name it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Transport-specific address (tcp: `ip:port` of its receive listener).
+    pub data_addr: Option<String>,
+}
+
+/// What every transport implements.
+pub(crate) trait Transport: Send + Sync + Debug {
+    fn kind(&self) -> TransportKind;
+    /// Address peers use to reach this rank, published at rendezvous.
+    fn local_endpoint(&self) -> Option<String>;
+    /// Called once the endpoint table is known.
+    fn start(&self, table: &[Endpoint]) -> Result<()>;
+    /// Creates this rank's segment for `object`.
+    fn create(&self, object: u32, name: &str, layout: &Layout) -> Result<Arc<Region>>;
+    /// Links for writing into `peers`' segments of `object` (layouts by rank).
+    fn connect(&self, object: u32, name: &str, peers: &[(usize, Layout)])
+        -> Result<Box<dyn Links>>;
+    /// Releases this rank's segment for `object`.
+    fn destroy(&self, object: u32);
+    /// Counters of frames this rank's receive path rejected.
+    fn rejected(&self) -> RejectCounts;
+}
+
+/// Writes into peers' segments of one object.
+pub(crate) trait Links: Send + Debug {
+    /// Writes a whole slot at `offset` of `peer`'s segment and rings its doorbell.
+    fn write_slot(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<()>;
+    /// Test hook: a slot write that stops before the trailer.
+    fn write_slot_torn(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<()>;
+    /// Writes one 8-byte word at `offset` of `peer`'s segment and rings its doorbell.
+    fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()>;
+}
+
+/// Frames dropped by a receiver, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RejectCounts {
+    /// Connections refused for a missing or wrong job token.
+    pub bad_token: u64,
+    /// Frames with a wrong magic number, version or kind (connection closed).
+    pub bad_header: u64,
+    /// Frames claiming another sender than the connection's.
+    pub bad_sender: u64,
+    /// Frames from an older or newer group epoch.
+    pub bad_epoch: u64,
+    /// Frames for an object this rank does not have.
+    pub bad_object: u64,
+    /// Frames whose offset is not one of the sender's slots or ack word.
+    pub bad_offset: u64,
+    /// Frames whose length exceeds the slot capacity (connection closed if absurd).
+    pub bad_length: u64,
+    /// Slot frames whose payload checksum did not match.
+    pub bad_checksum: u64,
+}
+
+impl RejectCounts {
+    /// Sum over every reason.
+    pub fn total(&self) -> u64 {
+        self.bad_token
+            + self.bad_header
+            + self.bad_sender
+            + self.bad_epoch
+            + self.bad_object
+            + self.bad_offset
+            + self.bad_length
+            + self.bad_checksum
+    }
+}
+
+/// The atomically updated form of [`RejectCounts`], shared with receive threads.
+#[derive(Debug, Default)]
+pub(crate) struct RejectCounters {
+    pub bad_token: AtomicU64,
+    pub bad_header: AtomicU64,
+    pub bad_sender: AtomicU64,
+    pub bad_epoch: AtomicU64,
+    pub bad_object: AtomicU64,
+    pub bad_offset: AtomicU64,
+    pub bad_length: AtomicU64,
+    pub bad_checksum: AtomicU64,
+}
+
+impl RejectCounters {
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RejectCounts {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RejectCounts {
+            bad_token: l(&self.bad_token),
+            bad_header: l(&self.bad_header),
+            bad_sender: l(&self.bad_sender),
+            bad_epoch: l(&self.bad_epoch),
+            bad_object: l(&self.bad_object),
+            bad_offset: l(&self.bad_offset),
+            bad_length: l(&self.bad_length),
+            bad_checksum: l(&self.bad_checksum),
+        }
+    }
+}
