@@ -1,4 +1,7 @@
-//! malt applications: data readers and generators, the training apps, the
-//! launcher and the benchmarks behind the `malt` command line.
+//! malt applications: data readers and generators, the launcher, the
+//! cluster check and the benchmarks behind the `malt` command line.
 
+pub mod bench;
+pub mod check;
 pub mod data;
+pub mod launch;

@@ -1,3 +1,199 @@
-fn main() {
-    println!("malt: not yet");
+//! The `malt` command line.
+
+use clap::{Args, Parser, Subcommand};
+use dstorm::TransportKind;
+use malt::{bench, check, launch};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "malt",
+    version,
+    about = "Data-parallel machine learning over one-sided writes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start N local ranks of PROGRAM with the job environment set.
+    Launch(LaunchArgs),
+    /// Verify every byte of every peer's writes (run inside a job).
+    Check(CheckArgs),
+    /// Measurements against a baseline taken in the same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args, Debug)]
+struct LaunchArgs {
+    /// Number of ranks.
+    #[arg(short = 'n', long = "ranks")]
+    ranks: usize,
+    /// Transport for model bytes.
+    #[arg(long, default_value = "shm")]
+    transport: TransportKind,
+    /// Bound on every wait of the ranks, and the grace period after a rank
+    /// fails before the others are stopped (seconds).
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// The program to run, then its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Transport (default: MALT_TRANSPORT, else shm).
+    #[arg(long)]
+    transport: Option<TransportKind>,
+    /// Update size in bytes.
+    #[arg(long, default_value_t = 65536)]
+    size: usize,
+    /// Rounds.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// One-sided write throughput and latency between two ranks.
+    Write(WriteArgs),
+}
+
+#[derive(Args, Debug)]
+struct WriteArgs {
+    /// Transport to measure.
+    #[arg(long, default_value = "shm")]
+    transport: TransportKind,
+    /// One size in bytes instead of the sweep from 64 B to 64 MiB.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Updates per size (default: 1 GiB worth, between 10 and 20000).
+    #[arg(long)]
+    iters: Option<usize>,
+    /// One JSON line per size.
+    #[arg(long)]
+    json: bool,
+}
+
+fn relaunch(ranks: usize, transport: TransportKind) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("malt: cannot find my own executable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = launch::LaunchOptions {
+        ranks,
+        transport,
+        timeout: Duration::from_secs(60),
+        program: exe,
+        args: std::env::args().skip(1).collect(),
+        prefix: false,
+        env: Vec::new(),
+    };
+    finish_launch(launch::launch(&opts))
+}
+
+fn finish_launch(r: Result<launch::LaunchOutcome, launch::LaunchError>) -> ExitCode {
+    match r {
+        Ok(outcome) => {
+            for (rank, why) in outcome.failures() {
+                eprintln!("malt launch: rank {rank} {why}");
+            }
+            if !outcome.stopped.is_empty() {
+                eprintln!(
+                    "malt launch: stopped ranks {:?} after a failure",
+                    outcome.stopped
+                );
+            }
+            ExitCode::from(outcome.exit_code().clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            eprintln!("malt launch: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn join(transport: TransportKind) -> Result<dstorm::Group, dstorm::Error> {
+    let mut cfg = dstorm::Config::from_env()?;
+    cfg.transport = transport;
+    dstorm::Group::join(cfg)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MALT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Launch(a) => {
+            if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+                eprintln!("malt launch: --timeout must be a positive number of seconds");
+                return ExitCode::from(2);
+            }
+            let mut command = a.command.into_iter();
+            let program = PathBuf::from(command.next().unwrap_or_default());
+            let opts = launch::LaunchOptions {
+                ranks: a.ranks,
+                transport: a.transport,
+                timeout: Duration::from_secs_f64(a.timeout),
+                program,
+                args: command.collect(),
+                prefix: true,
+                env: Vec::new(),
+            };
+            finish_launch(launch::launch(&opts))
+        }
+        Cmd::Check(a) => {
+            let code = check::run(&check::CheckOptions {
+                transport: a.transport,
+                size: a.size,
+                rounds: a.rounds,
+            });
+            ExitCode::from(code as u8)
+        }
+        Cmd::Bench(BenchCmd::Write(a)) => {
+            if !launch::inside_job() {
+                return relaunch(2, a.transport);
+            }
+            let group = match join(a.transport) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("malt bench write: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = bench::write::WriteOptions {
+                transport: a.transport,
+                size: a.size,
+                iters: a.iters,
+                json: a.json,
+            };
+            match bench::write::bench(&group, &opts) {
+                Ok(results) => {
+                    if group.rank() == 0 {
+                        bench::write::print(&results, opts.json);
+                    }
+                    let _ = group.finish();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("malt bench write: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
 }

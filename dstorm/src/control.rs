@@ -312,7 +312,7 @@ impl Coordinator {
         }
     }
 
-    fn to(&mut self, conn: usize, msg: &FromMaster) {
+    fn send_to(&mut self, conn: usize, msg: &FromMaster) {
         if let Some(s) = self.conns.get_mut(&conn) {
             if send(s, msg).is_err() {
                 self.conns.remove(&conn);
@@ -320,16 +320,16 @@ impl Coordinator {
         }
     }
 
-    fn to_ranks(&mut self, msg: &FromMaster) {
+    fn send_ranks(&mut self, msg: &FromMaster) {
         let ids: Vec<usize> = self.ranks.keys().copied().collect();
         for id in ids {
-            self.to(id, msg);
+            self.send_to(id, msg);
         }
     }
 
     fn abort(&mut self, reason: String) {
         tracing::error!(%reason, "aborting the job");
-        self.to_ranks(&FromMaster::Aborted {
+        self.send_ranks(&FromMaster::Aborted {
             reason: reason.clone(),
         });
         self.aborted = Some(reason);
@@ -337,7 +337,7 @@ impl Coordinator {
 
     fn refuse(&mut self, conn: usize, reason: String) {
         tracing::warn!(%reason, "refused a control connection");
-        self.to(conn, &FromMaster::Refused { reason });
+        self.send_to(conn, &FromMaster::Refused { reason });
         if let Some(s) = self.conns.remove(&conn) {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -379,7 +379,7 @@ impl Coordinator {
                     self.conns.insert(id, s);
                     self.started.get_or_insert_with(Instant::now);
                     if let Some(reason) = self.aborted.clone() {
-                        self.to(id, &FromMaster::Aborted { reason });
+                        self.send_to(id, &FromMaster::Aborted { reason });
                     }
                 }
                 Event::Message(id, m) => self.message(id, m),
@@ -404,7 +404,7 @@ impl Coordinator {
             let reason = format!("round {round} timed out after {:?}", self.timeout);
             let ids: Vec<usize> = self.ranks.keys().copied().collect();
             for id in ids {
-                self.to(
+                self.send_to(
                     id,
                     &FromMaster::Failed {
                         round,
@@ -437,7 +437,7 @@ impl Coordinator {
                     return self.refuse(id, "gather before hello".into());
                 };
                 if let Some(reason) = self.aborted.clone() {
-                    return self.to(id, &FromMaster::Aborted { reason });
+                    return self.send_to(id, &FromMaster::Aborted { reason });
                 }
                 let (r, _, got) = self
                     .round
@@ -452,7 +452,7 @@ impl Coordinator {
                 if got.len() == self.world {
                     if let Some((round, _, got)) = self.round.take() {
                         let data: Vec<String> = got.into_values().collect();
-                        self.to_ranks(&FromMaster::Gathered { round, data });
+                        self.send_ranks(&FromMaster::Gathered { round, data });
                     }
                 }
             }
@@ -469,7 +469,7 @@ impl Coordinator {
             return self.refuse(id, "wrong job token".into());
         }
         if let Some(reason) = self.aborted.clone() {
-            return self.to(id, &FromMaster::Aborted { reason });
+            return self.send_to(id, &FromMaster::Aborted { reason });
         }
         if world != self.world {
             self.refuse(
@@ -496,7 +496,7 @@ impl Coordinator {
         if self.ranks.len() == self.world {
             let table: Vec<Endpoint> = self.endpoints.values().cloned().collect();
             self.welcomed = true;
-            self.to_ranks(&FromMaster::Welcome { table, epoch: 1 });
+            self.send_ranks(&FromMaster::Welcome { table, epoch: 1 });
         }
     }
 }

@@ -323,7 +323,6 @@ impl Group {
             queue_at,
             send_seq: vec![0; world],
             next_seq: vec![1; nq],
-            torn_seen: vec![0; nq],
             cursor: 0,
             counters: Counters {
                 peers: (0..world).map(|_| PeerCounters::default()).collect(),
@@ -461,7 +460,6 @@ pub struct Object {
     queue_at: Vec<Option<usize>>,
     send_seq: Vec<u64>,
     next_seq: Vec<u64>,
-    torn_seen: Vec<u64>,
     cursor: usize,
     counters: Counters,
     layout: Layout,
@@ -679,6 +677,47 @@ impl Object {
         }
     }
 
+    /// Waits until an update from `sender` with an iteration of at least
+    /// `min_iteration` is complete in this rank's segment, without copying or
+    /// consuming it (a later [`poll`](Self::poll) still returns it).
+    /// `Ok(None)` when `timeout` passes first.
+    pub fn wait_visible(
+        &mut self,
+        sender: usize,
+        min_iteration: u64,
+        timeout: Duration,
+    ) -> Result<Option<Update>> {
+        let Some(q) = self.layout.queue_index(sender) else {
+            return Err(Error::NotNeighbor {
+                name: self.name.clone(),
+                rank: self.rank,
+                peer: sender,
+                role: "sender",
+            });
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let bell = self.region.doorbell();
+            for s in 0..self.layout.depth {
+                let off = self.layout.slot_offset(q, s);
+                if let Some(h) = self.region.complete_header(off, self.layout.capacity) {
+                    if h.iteration >= min_iteration && h.epoch == self.epoch {
+                        return Ok(Some(Update {
+                            sender,
+                            seq: h.seq,
+                            iteration: h.iteration,
+                            len: h.len as usize,
+                        }));
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            park(&self.region, bell, deadline);
+        }
+    }
+
     fn poll_queue(&mut self, q: usize, out: &mut [u8]) -> Result<Option<Update>> {
         let sender = self.layout.senders[q];
         let depth = self.layout.depth;
@@ -704,7 +743,7 @@ impl Object {
                     self.skip_to(q, sender, oldest);
                     self.next_seq[q] = oldest + 1;
                     if h.sender as usize != sender || h.object != self.id {
-                        self.count_torn(q, sender, oldest);
+                        self.count_torn(sender);
                         continue;
                     }
                     if h.epoch != self.epoch {
@@ -730,13 +769,15 @@ impl Object {
                     }));
                 }
                 SlotRead::Torn { seq } if seq == oldest => {
-                    self.count_torn(q, sender, oldest);
                     if newest > oldest {
-                        // The writer has moved on: this slot will never complete.
+                        // The writer has moved on: this slot will never
+                        // complete. Skip it and count it as torn.
                         self.skip_to(q, sender, oldest);
+                        self.count_torn(sender);
                         self.next_seq[q] = oldest + 1;
                         continue;
                     }
+                    // Still being written: nothing to return yet.
                     return Ok(None);
                 }
                 // The slot changed between the peek and the read: look again.
@@ -749,23 +790,14 @@ impl Object {
     /// Accounts for sequence numbers between the expected one and `seq`
     /// that were overwritten before we read them.
     fn skip_to(&mut self, q: usize, sender: usize, seq: u64) {
-        let next = self.next_seq[q];
-        if seq > next {
-            let mut lost = seq - next;
-            if (next..seq).contains(&self.torn_seen[q]) {
-                lost -= 1;
-            }
-            self.counters.lapped += lost;
-            self.counters.peers[sender].lapped += lost;
-        }
+        let lost = seq.saturating_sub(self.next_seq[q]);
+        self.counters.lapped += lost;
+        self.counters.peers[sender].lapped += lost;
     }
 
-    fn count_torn(&mut self, q: usize, sender: usize, seq: u64) {
-        if self.torn_seen[q] != seq {
-            self.torn_seen[q] = seq;
-            self.counters.torn += 1;
-            self.counters.peers[sender].torn += 1;
-        }
+    fn count_torn(&mut self, sender: usize) {
+        self.counters.torn += 1;
+        self.counters.peers[sender].torn += 1;
     }
 }
 

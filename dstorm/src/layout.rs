@@ -92,7 +92,7 @@ impl Layout {
         let q = self.queue_index(sender)?;
         let start = self.slot_offset(q, 0);
         let rel = offset.checked_sub(start)?;
-        if rel % self.slot_bytes != 0 || rel / self.slot_bytes >= self.depth {
+        if !rel.is_multiple_of(self.slot_bytes) || rel / self.slot_bytes >= self.depth {
             return None;
         }
         Some(rel / self.slot_bytes)

@@ -84,7 +84,7 @@ impl Region {
 
     fn check(&self, off: usize, len: usize, align: usize) {
         assert!(
-            off % align == 0 && off.checked_add(len).is_some_and(|e| e <= self.len()),
+            off.is_multiple_of(align) && off.checked_add(len).is_some_and(|e| e <= self.len()),
             "segment access out of bounds or misaligned: offset {off} length {len} in {}",
             self.len()
         );
@@ -236,6 +236,24 @@ impl Region {
             Ok(h) => SlotRead::Ok(h),
             Err(_) => SlotRead::Torn { seq },
         }
+    }
+
+    /// The header of the slot at `off` if it holds a complete update, without
+    /// copying the payload.
+    pub fn complete_header(&self, off: usize, capacity: usize) -> Option<SlotHeader> {
+        let h1 = self.load_header(off);
+        let (seq, len) = (h1[1], h1[4]);
+        if seq == 0 || len > capacity as u64 {
+            return None;
+        }
+        let t = self
+            .word(Layout::trailer_offset(off, len as usize))
+            .load(Ordering::Acquire);
+        fence(Ordering::Acquire);
+        if t != trailer_value(seq, len) || self.load_header(off) != h1 {
+            return None;
+        }
+        SlotHeader::from_words(&h1).ok()
     }
 
     /// The sequence number in the header at `off` (0 if never written).

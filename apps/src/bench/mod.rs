@@ -1,0 +1,4 @@
+//! `malt bench`: measurements that print ratios against a baseline measured
+//! in the same run.
+
+pub mod write;

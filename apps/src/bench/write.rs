@@ -1,0 +1,304 @@
+//! `malt bench write`: one-sided write throughput and latency between two
+//! ranks, next to a baseline measured in the same run: `memcpy` of the same
+//! bytes for shm, a plain TCP socket stream of the same bytes for tcp.
+//!
+//! Throughput: rank 0 writes `iters` updates back to back; the clock stops
+//! when rank 0 learns (through a one-sided write back) that the last update
+//! is complete in rank 1's segment. Latency: ping-pong of single updates,
+//! half the round trip, i.e. the time from `write` until the update is
+//! visible (and copied out) at the receiver.
+
+use crate::check::percentile;
+use dstorm::{Group, ObjectSpec, TransportKind};
+use serde::Serialize;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Options of `malt bench write`.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Transport to measure.
+    pub transport: TransportKind,
+    /// One size instead of the default sweep.
+    pub size: Option<usize>,
+    /// Updates per size instead of the default (1 GiB worth, 10..=20000).
+    pub iters: Option<usize>,
+    /// One JSON line per size.
+    pub json: bool,
+}
+
+/// The default sweep: 64 B to 64 MiB in steps of 4.
+pub fn default_sizes() -> Vec<usize> {
+    (0..11).map(|i| 64usize << (2 * i)).collect()
+}
+
+fn default_iters(size: usize) -> usize {
+    ((1usize << 30) / size).clamp(10, 20_000)
+}
+
+/// One size's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteResult {
+    /// Transport measured.
+    pub transport: String,
+    /// Update size in bytes.
+    pub size: usize,
+    /// Updates in the throughput run.
+    pub iters: usize,
+    /// malt's throughput in gigabits (1e9 bits) per second.
+    pub gbps: f64,
+    /// The baseline's throughput, same unit.
+    pub baseline_gbps: f64,
+    /// What the baseline is.
+    pub baseline: &'static str,
+    /// `gbps / baseline_gbps`.
+    pub ratio: f64,
+    /// Median write-until-visible latency in microseconds.
+    pub lat_us_p50: f64,
+    /// 99th percentile of the same.
+    pub lat_us_p99: f64,
+    /// The baseline's median one-way latency (raw socket ping-pong; tcp only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_lat_us_p50: Option<f64>,
+}
+
+fn gbps(bytes: usize, iters: usize, secs: f64) -> f64 {
+    (bytes as f64 * iters as f64 * 8.0) / secs / 1e9
+}
+
+fn throughput(group: &Group, size: usize, iters: usize, timeout: Duration) -> dstorm::Result<f64> {
+    let rank = group.rank();
+    let mut obj = group.create_object(
+        &ObjectSpec::new(format!("bench-write-{size}"), size).graph(pair_graph(group.world())),
+    )?;
+    let buf = vec![0x5au8; size];
+    let mut ack = vec![0u8; size];
+    group.barrier()?;
+    let mut secs = 0.0;
+    if rank == 0 {
+        let t0 = Instant::now();
+        for i in 1..=iters {
+            obj.write(1, &buf, i as u64)?;
+        }
+        match obj.poll_from_timeout(1, &mut ack, timeout)? {
+            Some(u) if u.iteration == iters as u64 => secs = t0.elapsed().as_secs_f64(),
+            other => {
+                return Err(dstorm::Error::Protocol(format!(
+                    "bench: expected the completion notice, got {other:?}"
+                )))
+            }
+        }
+    } else if rank == 1 {
+        if obj.wait_visible(0, iters as u64, timeout)?.is_none() {
+            return Err(dstorm::Error::Timeout {
+                op: "bench write: waiting for the last update".into(),
+                waited: timeout,
+                missing: vec![0],
+            });
+        }
+        obj.write(0, &buf[..8.min(size)], iters as u64)?;
+    }
+    group.barrier()?;
+    Ok(gbps(size, iters, secs))
+}
+
+fn latency(
+    group: &Group,
+    size: usize,
+    pings: usize,
+    timeout: Duration,
+) -> dstorm::Result<Vec<f64>> {
+    let rank = group.rank();
+    let mut obj = group.create_object(
+        &ObjectSpec::new(format!("bench-lat-{size}"), size).graph(pair_graph(group.world())),
+    )?;
+    let buf = vec![0xa5u8; size];
+    let mut rbuf = vec![0u8; size];
+    let mut rtt = Vec::with_capacity(pings);
+    group.barrier()?;
+    let lost = |i| dstorm::Error::Timeout {
+        op: format!("bench latency: ping {i}"),
+        waited: timeout,
+        missing: vec![1 - rank],
+    };
+    for i in 1..=pings as u64 {
+        if rank == 0 {
+            let t = Instant::now();
+            obj.write(1, &buf, i)?;
+            match obj.poll_from_timeout(1, &mut rbuf, timeout)? {
+                Some(u) if u.iteration == i => rtt.push(t.elapsed().as_secs_f64() * 1e6 / 2.0),
+                _ => return Err(lost(i)),
+            }
+        } else if rank == 1 {
+            match obj.poll_from_timeout(0, &mut rbuf, timeout)? {
+                Some(u) if u.iteration == i => obj.write(0, &buf, i)?,
+                _ => return Err(lost(i)),
+            }
+        }
+    }
+    group.barrier()?;
+    rtt.sort_by(f64::total_cmp);
+    Ok(rtt)
+}
+
+/// Rank 0 and rank 1 write to each other; other ranks only watch.
+fn pair_graph(world: usize) -> Vec<Vec<usize>> {
+    (0..world)
+        .map(|r| match r {
+            0 => vec![1],
+            1 => vec![0],
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn memcpy_baseline(size: usize, iters: usize) -> f64 {
+    let src = vec![0x5au8; size];
+    let mut dst = vec![0u8; size];
+    dst.copy_from_slice(&src);
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    gbps(size, iters, t0.elapsed().as_secs_f64())
+}
+
+/// Raw socket stream of the same bytes; returns (gbps, one-way latency p50 in µs).
+fn socket_baseline(
+    group: &Group,
+    size: usize,
+    iters: usize,
+    pings: usize,
+) -> dstorm::Result<(f64, f64)> {
+    let rank = group.rank();
+    let io = |source: std::io::Error| dstorm::Error::Peer {
+        op: "baseline socket",
+        peer: 1 - rank.min(1),
+        source,
+    };
+    let listener = if rank == 1 {
+        Some(TcpListener::bind(("127.0.0.1", 0)).map_err(io)?)
+    } else {
+        None
+    };
+    let port = listener
+        .as_ref()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .transpose()
+        .map_err(io)?
+        .unwrap_or(0);
+    let ports = group.allgather(&port.to_string())?;
+    let mut result = (0.0, 0.0);
+    let mut buf = vec![0x5au8; size];
+    if rank == 0 {
+        let mut s = TcpStream::connect(("127.0.0.1", ports[1].parse().unwrap_or(0))).map_err(io)?;
+        s.set_nodelay(true).map_err(io)?;
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            s.write_all(&buf).map_err(io)?;
+        }
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).map_err(io)?;
+        let g = gbps(size, iters, t0.elapsed().as_secs_f64());
+        let mut lat = Vec::with_capacity(pings);
+        for _ in 0..pings {
+            let t = Instant::now();
+            s.write_all(&buf).map_err(io)?;
+            s.read_exact(&mut buf).map_err(io)?;
+            lat.push(t.elapsed().as_secs_f64() * 1e6 / 2.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        result = (g, percentile(&lat, 50.0));
+    } else if let Some(l) = listener {
+        let (mut s, _) = l.accept().map_err(io)?;
+        s.set_nodelay(true).map_err(io)?;
+        for _ in 0..iters {
+            s.read_exact(&mut buf).map_err(io)?;
+        }
+        s.write_all(&[1]).map_err(io)?;
+        for _ in 0..pings {
+            s.read_exact(&mut buf).map_err(io)?;
+            s.write_all(&buf).map_err(io)?;
+        }
+    }
+    group.barrier()?;
+    Ok(result)
+}
+
+/// Runs the sweep on a joined group; rank 0 returns the results.
+pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResult>> {
+    if group.world() < 2 {
+        return Err(dstorm::Error::Config(
+            "malt bench write needs two ranks (run it outside a job and it launches them)".into(),
+        ));
+    }
+    let timeout = group.config().timeout;
+    let sizes = opts.size.map(|s| vec![s]).unwrap_or_else(default_sizes);
+    let mut out = Vec::new();
+    for size in sizes {
+        let size = size.max(1);
+        let iters = opts.iters.unwrap_or_else(|| default_iters(size)).max(1);
+        let pings = iters.min(2000);
+        let g = throughput(group, size, iters, timeout)?;
+        let lat = latency(group, size, pings, timeout)?;
+        let (base, base_lat, what) = match group.transport() {
+            TransportKind::Tcp => {
+                let (g, l) = socket_baseline(group, size, iters, pings)?;
+                (g, Some(l), "tcp socket")
+            }
+            TransportKind::Shm => (
+                if group.rank() == 0 {
+                    memcpy_baseline(size, iters)
+                } else {
+                    0.0
+                },
+                None,
+                "memcpy",
+            ),
+            TransportKind::Verbs => (0.0, None, "ib_write_bw (run rxe-setup/bench-verbs.sh)"),
+        };
+        group.barrier()?;
+        out.push(WriteResult {
+            transport: group.transport().to_string(),
+            size,
+            iters,
+            gbps: g,
+            baseline_gbps: base,
+            baseline: what,
+            ratio: if base > 0.0 { g / base } else { 0.0 },
+            lat_us_p50: percentile(&lat, 50.0),
+            lat_us_p99: percentile(&lat, 99.0),
+            baseline_lat_us_p50: base_lat,
+        });
+    }
+    Ok(out)
+}
+
+/// Prints results as JSON lines or a table.
+pub fn print(results: &[WriteResult], json: bool) {
+    if json {
+        for r in results {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        return;
+    }
+    println!(
+        "{:>10} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10}  baseline",
+        "size", "iters", "Gbit/s", "base", "ratio", "p50 us", "p99 us"
+    );
+    for r in results {
+        println!(
+            "{:>10} {:>8} {:>10.2} {:>10.2} {:>7.3} {:>10.2} {:>10.2}  {}",
+            r.size,
+            r.iters,
+            r.gbps,
+            r.baseline_gbps,
+            r.ratio,
+            r.lat_us_p50,
+            r.lat_us_p99,
+            r.baseline
+        );
+    }
+}

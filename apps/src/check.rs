@@ -1,0 +1,230 @@
+//! `malt check`: every rank writes a rank- and round-specific pattern to
+//! every peer and verifies every byte it receives. The tool to run first on
+//! a new cluster.
+
+use dstorm::{FlowControl, Group, ObjectSpec, TransportKind};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Options of `malt check`.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Override the transport from the environment.
+    pub transport: Option<TransportKind>,
+    /// Update size in bytes.
+    pub size: usize,
+    /// Rounds.
+    pub rounds: usize,
+}
+
+/// One rank's result, printed as a JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// This rank.
+    pub rank: usize,
+    /// World size.
+    pub world: usize,
+    /// Transport used.
+    pub transport: String,
+    /// Every byte matched.
+    pub ok: bool,
+    /// Bytes received and verified.
+    pub bytes_verified: u64,
+    /// Torn slots detected (and skipped).
+    pub torn: u64,
+    /// Updates overwritten before they were read (must be 0 here).
+    pub lapped: u64,
+    /// Rounds run.
+    pub rounds: usize,
+    /// Update size.
+    pub size: usize,
+    /// Median time from the start of a round until all peers' updates were
+    /// verified here, in microseconds.
+    pub lat_us_p50: f64,
+    /// 99th percentile of the same.
+    pub lat_us_p99: f64,
+    /// The first problem found, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The 8-byte word at `index` of the update `sender` writes to `receiver` in `round`.
+fn pattern_word(sender: usize, receiver: usize, round: usize, index: usize) -> u64 {
+    let seed = (sender as u64) << 40 ^ (receiver as u64) << 20 ^ round as u64;
+    let mut z = seed
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(index as u64);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z ^ (z >> 31)
+}
+
+/// Fills `buf` with the pattern.
+pub fn fill(buf: &mut [u8], sender: usize, receiver: usize, round: usize) {
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let w = pattern_word(sender, receiver, round, i).to_le_bytes();
+        chunk.copy_from_slice(&w[..chunk.len()]);
+    }
+}
+
+/// The first byte offset where `buf` differs from the pattern.
+pub fn first_mismatch(buf: &[u8], sender: usize, receiver: usize, round: usize) -> Option<usize> {
+    for (i, chunk) in buf.chunks(8).enumerate() {
+        let w = pattern_word(sender, receiver, round, i).to_le_bytes();
+        if chunk != &w[..chunk.len()] {
+            let j = chunk.iter().zip(w).position(|(a, b)| *a != b).unwrap_or(0);
+            return Some(i * 8 + j);
+        }
+    }
+    None
+}
+
+/// Percentile (0..=100) of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the check on an already joined group.
+pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> {
+    let (rank, world) = (group.rank(), group.world());
+    let size = opts.size.max(1);
+    let mut obj = group.create_object(
+        &ObjectSpec::new("malt-check", size)
+            .depth(2)
+            .flow(FlowControl::Backpressure),
+    )?;
+    let timeout = group.config().timeout;
+    let mut send = vec![0u8; size];
+    let mut recv = vec![0u8; size];
+    let mut lat = Vec::with_capacity(opts.rounds);
+    let mut verified = 0u64;
+    let mut error = None;
+    let senders: Vec<usize> = obj.in_neighbors().to_vec();
+    let receivers: Vec<usize> = obj.out_neighbors().to_vec();
+    'rounds: for round in 0..opts.rounds {
+        group.barrier()?;
+        let t0 = Instant::now();
+        for &peer in &receivers {
+            fill(&mut send, rank, peer, round);
+            obj.write(peer, &send, round as u64)?;
+        }
+        for &s in &senders {
+            let u = obj.poll_from_timeout(s, &mut recv, timeout)?;
+            let Some(u) = u else {
+                error = Some(format!(
+                    "round {round}: no update from rank {s} within {timeout:?}"
+                ));
+                break 'rounds;
+            };
+            if u.iteration != round as u64 || u.len != size {
+                error = Some(format!(
+                    "round {round}: update from rank {s} carries iteration {} and {} bytes",
+                    u.iteration, u.len
+                ));
+                break 'rounds;
+            }
+            if let Some(at) = first_mismatch(&recv[..u.len], s, rank, round) {
+                error = Some(format!(
+                    "round {round}: byte {at} of the update from rank {s} is wrong"
+                ));
+                break 'rounds;
+            }
+            verified += u.len as u64;
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let c = obj.counters();
+    if error.is_none() && c.lapped != 0 {
+        error = Some(format!(
+            "{} updates were lapped under backpressure",
+            c.lapped
+        ));
+    }
+    Ok(CheckReport {
+        rank,
+        world,
+        transport: group.transport().to_string(),
+        ok: error.is_none(),
+        bytes_verified: verified,
+        torn: c.torn,
+        lapped: c.lapped,
+        rounds: opts.rounds,
+        size,
+        lat_us_p50: percentile(&lat, 50.0),
+        lat_us_p99: percentile(&lat, 99.0),
+        error,
+    })
+}
+
+/// `malt check` as a command: returns the process exit code (0 ok, 1 a
+/// verification failure, 2 the job could not run).
+pub fn run(opts: &CheckOptions) -> i32 {
+    let mut cfg = match dstorm::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("malt check: {e}");
+            return 2;
+        }
+    };
+    if let Some(t) = opts.transport {
+        cfg.transport = t;
+    }
+    let group = match Group::join(cfg) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("malt check: {e}");
+            return 2;
+        }
+    };
+    match check(&group, opts) {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+            );
+            // Peers may still be verifying what we wrote.
+            let finished = group.finish();
+            if !report.ok {
+                return 1;
+            }
+            if let Err(e) = finished {
+                eprintln!("malt check: {e}");
+                return 2;
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("malt check: {e}");
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_differ_by_sender_receiver_and_round_and_mismatches_are_found() {
+        let mut a = vec![0u8; 1001];
+        fill(&mut a, 1, 2, 3);
+        assert_eq!(first_mismatch(&a, 1, 2, 3), None);
+        assert!(first_mismatch(&a, 2, 1, 3).is_some());
+        assert!(first_mismatch(&a, 1, 2, 4).is_some());
+        assert!(first_mismatch(&a, 1, 3, 3).is_some());
+        a[999] ^= 0x10;
+        assert_eq!(first_mismatch(&a, 1, 2, 3), Some(999));
+    }
+
+    #[test]
+    fn percentiles_of_sorted_samples() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 51.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+}

@@ -1,0 +1,335 @@
+//! `malt launch`: start N local ranks of a job with the environment set, a
+//! fresh job token and a free master port; prefix their output; forward
+//! SIGINT/SIGTERM; stop the survivors when one fails.
+
+use dstorm::TransportKind;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Number of ranks.
+    pub ranks: usize,
+    /// Transport for model bytes (`MALT_TRANSPORT`).
+    pub transport: TransportKind,
+    /// Bound on the ranks' waits (`MALT_TIMEOUT`) and grace period after a
+    /// rank fails before the others are stopped.
+    pub timeout: Duration,
+    /// The program and its arguments.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Prefix every output line with `[rank]`; without it, only rank 0's
+    /// standard output is passed through, unchanged.
+    pub prefix: bool,
+    /// Extra environment for every rank.
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a launch failed before or while running ranks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// `-n 0` or similar.
+    #[error("invalid launch: {0}")]
+    Invalid(String),
+    /// No free port for the master.
+    #[error("no free port for the master: {0}")]
+    Port(#[source] std::io::Error),
+    /// The program could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a launched job ended.
+#[derive(Debug, Clone)]
+pub struct LaunchOutcome {
+    /// Exit status per rank (None: could not be collected).
+    pub statuses: Vec<Option<ExitStatus>>,
+    /// The job was interrupted by SIGINT/SIGTERM.
+    pub interrupted: bool,
+    /// Ranks stopped by the launcher after the grace period.
+    pub stopped: Vec<usize>,
+}
+
+impl LaunchOutcome {
+    /// Ranks that did not exit with status 0, with a description.
+    pub fn failures(&self) -> Vec<(usize, String)> {
+        self.statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(r, s)| match s {
+                Some(s) if s.success() => None,
+                Some(s) => Some((r, describe(s))),
+                None => Some((r, "status unknown".into())),
+            })
+            .collect()
+    }
+
+    /// The exit code `malt launch` should return: 0 if every rank succeeded,
+    /// else the first failing rank's code (128+signal for a signal).
+    pub fn exit_code(&self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        for s in &self.statuses {
+            match s {
+                Some(s) if s.success() => {}
+                Some(s) => {
+                    return s
+                        .code()
+                        .or_else(|| s.signal().map(|g| 128 + g))
+                        .unwrap_or(1)
+                }
+                None => return 1,
+            }
+        }
+        if self.interrupted {
+            130
+        } else {
+            0
+        }
+    }
+}
+
+fn describe(s: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(sig) => format!("killed by {sig}"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => "ended".into(),
+    }
+}
+
+/// A free TCP port on loopback (the listener is closed before returning).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// A fresh random job token.
+pub fn fresh_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn pump(
+    src: impl Read + Send + 'static,
+    rank: usize,
+    to_stderr: bool,
+    prefix: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(src);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if !line.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            let res = if to_stderr {
+                let mut e = std::io::stderr().lock();
+                if prefix {
+                    let _ = write!(e, "[{rank}] ");
+                }
+                e.write_all(&line)
+            } else {
+                let mut o = std::io::stdout().lock();
+                if prefix {
+                    let _ = write!(o, "[{rank}] ");
+                }
+                o.write_all(&line).and_then(|_| o.flush())
+            };
+            if res.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Runs the job and waits for it. Never returns while a child it started is
+/// still running.
+pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
+    if opts.ranks == 0 {
+        return Err(LaunchError::Invalid("at least one rank is needed".into()));
+    }
+    let port = free_port().map_err(LaunchError::Port)?;
+    let token = fresh_token();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut children: Vec<Child> = Vec::with_capacity(opts.ranks);
+    let mut pumps = Vec::new();
+    for rank in 0..opts.ranks {
+        let mut cmd = Command::new(&opts.program);
+        cmd.args(&opts.args)
+            .env("MALT_RANK", rank.to_string())
+            .env("MALT_WORLD_SIZE", opts.ranks.to_string())
+            .env("MALT_MASTER_ADDR", "127.0.0.1")
+            .env("MALT_MASTER_PORT", port.to_string())
+            .env("MALT_JOB_TOKEN", &token)
+            .env("MALT_TRANSPORT", opts.transport.as_str())
+            .env("MALT_TIMEOUT", opts.timeout.as_secs_f64().to_string())
+            .env_remove("RANK")
+            .env_remove("WORLD_SIZE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if opts.prefix || rank == 0 {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        match cmd.spawn() {
+            Ok(mut c) => {
+                if let Some(out) = c.stdout.take() {
+                    if opts.prefix || rank == 0 {
+                        pumps.push(pump(out, rank, false, opts.prefix));
+                    } else {
+                        // Drain and drop other ranks' stdout when not prefixing.
+                        pumps.push(std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut { out }, &mut std::io::sink());
+                        }));
+                    }
+                }
+                if let Some(err) = c.stderr.take() {
+                    pumps.push(pump(err, rank, true, opts.prefix));
+                }
+                children.push(c);
+            }
+            Err(source) => {
+                for c in &mut children {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(LaunchError::Spawn {
+                    program: opts.program.display().to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    let pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
+    let sig_thread = forward_signals(pids.clone(), interrupted.clone());
+    let (tx, rx) = mpsc::channel();
+    let waiters: Vec<_> = children
+        .into_iter()
+        .enumerate()
+        .map(|(rank, mut c)| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let s = c.wait().ok();
+                let _ = tx.send((rank, s));
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; opts.ranks];
+    let mut done = vec![false; opts.ranks];
+    let mut grace_until: Option<Instant> = None;
+    let mut termed_at: Option<Instant> = None;
+    let mut stopped = Vec::new();
+    while done.iter().any(|d| !d) {
+        let now = Instant::now();
+        if grace_until.is_none() && interrupted.load(Ordering::Relaxed) {
+            grace_until = Some(now + Duration::from_secs(5));
+        }
+        let wait = match (termed_at, grace_until) {
+            (Some(t), _) => (t + Duration::from_secs(3)).saturating_duration_since(now),
+            (None, Some(g)) => g.saturating_duration_since(now),
+            (None, None) => Duration::from_millis(200),
+        };
+        match rx.recv_timeout(wait) {
+            Ok((rank, s)) => {
+                done[rank] = true;
+                if !s.is_some_and(|s| s.success()) && grace_until.is_none() {
+                    grace_until = Some(Instant::now() + opts.timeout);
+                }
+                statuses[rank] = s;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                if let Some(t) = termed_at {
+                    if now >= t + Duration::from_secs(3) {
+                        for (r, pid) in pids.iter().enumerate() {
+                            if !done[r] {
+                                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                            }
+                        }
+                    }
+                } else if grace_until.is_some_and(|g| now >= g) {
+                    for (r, pid) in pids.iter().enumerate() {
+                        if !done[r] {
+                            stopped.push(r);
+                            let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+                        }
+                    }
+                    termed_at = Some(now);
+                }
+            }
+        }
+    }
+    for w in waiters {
+        let _ = w.join();
+    }
+    for p in pumps {
+        let _ = p.join();
+    }
+    if let Some(h) = sig_thread {
+        h.close();
+    }
+    Ok(LaunchOutcome {
+        statuses,
+        interrupted: interrupted.load(Ordering::Relaxed),
+        stopped,
+    })
+}
+
+/// Forwards SIGINT and SIGTERM to the children while the job runs.
+fn forward_signals(pids: Vec<i32>, flag: Arc<AtomicBool>) -> Option<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            flag.store(true, Ordering::Relaxed);
+            let s = if sig == SIGINT {
+                Signal::SIGINT
+            } else {
+                Signal::SIGTERM
+            };
+            for pid in &pids {
+                let _ = kill(Pid::from_raw(*pid), s);
+            }
+        }
+    });
+    Some(handle)
+}
+
+/// True when this process runs inside a job (any launcher's rank variables).
+pub fn inside_job() -> bool {
+    ["MALT_RANK", "RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some())
+}
