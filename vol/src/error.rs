@@ -1,0 +1,244 @@
+//! Error types of vol.
+//!
+//! [`VolError`] is the one error the public API returns. The transport-free
+//! modules (graphs, wire encodings, merge functions, option parsing) have their
+//! own small error enums, each convertible into [`VolError`] with `?`.
+
+/// Everything that can go wrong in vol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VolError {
+    /// A communication graph is invalid for the world it is used with.
+    #[error("communication graph: {0}")]
+    Graph(#[from] GraphError),
+    /// An update could not be encoded or decoded.
+    #[error("wire encoding: {0}")]
+    Wire(#[from] WireError),
+    /// A merge function (UDF) rejected its input.
+    #[error("merge: {0}")]
+    Merge(#[from] MergeError),
+    /// A textual option (graph, UDF, consistency, representation) is malformed.
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    /// Statistics could not be serialized to JSON.
+    #[error("statistics to JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A communication graph that cannot be used for a given world.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// The world has no ranks.
+    #[error("a world must have at least one rank")]
+    EmptyWorld,
+    /// A rank is outside `0..world`.
+    #[error("rank {rank} is out of range for a world of {world} ranks")]
+    RankOutOfRange {
+        /// The offending rank.
+        rank: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// A custom adjacency list does not have one row per rank.
+    #[error("custom graph has {rows} adjacency rows but the world has {world} ranks")]
+    WrongRowCount {
+        /// Rows in the adjacency list.
+        rows: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// A custom adjacency list names a neighbour outside `0..world`.
+    #[error("custom graph: rank {rank} lists neighbour {neighbor}, out of range for a world of {world} ranks")]
+    NeighborOutOfRange {
+        /// The rank whose row holds the neighbour.
+        rank: usize,
+        /// The offending neighbour.
+        neighbor: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// A random graph asks for more distinct peers than exist.
+    #[error("random graph asks for {k} peers per rank but a world of {world} ranks has only {} other ranks", .world.saturating_sub(1))]
+    DegreeTooLarge {
+        /// Requested peers per rank.
+        k: usize,
+        /// The world size.
+        world: usize,
+    },
+    /// The union of all ranks' out-edges is not strongly connected: some
+    /// update could never reach some rank.
+    #[error("graph {graph} is not strongly connected for {world} ranks: no path from rank {from} to rank {to}")]
+    NotStronglyConnected {
+        /// The graph, as text (see `Graph`'s `Display`).
+        graph: String,
+        /// The world size.
+        world: usize,
+        /// A rank that cannot reach `to`.
+        from: usize,
+        /// A rank that `from` cannot reach.
+        to: usize,
+    },
+}
+
+/// A malformed sparse vector or byte encoding of an update, or a buffer of
+/// the wrong size.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The bytes are shorter than the fixed sparse header.
+    #[error("sparse update of {len} bytes is shorter than its {header}-byte header")]
+    TruncatedHeader {
+        /// Bytes received.
+        len: usize,
+        /// Header size.
+        header: usize,
+    },
+    /// The header names an index width other than 4 or 8 bytes.
+    #[error("sparse update has index width {0}; expected 4 or 8")]
+    BadIndexWidth(u8),
+    /// The header's value width does not match the receiver's element type.
+    #[error(
+        "sparse update has value width {found}; the vector's elements are {expected} bytes wide"
+    )]
+    ValueWidthMismatch {
+        /// Width the receiver expects.
+        expected: usize,
+        /// Width found in the header.
+        found: u8,
+    },
+    /// Reserved header bytes are not zero.
+    #[error("sparse update header has non-zero reserved bytes")]
+    ReservedBytes,
+    /// The byte length does not match what the header (or the vector) implies.
+    #[error("{what}: expected {expected} bytes, found {found}")]
+    LengthMismatch {
+        /// What was being checked.
+        what: &'static str,
+        /// Bytes expected.
+        expected: u64,
+        /// Bytes found.
+        found: u64,
+    },
+    /// The header's pair count is too large to describe any buffer.
+    #[error("sparse update claims {count} pairs, too many to address")]
+    CountOverflow {
+        /// The claimed pair count.
+        count: u64,
+    },
+    /// An index is not below the vector's length.
+    #[error("index {index} at position {position} is out of range for a vector of length {len}")]
+    IndexOutOfRange {
+        /// The offending index.
+        index: u64,
+        /// Its position among the pairs.
+        position: usize,
+        /// The vector's length.
+        len: u64,
+    },
+    /// Indices are not strictly increasing (unsorted or duplicated).
+    #[error("index {index} at position {position} does not follow {previous}: indices must be strictly increasing")]
+    NotSorted {
+        /// The previous index.
+        previous: u64,
+        /// The offending index.
+        index: u64,
+        /// Its position among the pairs.
+        position: usize,
+    },
+    /// An index does not fit the sparse vector's index type.
+    #[error("index {index} does not fit in a {width}-byte index")]
+    IndexTooWide {
+        /// The offending index.
+        index: u64,
+        /// Width of the index type in bytes.
+        width: usize,
+    },
+    /// Index and value arrays differ in length.
+    #[error("{indices} indices but {values} values")]
+    PairCountMismatch {
+        /// Number of indices.
+        indices: usize,
+        /// Number of values.
+        values: usize,
+    },
+    /// The output buffer is too small.
+    #[error("output buffer of {available} bytes is too small; {needed} bytes needed")]
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// An index given to a sparse vector is not below its length.
+    #[error("index {index} is out of range for a sparse vector of length {len}")]
+    IndexOutOfBounds {
+        /// The offending index.
+        index: u64,
+        /// The vector's length.
+        len: u64,
+    },
+    /// The same index was given twice.
+    #[error("index {index} appears more than once")]
+    DuplicateIndex {
+        /// The repeated index.
+        index: u64,
+    },
+    /// An auto-representation threshold outside `[0, 1]`.
+    #[error("sparse threshold {0} must be a number in [0, 1]")]
+    BadThreshold(f64),
+}
+
+/// A merge function (UDF) was given inputs it cannot merge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MergeError {
+    /// A dense update's length differs from the local vector's.
+    #[error("incoming update {update} has {found} elements; the local vector has {expected}")]
+    LengthMismatch {
+        /// Position of the update in the incoming list.
+        update: usize,
+        /// Local length.
+        expected: usize,
+        /// The update's length.
+        found: usize,
+    },
+    /// A sparse update carries an index outside the local vector.
+    #[error("incoming sparse update {update} carries index {index}, out of range for a vector of length {len}")]
+    IndexOutOfRange {
+        /// Position of the update in the incoming list.
+        update: usize,
+        /// The offending index.
+        index: u64,
+        /// Local length.
+        len: usize,
+    },
+    /// The merge function handles dense updates only.
+    #[error("this merge function does not accept sparse updates (update {update} is sparse)")]
+    SparseUnsupported {
+        /// Position of the first sparse update.
+        update: usize,
+    },
+}
+
+/// A textual option could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse {input:?} as a {what}: {reason}")]
+pub struct ParseError {
+    /// What was being parsed (graph, UDF, consistency mode, ...).
+    pub what: &'static str,
+    /// The text given.
+    pub input: String,
+    /// Why it was rejected, including the accepted forms.
+    pub reason: String,
+}
+
+impl ParseError {
+    pub(crate) fn new(what: &'static str, input: &str, reason: impl Into<String>) -> Self {
+        ParseError {
+            what,
+            input: input.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
