@@ -130,10 +130,11 @@ pub struct Group {
     objects: Mutex<Vec<String>>,
 }
 
+/// Names a job's shared-memory files: the token identifies the job, so a
+/// second job started with the same token while the first still runs gets
+/// [`Error::ShmInUse`] instead of writing into the first job's segments.
 fn job_hash(cfg: &Config) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(
-        format!("{}\0{}\0{}", cfg.token, cfg.master_addr, cfg.master_port).as_bytes(),
-    )
+    xxhash_rust::xxh3::xxh3_64(cfg.token.as_bytes())
 }
 
 fn make_transport(cfg: &Config) -> Result<Arc<dyn Transport>> {
