@@ -15,8 +15,12 @@ pub fn malt() -> &'static str {
 /// What a launched job printed and how it ended.
 #[derive(Debug)]
 pub struct Job {
-    /// Exit code of `malt launch` (None: killed at the deadline).
+    /// Exit code (None: ended by a signal, or killed at the deadline).
     pub code: Option<i32>,
+    /// Signal that ended the process, if any.
+    pub signal: Option<i32>,
+    /// The process was still running at the deadline and was killed.
+    pub timed_out: bool,
     /// Standard output.
     pub stdout: String,
     /// Standard error.
@@ -74,21 +78,25 @@ pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Job {
     });
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(child.wait().ok().and_then(|s| s.code()));
+        use std::os::unix::process::ExitStatusExt;
+        let s = child.wait().ok();
+        let _ = tx.send((s.and_then(|s| s.code()), s.and_then(|s| s.signal())));
     });
-    let code = match rx.recv_timeout(deadline) {
-        Ok(code) => code,
+    let (code, signal, timed_out) = match rx.recv_timeout(deadline) {
+        Ok((code, signal)) => (code, signal, false),
         Err(_) => {
             let _ = kill(pid, Signal::SIGTERM);
             if rx.recv_timeout(Duration::from_secs(5)).is_err() {
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = rx.recv_timeout(Duration::from_secs(5));
             }
-            None
+            (None, None, true)
         }
     };
     Job {
         code,
+        signal,
+        timed_out,
         stdout: to.join().unwrap_or_default(),
         stderr: te.join().unwrap_or_default(),
     }

@@ -1,0 +1,130 @@
+//! No heap allocation per write or per poll on the data path: a counting
+//! global allocator watches every thread of this process (two ranks, their
+//! receive threads, the coordinator) while the ranks exchange updates.
+//! This file holds a single test so that no other test allocates meanwhile.
+
+use dstorm::{Config, FlowControl, Group, ObjectSpec, TransportKind};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+struct Counting;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; the
+// counter is a side effect only.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if ENABLED.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if ENABLED.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const ROUNDS: u64 = 2000;
+const SIZE: usize = 64 * 1024;
+
+fn rank(
+    rank: usize,
+    port: u16,
+    transport: TransportKind,
+    shm_dir: String,
+    sync: Arc<Barrier>,
+) -> u64 {
+    let mut cfg = Config::local(rank, 2, port, "alloc-test");
+    cfg.transport = transport;
+    cfg.shm_dir = shm_dir.into();
+    cfg.timeout = Duration::from_secs(20);
+    let g = Group::join(cfg).expect("join");
+    let mut o = g
+        .create_object(&ObjectSpec::new("ping", SIZE).flow(FlowControl::Backpressure))
+        .expect("create");
+    let peer = 1 - rank;
+    let payload = vec![rank as u8; SIZE];
+    let mut buf = vec![0u8; SIZE];
+    let mut exchange = |i: u64| {
+        if rank == 0 {
+            o.write(peer, &payload, i).expect("write");
+            let u = o
+                .poll_from_timeout(peer, &mut buf, Duration::from_secs(10))
+                .expect("poll");
+            assert_eq!(u.map(|u| u.iteration), Some(i));
+        } else {
+            let u = o
+                .poll_from_timeout(peer, &mut buf, Duration::from_secs(10))
+                .expect("poll");
+            assert_eq!(u.map(|u| u.iteration), Some(i));
+            o.write(peer, &payload, i).expect("write");
+        }
+    };
+    for i in 1..=100 {
+        exchange(i);
+    }
+    sync.wait();
+    if rank == 0 {
+        ALLOCS.store(0, Ordering::SeqCst);
+        ENABLED.store(true, Ordering::SeqCst);
+    }
+    sync.wait();
+    for i in 101..=100 + ROUNDS {
+        exchange(i);
+    }
+    sync.wait();
+    let n = if rank == 0 {
+        ENABLED.store(false, Ordering::SeqCst);
+        ALLOCS.load(Ordering::SeqCst)
+    } else {
+        0
+    };
+    sync.wait();
+    drop(o);
+    g.finish().expect("finish");
+    n
+}
+
+#[test]
+fn writes_and_polls_do_not_allocate() {
+    let dir = std::env::temp_dir().join(format!("malt-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for transport in [TransportKind::Shm, TransportKind::Tcp] {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sync = Arc::new(Barrier::new(2));
+        let d = dir.display().to_string();
+        let handles: Vec<_> = (0..2)
+            .map(|r| {
+                let (s, d) = (sync.clone(), d.clone());
+                std::thread::spawn(move || rank(r, port, transport, d, s))
+            })
+            .collect();
+        let counts: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            counts[0], 0,
+            "{transport}: {} heap allocations during {ROUNDS} round trips",
+            counts[0]
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
