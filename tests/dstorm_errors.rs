@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(30);
 const TIMEOUT: &str = "3";
 
+/// One rank's environment and extra `malt check` arguments.
+type RankRun<'a> = (Vec<(String, String)>, Vec<&'a str>);
+
 /// Runs `malt check` once per (environment, extra args), concurrently.
-fn checks(ranks: Vec<(Vec<(String, String)>, Vec<&str>)>) -> Vec<Job> {
+fn checks(ranks: Vec<RankRun<'_>>) -> Vec<Job> {
     let handles: Vec<_> = ranks
         .into_iter()
         .map(|(env, args)| {
