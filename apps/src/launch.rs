@@ -64,6 +64,8 @@ pub struct LaunchOutcome {
     pub interrupted: bool,
     /// Ranks stopped by the launcher after the grace period.
     pub stopped: Vec<usize>,
+    /// The first rank that failed by itself, if any.
+    pub first_failure: Option<usize>,
 }
 
 impl LaunchOutcome {
@@ -81,25 +83,21 @@ impl LaunchOutcome {
     }
 
     /// The exit code `malt launch` should return: 0 if every rank succeeded,
-    /// else the first failing rank's code (128+signal for a signal).
+    /// else the code of the first rank that failed by itself (128+signal for
+    /// a signal).
     pub fn exit_code(&self) -> i32 {
         use std::os::unix::process::ExitStatusExt;
-        for s in &self.statuses {
-            match s {
-                Some(s) if s.success() => {}
-                Some(s) => {
-                    return s
-                        .code()
-                        .or_else(|| s.signal().map(|g| 128 + g))
-                        .unwrap_or(1)
-                }
-                None => return 1,
-            }
-        }
-        if self.interrupted {
-            130
-        } else {
-            0
+        let failed = self
+            .first_failure
+            .or_else(|| self.failures().first().map(|(r, _)| *r));
+        match failed.map(|r| self.statuses[r]) {
+            Some(Some(s)) => s
+                .code()
+                .or_else(|| s.signal().map(|g| 128 + g))
+                .unwrap_or(1),
+            Some(None) => 1,
+            None if self.interrupted => 130,
+            None => 0,
         }
     }
 }
@@ -249,6 +247,7 @@ pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
     let mut grace_until: Option<Instant> = None;
     let mut termed_at: Option<Instant> = None;
     let mut stopped = Vec::new();
+    let mut first_failure = None;
     while done.iter().any(|d| !d) {
         let now = Instant::now();
         if grace_until.is_none() && interrupted.load(Ordering::Relaxed) {
@@ -262,8 +261,13 @@ pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
         match rx.recv_timeout(wait) {
             Ok((rank, s)) => {
                 done[rank] = true;
-                if !s.is_some_and(|s| s.success()) && grace_until.is_none() {
-                    grace_until = Some(Instant::now() + opts.timeout);
+                if !s.is_some_and(|s| s.success()) {
+                    if termed_at.is_none() && first_failure.is_none() {
+                        first_failure = Some(rank);
+                    }
+                    if grace_until.is_none() {
+                        grace_until = Some(Instant::now() + opts.timeout);
+                    }
                 }
                 statuses[rank] = s;
             }
@@ -303,6 +307,7 @@ pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
         statuses,
         interrupted: interrupted.load(Ordering::Relaxed),
         stopped,
+        first_failure,
     })
 }
 

@@ -1,0 +1,170 @@
+//! `malt launch`: output prefixes, exit status, stopping survivors, signal
+//! forwarding, and no rank left running.
+
+mod common;
+
+use common::{malt, run_with_deadline};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn alive(pid: u32) -> bool {
+    // A zombie is not alive: it has exited and waits to be reaped.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn pids(out: &str) -> Vec<u32> {
+    out.lines()
+        .filter_map(|l| l.split_once("pid=").map(|(_, p)| p.trim()))
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn output_is_prefixed_and_environment_is_set() {
+    let mut cmd = Command::new(malt());
+    cmd.args(["launch", "-n", "3", "--", "sh", "-c"])
+        .arg("echo \"$MALT_RANK/$MALT_WORLD_SIZE $MALT_TRANSPORT ${#MALT_JOB_TOKEN}\"");
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(0), "{job:?}");
+    let mut lines: Vec<&str> = job.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["[0] 0/3 shm 32", "[1] 1/3 shm 32", "[2] 2/3 shm 32"]
+    );
+}
+
+#[test]
+fn a_failing_rank_fails_the_job_and_the_others_are_stopped() {
+    let mut cmd = Command::new(malt());
+    cmd.args(["launch", "-n", "3", "--timeout", "1", "--", "sh", "-c"])
+        .arg("echo pid=$$; if [ \"$MALT_RANK\" = 1 ]; then exit 3; fi; exec sleep 120");
+    let t = Instant::now();
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(3), "{job:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        job.stderr.contains("rank 1 exited with status 3"),
+        "{}",
+        job.stderr
+    );
+    assert!(
+        job.stderr.contains("stopped ranks [0, 2]"),
+        "{}",
+        job.stderr
+    );
+    let p = pids(&job.stdout);
+    assert_eq!(p.len(), 3, "{}", job.stdout);
+    for pid in p {
+        assert!(!alive(pid), "rank process {pid} left running");
+    }
+}
+
+#[test]
+fn sigint_is_forwarded_and_nothing_is_left_running() {
+    let mut child = Command::new(malt())
+        .args([
+            "launch",
+            "-n",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo pid=$$; exec sleep 120",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until both ranks have announced themselves.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let t = Instant::now();
+    while pids(&seen).len() < 2 && t.elapsed() < Duration::from_secs(20) {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    let ranks = pids(&seen);
+    assert_eq!(ranks.len(), 2, "{seen}");
+    let launcher = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(launcher, nix::sys::signal::Signal::SIGINT).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("malt launch did not exit after SIGINT")
+        .unwrap();
+    assert!(!status.success());
+    for pid in ranks {
+        assert!(!alive(pid), "rank process {pid} left running");
+    }
+}
+
+#[test]
+fn launch_rejects_zero_ranks_and_a_missing_program() {
+    let job = run_with_deadline(
+        {
+            let mut c = Command::new(malt());
+            c.args(["launch", "-n", "0", "--", "true"]);
+            c
+        },
+        DEADLINE,
+    );
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(job.stderr.contains("at least one rank"), "{}", job.stderr);
+    let job = run_with_deadline(
+        {
+            let mut c = Command::new(malt());
+            c.args(["launch", "-n", "2", "--", "/nonexistent/program"]);
+            c
+        },
+        DEADLINE,
+    );
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(
+        job.stderr.contains("cannot start /nonexistent/program"),
+        "{}",
+        job.stderr
+    );
+}
+
+#[test]
+fn check_on_verbs_without_support_explains_and_exits_2() {
+    let mut cmd = Command::new(malt());
+    cmd.args([
+        "launch",
+        "-n",
+        "2",
+        "--transport",
+        "verbs",
+        "--",
+        malt(),
+        "check",
+    ]);
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(
+        job.stderr.contains("transport verbs unsupported"),
+        "{}",
+        job.stderr
+    );
+    assert!(job.stderr.contains("rxe"), "{}", job.stderr);
+}
