@@ -27,6 +27,64 @@ enum Cmd {
     /// Measurements against a baseline taken in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Prepare data sets: convert Fashion-MNIST, generate synthetic data.
+    #[command(subcommand)]
+    Data(DataCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum DataCmd {
+    /// Convert the Debian package dataset-fashion-mnist to LIBSVM train/test files.
+    FashionMnist {
+        /// Output directory (train.libsvm, test.libsvm).
+        #[arg(long)]
+        out: PathBuf,
+        /// Make the task CLASS (+1) against the rest (-1).
+        #[arg(long)]
+        binary: Option<u8>,
+        /// Where the IDX files are.
+        #[arg(long, default_value = malt::data::fashion_mnist::DEFAULT_DIR)]
+        source: PathBuf,
+    },
+    /// RCV1-like sparse binary classification data in LIBSVM format.
+    SynthSparse {
+        /// Rows (examples).
+        #[arg(long)]
+        rows: u64,
+        /// Features.
+        #[arg(long)]
+        features: u32,
+        /// Non-zeros per row.
+        #[arg(long)]
+        nnz: u32,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Netflix-like ratings (`user item rating` lines).
+    SynthRatings {
+        /// Users.
+        #[arg(long)]
+        users: u32,
+        /// Items.
+        #[arg(long)]
+        items: u32,
+        /// Rank of the hidden model.
+        #[arg(long)]
+        rank: u32,
+        /// Number of ratings.
+        #[arg(long)]
+        ratings: u64,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +137,63 @@ struct WriteArgs {
     /// One JSON line per size.
     #[arg(long)]
     json: bool,
+}
+
+/// Prints a data command's summary as one JSON line, or its error.
+fn summary<T: serde::Serialize, E: Into<malt::data::DataError>>(r: Result<T, E>) -> ExitCode {
+    match r.map_err(Into::into) {
+        Ok(s) => match serde_json::to_string(&s) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("malt data: cannot print the summary: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Err(e) => {
+            eprintln!("malt data: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn data(cmd: DataCmd) -> ExitCode {
+    use malt::data::{fashion_mnist, synth};
+    match cmd {
+        DataCmd::FashionMnist {
+            out,
+            binary,
+            source,
+        } => {
+            let mut o = fashion_mnist::FashionMnistOptions::new(out);
+            o.binary = binary;
+            o.data_dir = source;
+            summary(fashion_mnist::convert(&o))
+        }
+        DataCmd::SynthSparse {
+            rows,
+            features,
+            nnz,
+            seed,
+            out,
+        } => summary(synth::synth_sparse_file(
+            &synth::SynthSparseOptions::new(rows, features, nnz, seed),
+            &out,
+        )),
+        DataCmd::SynthRatings {
+            users,
+            items,
+            rank,
+            ratings,
+            seed,
+            out,
+        } => summary(synth::synth_ratings_file(
+            &synth::SynthRatingsOptions::new(users, items, rank, ratings, seed),
+            &out,
+        )),
+    }
 }
 
 fn relaunch(ranks: usize, transport: TransportKind) -> ExitCode {
@@ -164,6 +279,7 @@ fn main() -> ExitCode {
             });
             ExitCode::from(code as u8)
         }
+        Cmd::Data(cmd) => data(cmd),
         Cmd::Bench(BenchCmd::Write(a)) => {
             if !launch::inside_job() {
                 return relaunch(2, a.transport);
