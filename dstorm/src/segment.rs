@@ -74,7 +74,8 @@ impl Region {
 
     /// A shared mapping of `file`, which must be at least `len` bytes.
     pub fn shared(file: &File, len: usize) -> io::Result<Region> {
-        let map = MmapOptions::new().len(len).map_raw(file)?;
+        // Populate: fault the pages in now, not on the first writes.
+        let map = MmapOptions::new().len(len).populate().map_raw(file)?;
         Ok(Region { map })
     }
 
