@@ -58,13 +58,16 @@ pub(crate) enum FromMaster {
 }
 
 pub(crate) fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
-    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
-    let len = u32::try_from(body.len())
+    // Length prefix and body in one write: two small writes would meet
+    // Nagle's algorithm and the peer's delayed ACK (40 ms per message).
+    let mut buf = vec![0u8; 4];
+    serde_json::to_writer(&mut buf, msg).map_err(io::Error::other)?;
+    let len = u32::try_from(buf.len() - 4)
         .ok()
         .filter(|l| *l <= MAX_MESSAGE)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "control message too large"))?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(&body)?;
+    buf[..4].copy_from_slice(&len.to_le_bytes());
+    w.write_all(&buf)?;
     w.flush()
 }
 
@@ -236,13 +239,16 @@ pub(crate) fn bind(addr: &str, port: u16) -> Result<TcpListener> {
     })
 }
 
-/// Starts the coordinator on `listener` for a job of `world` ranks.
+/// Starts the coordinator on `listener` for a job of `world` ranks. The
+/// returned receiver gets a message when the coordinator has seen every rank
+/// leave (or gave up), so rank 0 can stay until the others have their last
+/// answers.
 pub(crate) fn spawn_coordinator(
     listener: TcpListener,
     token: String,
     world: usize,
     timeout: Duration,
-) -> Result<SocketAddr> {
+) -> Result<(SocketAddr, mpsc::Receiver<()>)> {
     let local = listener.local_addr().map_err(ctl_err("listener address"))?;
     let (tx, rx) = mpsc::channel();
     let acc_tx = tx.clone();
@@ -251,6 +257,7 @@ pub(crate) fn spawn_coordinator(
         .spawn(move || {
             for (id, conn) in listener.incoming().enumerate() {
                 let Ok(conn) = conn else { continue };
+                let _ = conn.set_nodelay(true);
                 let Ok(read_half) = conn.try_clone() else {
                     continue;
                 };
@@ -273,11 +280,15 @@ pub(crate) fn spawn_coordinator(
         })
         .map_err(ctl_err("spawn coordinator"))?;
     drop(tx);
+    let (done_tx, done_rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("malt-coordinator".into())
-        .spawn(move || Coordinator::new(token, world, timeout).run(rx))
+        .spawn(move || {
+            Coordinator::new(token, world, timeout).run(rx);
+            let _ = done_tx.send(());
+        })
         .map_err(ctl_err("spawn coordinator"))?;
-    Ok(local)
+    Ok((local, done_rx))
 }
 
 struct Coordinator {

@@ -128,6 +128,8 @@ pub struct Group {
     control: Mutex<Client>,
     transport: Arc<dyn Transport>,
     objects: Mutex<Vec<String>>,
+    /// Rank 0: signalled when the coordinator has seen every rank leave.
+    coordinator: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// Names a job's shared-memory files: the token identifies the job, so a
@@ -171,10 +173,12 @@ impl Group {
                 world: cfg.world,
             });
         }
-        if cfg.rank == 0 {
+        let coordinator = if cfg.rank == 0 {
             let l = control::bind(&cfg.master_addr, cfg.master_port)?;
-            control::spawn_coordinator(l, cfg.token.clone(), cfg.world, cfg.timeout)?;
-        }
+            Some(control::spawn_coordinator(l, cfg.token.clone(), cfg.world, cfg.timeout)?.1)
+        } else {
+            None
+        };
         let transport = make_transport(&cfg)?;
         let me = Endpoint {
             rank: cfg.rank,
@@ -195,6 +199,7 @@ impl Group {
             control: Mutex::new(client),
             transport,
             objects: Mutex::new(Vec::new()),
+            coordinator,
         };
         // Every rank's transport is connected before anyone writes.
         g.barrier()?;
@@ -301,12 +306,26 @@ impl Group {
             linked.dedup();
         }
         let peers: Vec<(usize, Layout)> = linked.iter().map(|p| (*p, layout_of(*p))).collect();
-        let links = match self.transport.connect(id, &spec.name, &peers) {
-            Ok(l) => l,
-            Err(e) => {
+        let links = self.transport.connect(id, &spec.name, &peers);
+        // Nobody may drop (and so unlink) the object before every peer has
+        // connected to it, and a failure anywhere fails the creation
+        // everywhere: the ranks exchange how connecting went.
+        let status = match &links {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        let outcome = self.ctl("connect object", status).and_then(|all| {
+            match all.iter().enumerate().find(|(_, s)| !s.is_empty()) {
+                None => Ok(()),
+                Some((r, why)) => Err(spec.bad(format!("rank {r} could not connect: {why}"))),
+            }
+        });
+        let links = match (links, outcome) {
+            (Err(e), _) | (_, Err(e)) => {
                 self.transport.destroy(id);
                 return Err(e);
             }
+            (Ok(l), Ok(())) => l,
         };
         let mut queue_at = vec![None; world];
         for (p, l) in &peers {
@@ -343,6 +362,12 @@ impl Drop for Group {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .bye();
+        // Rank 0 hosts the coordinator: leaving at once could cut off the
+        // answers other ranks are still waiting for. Stay (bounded) until
+        // every rank has left.
+        if let Some(done) = self.coordinator.take() {
+            let _ = done.recv_timeout(self.cfg.timeout);
+        }
     }
 }
 
