@@ -121,6 +121,36 @@ struct CheckArgs {
 enum BenchCmd {
     /// One-sided write throughput and latency between two ranks.
     Write(WriteArgs),
+    /// scatter + gather rounds of a dense f32 vector over a graph.
+    Gather(GatherArgs),
+}
+
+#[derive(Args, Debug)]
+struct GatherArgs {
+    /// Elements (f32) of the vector.
+    #[arg(long, default_value_t = 1 << 20)]
+    len: usize,
+    /// Communication graph: all, halton, ring, random:K[:SEED], custom:[[..],..].
+    #[arg(long, default_value = "all")]
+    graph: vol::Graph,
+    /// Consistency: bsp, async, ssp:S.
+    #[arg(long, default_value = "bsp")]
+    sync: vol::Consistency,
+    /// Measured rounds.
+    #[arg(long, default_value_t = 100)]
+    rounds: usize,
+    /// One JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Ranks to launch when not inside a job (default 2).
+    #[arg(long)]
+    ranks: Option<usize>,
+    /// Transport (default: MALT_TRANSPORT, else shm).
+    #[arg(long)]
+    transport: Option<TransportKind>,
+    /// Add a control-channel barrier between scatter and gather.
+    #[arg(long)]
+    control_barrier: bool,
 }
 
 #[derive(Args, Debug)]
@@ -280,6 +310,19 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
         Cmd::Data(cmd) => data(cmd),
+        Cmd::Bench(BenchCmd::Gather(a)) => {
+            let code = bench::gather::run(&bench::gather::GatherOptions {
+                len: a.len,
+                graph: a.graph,
+                sync: a.sync,
+                rounds: a.rounds,
+                json: a.json,
+                ranks: a.ranks,
+                transport: a.transport,
+                control_barrier: a.control_barrier,
+            });
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
         Cmd::Bench(BenchCmd::Write(a)) => {
             if !launch::inside_job() {
                 return relaunch(2, a.transport);

@@ -67,11 +67,26 @@ impl FromStr for ElementKind {
 
 /// A vector element: `f32` or `f64`.
 ///
+/// Elements are plain old data ([`bytemuck::Pod`]): a slice of them can be
+/// viewed as bytes, which is how a dense update leaves the local vector
+/// without an extra copy (on little-endian machines those bytes are the
+/// wire format).
+///
 /// The arithmetic methods are plain IEEE operations, `#[inline]` and
 /// monomorphised, so loops over slices of elements compile to the same code
 /// as loops over `f32`/`f64` directly (and vectorise).
 pub trait Element:
-    Copy + Send + Sync + PartialEq + PartialOrd + Default + fmt::Debug + fmt::Display + Sealed + 'static
+    Copy
+    + Send
+    + Sync
+    + PartialEq
+    + PartialOrd
+    + Default
+    + fmt::Debug
+    + fmt::Display
+    + bytemuck::Pod
+    + Sealed
+    + 'static
 {
     /// The type as a value.
     const KIND: ElementKind;

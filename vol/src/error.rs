@@ -23,6 +23,91 @@ pub enum VolError {
     /// Statistics could not be serialized to JSON.
     #[error("statistics to JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The communication layer failed (control channel, segment, peer
+    /// connection, a bounded wait inside dstorm, ...).
+    #[error("dstorm: {0}")]
+    Dstorm(#[from] dstorm::Error),
+    /// Ranks disagree about a collectively created vector. Every rank gets
+    /// this error (each compares every rank's description with rank 0's).
+    #[error("vector {vector:?}: rank {rank} disagrees with rank 0 about the {what} ({ours} vs {theirs})")]
+    Mismatch {
+        /// Rank 0's name for the vector.
+        vector: String,
+        /// The first rank that disagrees.
+        rank: usize,
+        /// What differs (name, element type, length, graph, ...).
+        what: &'static str,
+        /// Rank 0's value.
+        ours: String,
+        /// The disagreeing rank's value.
+        theirs: String,
+    },
+    /// No vector of this name is registered.
+    #[error("unknown vector {name:?} (known: {known:?})")]
+    UnknownVector {
+        /// The name asked for.
+        name: String,
+        /// The names that are registered.
+        known: Vec<String>,
+    },
+    /// A vector exists under this name but has another type.
+    #[error("vector {name:?} is a {found}, not a {expected}")]
+    WrongType {
+        /// The vector's name.
+        name: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// The type registered.
+        found: &'static str,
+    },
+    /// A vector of this name is already registered.
+    #[error("a vector named {name:?} is already registered")]
+    DuplicateVector {
+        /// The name.
+        name: String,
+    },
+    /// A consistency wait did not end within the group's timeout.
+    #[error("vector {vector:?}: {op} at iteration {iteration} timed out after {waited:?} waiting for ranks {missing:?}")]
+    Timeout {
+        /// The vector.
+        vector: String,
+        /// What was waited for.
+        op: &'static str,
+        /// This rank's iteration.
+        iteration: u64,
+        /// How long we waited.
+        waited: std::time::Duration,
+        /// The ranks that had not made enough progress.
+        missing: Vec<usize>,
+    },
+    /// A peer's update could not be understood.
+    #[error("vector {vector:?}: update from rank {sender} rejected: {problem}")]
+    BadUpdate {
+        /// The vector.
+        vector: String,
+        /// The rank that wrote it.
+        sender: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A sparse vector holds more entries than it was created for.
+    #[error("sparse vector {vector:?} holds {nnz} entries; it was created for at most {max}")]
+    TooManyEntries {
+        /// The vector.
+        vector: String,
+        /// Entries stored.
+        nnz: usize,
+        /// The limit given at creation.
+        max: usize,
+    },
+    /// Options that cannot describe a vector.
+    #[error("vector {vector:?}: {problem}")]
+    InvalidVector {
+        /// The vector.
+        vector: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// A communication graph that cannot be used for a given world.

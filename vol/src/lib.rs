@@ -1,20 +1,118 @@
 //! vol — the Vector Object Library.
 //!
 //! Dense and sparse model vectors that a data-parallel SGD loop shares with
-//! `scatter(graph)` and merges with `gather(udf)`, on top of `dstorm`.
+//! `scatter()` and merges with `gather(udf)`, on top of `dstorm`'s one-sided
+//! writes: a scatter stores the vector into the receive queues of the
+//! graph's out-neighbours, and a gather merges, locally, whatever has
+//! landed. No rank ever asks another for anything on the data path.
+//!
+//! # Quick start
+//!
+//! An ordinary SGD loop becomes data-parallel by keeping its model in a
+//! [`DenseVector`] and calling `scatter()` and `gather(Udf::Avg)` every few
+//! batches. Under `malt launch -n 4 ./my-program` (or srun, mpirun,
+//! torchrun) every rank runs the same code and joins with
+//! [`dstorm::Group::from_env`]; this example runs as a one-rank job on the
+//! shared-memory transport.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use dstorm::{Config, Group};
+//! use vol::{Consistency, DenseVector, Graph, Udf, VectorOptions};
+//!
+//! // A one-rank job on a free local port (inside a launcher:
+//! // `Group::from_env()?`).
+//! let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+//! let group = Group::join(Config::local(0, 1, port, "vol-quick-start"))?;
+//!
+//! // The model of y = 2 x0 - 3 x1, created collectively by every rank.
+//! let opts = VectorOptions::new()
+//!     .graph(Graph::Halton)
+//!     .consistency(Consistency::Bsp);
+//! let mut w = DenseVector::<f32>::new(&group, "w", 2, &opts)?;
+//!
+//! // This rank's shard of the data.
+//! let shard: Vec<([f32; 2], f32)> = (0..64)
+//!     .map(|i| {
+//!         let x = [(i % 8) as f32 / 8.0, (i / 8) as f32 / 8.0];
+//!         (x, 2.0 * x[0] - 3.0 * x[1])
+//!     })
+//!     .collect();
+//!
+//! let lr = 0.5;
+//! for _epoch in 0..300 {
+//!     for batch in shard.chunks(16) {
+//!         // The user's code, unchanged: `w` dereferences to `[f32]`.
+//!         let mut grad = [0.0f32; 2];
+//!         for (x, y) in batch {
+//!             let err = w[0] * x[0] + w[1] * x[1] - y;
+//!             grad[0] += err * x[0];
+//!             grad[1] += err * x[1];
+//!         }
+//!         for j in 0..2 {
+//!             w[j] -= lr * grad[j] / batch.len() as f32;
+//!         }
+//!     }
+//!     w.scatter()?; // one-sided push to the graph's out-neighbours
+//!     w.gather(Udf::Avg)?; // average with the peers' models
+//! }
+//! assert!((w[0] - 2.0).abs() < 1e-2, "w = {:?}", &w[..]);
+//! assert!((w[1] + 3.0).abs() < 1e-2, "w = {:?}", &w[..]);
+//! assert_eq!(w.iteration(), 300);
+//! let stats = w.stats_json()?; // traffic, merges, staleness, waits
+//! assert!(stats.contains("\"gathers\":300"));
+//! drop(w);
+//! group.finish()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The pieces
+//!
+//! * Vectors: [`DenseVector<f32>`](DenseVector), [`DenseVector<f64>`](DenseVector)
+//!   and [`SparseVec<u32|u64, f32|f64>`](SparseVec), created collectively:
+//!   all ranks must agree on name, length, types and [`VectorOptions`], or
+//!   every rank gets [`VolError::Mismatch`]. [`Registry`] finds vectors by
+//!   name.
+//! * Communication graphs ([`Graph`]): `All`, `Halton` (about log2 N peers,
+//!   any update reaches everyone within ceil(log2 N) rounds), `Random`,
+//!   `Ring`, `Custom`; a graph that is not strongly connected is rejected on
+//!   every rank.
+//! * Merge functions ([`udf`]): `Udf::Avg` (own copy included), `Sum`,
+//!   `Max`, `Min`, closures over dense updates, [`PerIndex`] closures, or
+//!   any [`Merge`] implementation.
+//! * Consistency ([`Consistency`]): `Bsp`, `Ssp { s }`, `Async`; see
+//!   [`exchange`] for how progress is tracked and waits are bounded.
+//! * Flow control ([`FlowControl`]): `Overwrite` (latest wins, lapped
+//!   updates counted) or `Backpressure` (a sender waits for the receiver's
+//!   acknowledgement before reusing a slot).
+//! * Representation ([`Representation`]): dense vectors can send only their
+//!   changed entries; see [`dense`].
+//! * Statistics ([`Stats`]): bytes and updates per peer, merges, torn and
+//!   lapped updates, staleness histogram, time spent waiting; as JSON too.
 
 pub mod consistency;
+pub mod dense;
 pub mod element;
 pub mod error;
+pub mod exchange;
 pub mod graph;
+pub mod payload;
+pub mod registry;
 pub mod sparse;
+pub mod sparse_vec;
 pub mod stats;
 pub mod udf;
 
 pub use consistency::Consistency;
+pub use dense::DenseVector;
+pub use dstorm::FlowControl;
 pub use element::{Element, ElementKind};
 pub use error::{GraphError, MergeError, ParseError, VolError, WireError};
+pub use exchange::{barrier, GatherInfo, VectorOptions};
 pub use graph::Graph;
+pub use registry::{Named, Registry};
 pub use sparse::{Encoding, Representation, SparseIndex, SparseUpdate, SparseVector};
+pub use sparse_vec::SparseVec;
 pub use stats::{PeerStats, StalenessHistogram, Stats};
 pub use udf::{Merge, PerIndex, Udf, Update};

@@ -287,6 +287,12 @@ impl<I: SparseIndex, V: Element> SparseVector<I, V> {
         Some(self.values.remove(pos))
     }
 
+    /// The index and value arrays, for code of this crate that keeps them
+    /// strictly increasing, below the length, and of equal length.
+    pub(crate) fn parts_mut(&mut self) -> (&mut Vec<I>, &mut Vec<V>) {
+        (&mut self.indices, &mut self.values)
+    }
+
     /// Removes every stored entry (keeps the length and the allocation).
     pub fn clear(&mut self) {
         self.indices.clear();

@@ -189,6 +189,8 @@ pub struct Stats {
     pub updates_sent: u64,
     /// Updates sent in sparse form (a subset of `updates_sent`).
     pub sparse_updates_sent: u64,
+    /// Bytes of progress-clock words written (not included in `bytes_sent`).
+    pub clock_bytes_sent: u64,
     /// `scatter()` calls.
     pub scatters: u64,
     /// `gather()` calls.
@@ -201,6 +203,9 @@ pub struct Stats {
     pub lapped: u64,
     /// Updates dropped because they carried an older group epoch.
     pub stale_epoch: u64,
+    /// Sparse diffs not applied because the update they build on was lost;
+    /// the sender's next whole-vector update resynchronises.
+    pub diffs_dropped: u64,
     /// Staleness of merged updates.
     pub staleness: StalenessHistogram,
     /// The largest staleness of a merged update.

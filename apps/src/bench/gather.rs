@@ -1,0 +1,409 @@
+//! `malt bench gather`: the time of one vol exchange round (`scatter()` then
+//! `gather(Udf::Avg)`) of a dense `f32` vector, and the bytes it moves, for
+//! a graph and a consistency mode.
+//!
+//! Every rank runs `rounds` measured rounds after a short warm-up; rank 0
+//! prints one line (JSON with `json`) with its round-time percentiles and
+//! the job's totals, gathered over the control channel: bytes and updates
+//! sent by all ranks, updates merged, the largest staleness seen.
+//!
+//! Outside a job, [`run`] launches itself on `ranks` local ranks (default
+//! 2), the way `malt bench write` does.
+
+use crate::check::percentile;
+use crate::launch;
+use dstorm::{Group, Object, ObjectSpec, TransportKind};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+use vol::{Consistency, DenseVector, Graph, Udf, VectorOptions};
+
+/// Options of `malt bench gather`.
+#[derive(Debug, Clone)]
+pub struct GatherOptions {
+    /// Elements of the vector.
+    pub len: usize,
+    /// Communication graph.
+    pub graph: Graph,
+    /// Consistency mode.
+    pub sync: Consistency,
+    /// Measured rounds.
+    pub rounds: usize,
+    /// Print one JSON line instead of a table row.
+    pub json: bool,
+    /// Ranks to launch when not already inside a job (default 2).
+    pub ranks: Option<usize>,
+    /// Transport for model bytes (default: `MALT_TRANSPORT`, else shm).
+    pub transport: Option<TransportKind>,
+    /// Add a control-channel barrier between scatter and gather (to compare
+    /// the one-sided BSP with a barrier-based one; use with `sync` async).
+    pub control_barrier: bool,
+}
+
+impl Default for GatherOptions {
+    fn default() -> Self {
+        GatherOptions {
+            len: 1 << 20,
+            graph: Graph::All,
+            sync: Consistency::Bsp,
+            rounds: 100,
+            json: false,
+            ranks: None,
+            transport: None,
+            control_barrier: false,
+        }
+    }
+}
+
+/// One rank's measurements, exchanged over the control channel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RankResult {
+    p50: f64,
+    p99: f64,
+    bytes_sent: u64,
+    updates_sent: u64,
+    clock_bytes_sent: u64,
+    updates_merged: u64,
+    max_staleness: u64,
+    lapped: u64,
+    torn: u64,
+    wait_ns: u64,
+}
+
+/// The job's result, printed by rank 0.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatherResult {
+    /// Ranks in the job.
+    pub ranks: usize,
+    /// Elements of the vector.
+    pub len: usize,
+    /// Element type.
+    pub element: &'static str,
+    /// Graph.
+    pub graph: String,
+    /// Consistency mode.
+    pub sync: String,
+    /// Transport.
+    pub transport: String,
+    /// Measured rounds.
+    pub rounds: usize,
+    /// Whether a control-channel barrier separated scatter and gather.
+    pub control_barrier: bool,
+    /// Rank 0's median round time, microseconds.
+    pub round_us_p50: f64,
+    /// Rank 0's 99th percentile round time, microseconds.
+    pub round_us_p99: f64,
+    /// The largest median round time over all ranks, microseconds.
+    pub round_us_p50_max: f64,
+    /// Payload bytes sent by all ranks during the measured rounds.
+    pub bytes_sent: u64,
+    /// Updates sent by all ranks.
+    pub updates_sent: u64,
+    /// Progress-clock bytes sent by all ranks (not in `bytes_sent`).
+    pub clock_bytes_sent: u64,
+    /// Updates merged by all ranks.
+    pub updates_merged: u64,
+    /// Largest staleness of a merged update on any rank.
+    pub max_staleness: u64,
+    /// Updates overwritten before they were read, all ranks.
+    pub lapped: u64,
+    /// Torn updates skipped, all ranks.
+    pub torn: u64,
+    /// Time spent in consistency waits, all ranks, nanoseconds.
+    pub wait_ns: u64,
+}
+
+/// Why the benchmark failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatherError {
+    /// Bad options.
+    #[error("{0}")]
+    Invalid(String),
+    /// vol failed.
+    #[error(transparent)]
+    Vol(#[from] vol::VolError),
+    /// dstorm failed.
+    #[error(transparent)]
+    Dstorm(#[from] dstorm::Error),
+    /// A rank's result could not be read.
+    #[error("rank {rank} sent an unreadable result: {source}")]
+    Result {
+        /// The rank.
+        rank: usize,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn validate(opts: &GatherOptions) -> Result<(), GatherError> {
+    if opts.rounds == 0 {
+        return Err(GatherError::Invalid("--rounds must be at least 1".into()));
+    }
+    if opts.ranks == Some(0) {
+        return Err(GatherError::Invalid("--ranks must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// The arguments that make `malt` run this benchmark inside a job.
+pub fn command_line(opts: &GatherOptions) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "bench".into(),
+        "gather".into(),
+        "--len".into(),
+        opts.len.to_string(),
+        "--graph".into(),
+        opts.graph.to_string(),
+        "--sync".into(),
+        opts.sync.to_string(),
+        "--rounds".into(),
+        opts.rounds.to_string(),
+    ];
+    if let Some(t) = opts.transport {
+        a.push("--transport".into());
+        a.push(t.to_string());
+    }
+    if opts.json {
+        a.push("--json".into());
+    }
+    if opts.control_barrier {
+        a.push("--control-barrier".into());
+    }
+    a
+}
+
+/// Runs `malt bench gather`: inside a job, measures and (on rank 0) prints;
+/// outside one, launches this executable on `opts.ranks` ranks (default 2)
+/// with the same options. Returns the process exit code.
+pub fn run(opts: &GatherOptions) -> i32 {
+    if let Err(e) = validate(opts) {
+        eprintln!("malt bench gather: {e}");
+        return 2;
+    }
+    if !launch::inside_job() {
+        return relaunch(opts);
+    }
+    let group = match join(opts.transport) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("malt bench gather: {e}");
+            return 2;
+        }
+    };
+    let leave = match leave_object(&group) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("malt bench gather: {e}");
+            return 2;
+        }
+    };
+    match bench(&group, opts) {
+        Ok(result) => {
+            if let Some(r) = result {
+                print(&r, opts.json);
+            }
+            match finish(group, leave) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("malt bench gather: {e}");
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("malt bench gather: rank {}: {e}", group.rank());
+            1
+        }
+    }
+}
+
+fn relaunch(opts: &GatherOptions) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("malt bench gather: cannot find my own executable: {e}");
+            return 2;
+        }
+    };
+    let transport = opts.transport.unwrap_or(TransportKind::Shm);
+    let lo = launch::LaunchOptions {
+        ranks: opts.ranks.unwrap_or(2),
+        transport,
+        timeout: Duration::from_secs(60),
+        program: exe,
+        args: command_line(opts),
+        prefix: false,
+        env: Vec::new(),
+    };
+    match launch::launch(&lo) {
+        Ok(outcome) => {
+            for (rank, why) in outcome.failures() {
+                eprintln!("malt bench gather: rank {rank} {why}");
+            }
+            outcome.exit_code()
+        }
+        Err(e) => {
+            eprintln!("malt bench gather: {e}");
+            2
+        }
+    }
+}
+
+fn join(transport: Option<TransportKind>) -> Result<Group, dstorm::Error> {
+    let mut cfg = dstorm::Config::from_env()?;
+    if let Some(t) = transport {
+        cfg.transport = t;
+    }
+    Group::join(cfg)
+}
+
+/// An object through which every rank tells rank 0 it has seen the final
+/// barrier: rank 0 hosts the control channel's coordinator and must not
+/// exit before the others have received its last reply.
+fn leave_object(group: &Group) -> Result<Object, dstorm::Error> {
+    let rows: Vec<Vec<usize>> = (0..group.world())
+        .map(|r| if r == 0 { Vec::new() } else { vec![0] })
+        .collect();
+    group.create_object(&ObjectSpec::new("bench-gather-leave", 8).graph(rows))
+}
+
+fn finish(group: Group, mut leave: Object) -> Result<(), dstorm::Error> {
+    group.barrier()?;
+    if group.rank() != 0 {
+        leave.write(0, &[1u8; 8], 0)?;
+    } else {
+        let mut buf = [0u8; 8];
+        let deadline = Instant::now() + group.config().timeout;
+        for _ in 1..group.world() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if leave.poll_timeout(&mut buf, left)?.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Measures on an already joined group. Returns the job's result on rank 0
+/// and `None` elsewhere.
+pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>, GatherError> {
+    validate(opts)?;
+    let rank = group.rank();
+    let vopts = VectorOptions::new()
+        .graph(opts.graph.clone())
+        .consistency(opts.sync);
+    let init: Vec<f32> = (0..opts.len)
+        .map(|i| ((rank * 31 + i) % 1000) as f32 * 1e-3)
+        .collect();
+    let name = format!(
+        "bench-gather:{}:{}:{}",
+        opts.graph,
+        opts.sync,
+        if opts.control_barrier { "barrier" } else { "" }
+    );
+    let mut v = DenseVector::<f32>::from_slice(group, &name, &init, &vopts)?;
+    let round = |v: &mut DenseVector<f32>| -> Result<(), GatherError> {
+        v.scatter()?;
+        if opts.control_barrier {
+            group.barrier()?;
+        }
+        v.gather(Udf::Avg)?;
+        Ok(())
+    };
+    for _ in 0..opts.rounds.min(5) {
+        round(&mut v)?;
+    }
+    group.barrier()?;
+    let before = v.stats().clone();
+    let mut times = Vec::with_capacity(opts.rounds);
+    for _ in 0..opts.rounds {
+        let t0 = Instant::now();
+        round(&mut v)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    let after = v.stats().clone();
+    times.sort_by(f64::total_cmp);
+    let mine = RankResult {
+        p50: percentile(&times, 50.0),
+        p99: percentile(&times, 99.0),
+        bytes_sent: after.bytes_sent - before.bytes_sent,
+        updates_sent: after.updates_sent - before.updates_sent,
+        clock_bytes_sent: after.clock_bytes_sent - before.clock_bytes_sent,
+        updates_merged: after.updates_merged - before.updates_merged,
+        max_staleness: after.max_staleness,
+        lapped: after.lapped,
+        torn: after.torn,
+        wait_ns: after.wait_ns - before.wait_ns,
+    };
+    let text =
+        serde_json::to_string(&mine).map_err(|source| GatherError::Result { rank, source })?;
+    let all = group.allgather(&text)?;
+    // Keep the vector (and its segment) until every rank is done with it.
+    group.barrier()?;
+    drop(v);
+    if rank != 0 {
+        return Ok(None);
+    }
+    let mut ranks = Vec::with_capacity(all.len());
+    for (r, t) in all.iter().enumerate() {
+        let x: RankResult =
+            serde_json::from_str(t).map_err(|source| GatherError::Result { rank: r, source })?;
+        ranks.push(x);
+    }
+    Ok(Some(GatherResult {
+        ranks: group.world(),
+        len: opts.len,
+        element: "f32",
+        graph: opts.graph.to_string(),
+        sync: opts.sync.to_string(),
+        transport: group.transport().to_string(),
+        rounds: opts.rounds,
+        control_barrier: opts.control_barrier,
+        round_us_p50: ranks[0].p50,
+        round_us_p99: ranks[0].p99,
+        round_us_p50_max: ranks.iter().map(|r| r.p50).fold(0.0, f64::max),
+        bytes_sent: ranks.iter().map(|r| r.bytes_sent).sum(),
+        updates_sent: ranks.iter().map(|r| r.updates_sent).sum(),
+        clock_bytes_sent: ranks.iter().map(|r| r.clock_bytes_sent).sum(),
+        updates_merged: ranks.iter().map(|r| r.updates_merged).sum(),
+        max_staleness: ranks.iter().map(|r| r.max_staleness).max().unwrap_or(0),
+        lapped: ranks.iter().map(|r| r.lapped).sum(),
+        torn: ranks.iter().map(|r| r.torn).sum(),
+        wait_ns: ranks.iter().map(|r| r.wait_ns).sum(),
+    }))
+}
+
+/// Prints the result: one JSON line, or a header and a row.
+pub fn print(r: &GatherResult, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10} {:>14} {:>9} {:>9}",
+        "ranks",
+        "len",
+        "graph",
+        "sync",
+        "transport",
+        "p50 us",
+        "p99 us",
+        "bytes sent",
+        "merged",
+        "max stale"
+    );
+    println!(
+        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>10.1} {:>10.1} {:>14} {:>9} {:>9}",
+        r.ranks,
+        r.len,
+        r.graph,
+        r.sync,
+        r.transport,
+        r.round_us_p50,
+        r.round_us_p99,
+        r.bytes_sent,
+        r.updates_merged,
+        r.max_staleness
+    );
+}

@@ -1,0 +1,522 @@
+//! [`DenseVector`]: a dense model vector shared with `scatter()` and merged
+//! with `gather(udf)`.
+//!
+//! # What gather merges
+//!
+//! A receiver keeps, for every in-neighbour, a *mirror*: that sender's
+//! vector as of its newest update. Each `gather()` first waits as the
+//! consistency mode requires (see [`crate::exchange`]), then reads what has
+//! arrived from every in-neighbour, oldest first, into its mirror, and
+//! finally merges, with the UDF, the local vector and every mirror that
+//! received at least one update since the previous gather: **the newest
+//! update of each sender, once**. Senders with nothing new are left out
+//! (`Avg` then averages the own copy with the fresh mirrors only). Under
+//! `Bsp` the merged update of every in-neighbour is exactly the one of the
+//! current iteration.
+//!
+//! # Sparse representation
+//!
+//! With [`Representation::Sparse`] or [`Representation::Auto`] a scatter may
+//! send only the entries that changed since the previous scatter (a *diff*,
+//! tagged with the version it applies on). The receiver applies it to its
+//! mirror, so the merged values are exactly those a dense update would have
+//! carried: the representation changes the bytes on the wire, never the
+//! result. The first scatter is always dense, a diff is sent dense instead
+//! whenever its encoding would not be smaller than the whole vector, and
+//! `Auto { threshold }` sends a diff only when fewer than `threshold * len`
+//! entries changed (see [`crate::sparse::diff_into`]). When a diff can be
+//! lost (`Overwrite` outside `Bsp`), a receiver that missed one ignores the
+//! sender's diffs (counted in `Stats::diffs_dropped`) until the sender's next
+//! dense update, which comes at least every [`VectorOptions::refresh`]
+//! scatters.
+//!
+//! # Copies
+//!
+//! The vector keeps the 32-byte update header (see [`crate::payload`]) in
+//! front of its own elements, so a dense scatter hands its memory to dstorm
+//! as is: the only copy is the transport's store into the peer's slot. A
+//! dense update is polled straight into a spare buffer that then swaps
+//! places with the sender's mirror. After the first gather, the dense path
+//! allocates nothing.
+
+use std::ops::{Deref, DerefMut};
+use std::time::Instant;
+
+use dstorm::{Group, Update};
+
+use crate::consistency::Consistency;
+use crate::element::Element;
+use crate::error::VolError;
+use crate::exchange::{describe, Core, GatherInfo, VectorOptions};
+use crate::payload::{Header, Kind, HEADER_LEN};
+use crate::sparse::{
+    decode_sparse_into, diff_into, encode_sparse_into, sparse_encoded_len, Encoding, Representation,
+};
+use crate::stats::Stats;
+use crate::udf::Merge;
+
+const LITTLE_ENDIAN: bool = cfg!(target_endian = "little");
+
+/// The bytes of a slice of elements (their little-endian encoding on
+/// little-endian machines).
+pub(crate) fn as_bytes<T: Element>(xs: &[T]) -> &[u8] {
+    bytemuck::cast_slice(xs)
+}
+
+pub(crate) fn as_bytes_mut<T: Element>(xs: &mut [T]) -> &mut [u8] {
+    bytemuck::cast_slice_mut(xs)
+}
+
+/// Turns elements whose memory holds little-endian bytes into native
+/// values (nothing to do on little-endian machines).
+fn from_le_in_place<T: Element>(xs: &mut [T]) {
+    if !LITTLE_ENDIAN {
+        for x in xs {
+            let mut b = T::Bytes::default();
+            b.as_mut().copy_from_slice(bytemuck::bytes_of(x));
+            *x = T::from_le_bytes(b);
+        }
+    }
+}
+
+/// Reuses the allocation of an (empty) vector of slices for slices of
+/// another lifetime.
+pub(crate) fn recycle<'a, 'b, T>(mut v: Vec<&'a [T]>) -> Vec<&'b [T]> {
+    v.clear();
+    v.into_iter().map(|_| -> &'b [T] { &[] }).collect()
+}
+
+/// A dense vector of `f32` or `f64` shared by every rank of a group.
+///
+/// Created collectively ([`DenseVector::new`]); read and written locally
+/// like a slice (it dereferences to `[T]`); shared with
+/// [`scatter`](Self::scatter) and merged with [`gather`](Self::gather).
+#[derive(Debug)]
+pub struct DenseVector<T: Element> {
+    core: Core,
+    len: usize,
+    /// Elements taken by the update header in front of the data.
+    hdr: usize,
+    /// `[header][data]`: the local vector is `buf[hdr..]`.
+    buf: Vec<T>,
+    repr: Representation,
+    refresh: u64,
+    /// Whether a diff can be lost on the way.
+    lossy: bool,
+    /// Sparse scatters since the last dense one.
+    since_dense: u64,
+    /// The data as last sent (sparse representations only).
+    prev: Vec<T>,
+    diff_idx: Vec<u64>,
+    diff_val: Vec<T>,
+    /// Encoded diffs (and dense updates on big-endian machines).
+    send_buf: Vec<u8>,
+    /// Per in-neighbour: `[header][data]` of its newest update.
+    mirrors: Vec<Vec<T>>,
+    /// Per in-neighbour: version of the mirror (0: none or out of sync).
+    mirror_version: Vec<u64>,
+    /// Per in-neighbour: iteration of the update the mirror reflects.
+    mirror_iter: Vec<u64>,
+    /// Per in-neighbour: iteration + 1 of the last update read (0: none).
+    received: Vec<u64>,
+    /// Per in-neighbour: the mirror changed since the last merge.
+    fresh: Vec<bool>,
+    spare: Vec<T>,
+    dec_idx: Vec<u64>,
+    dec_val: Vec<T>,
+    refs: Vec<&'static [T]>,
+}
+
+impl<T: Element> DenseVector<T> {
+    /// Creates a vector of `len` zeros named `name`, collectively: every rank
+    /// of `group` must call this with the same name, length, element type and
+    /// options, or every rank gets [`VolError::Mismatch`].
+    pub fn new(
+        group: &Group,
+        name: &str,
+        len: usize,
+        opts: &VectorOptions,
+    ) -> Result<Self, VolError> {
+        Self::create(group, name, len, None, opts)
+    }
+
+    /// Like [`new`](Self::new), starting from `values` (only the length must
+    /// agree across ranks).
+    pub fn from_slice(
+        group: &Group,
+        name: &str,
+        values: &[T],
+        opts: &VectorOptions,
+    ) -> Result<Self, VolError> {
+        Self::create(group, name, values.len(), Some(values), opts)
+    }
+
+    fn create(
+        group: &Group,
+        name: &str,
+        len: usize,
+        init: Option<&[T]>,
+        opts: &VectorOptions,
+    ) -> Result<Self, VolError> {
+        let desc = describe(name, "dense", T::KIND.name(), "-", len as u64, 0, opts);
+        let body = len
+            .checked_mul(T::WIDTH)
+            .ok_or_else(|| VolError::InvalidVector {
+                vector: name.to_owned(),
+                problem: format!("{len} elements of {} do not fit in memory", T::KIND),
+            });
+        // Every rank computes the same sizes; an impossible one fails
+        // everywhere after the agreement.
+        let capacity = body.as_ref().map(|b| HEADER_LEN + b).unwrap_or(HEADER_LEN);
+        let core = Core::create(group, desc, opts, capacity, || body.map(|_| ()))?;
+        let hdr = HEADER_LEN / T::WIDTH;
+        let mut buf = vec![T::zero(); hdr + len];
+        if let Some(init) = init {
+            buf[hdr..].copy_from_slice(init);
+        }
+        let k = core.senders.len();
+        let sparse = opts.representation.needs_previous();
+        let lossy =
+            opts.flow == dstorm::FlowControl::Overwrite && opts.consistency != Consistency::Bsp;
+        Ok(DenseVector {
+            len,
+            hdr,
+            buf,
+            repr: opts.representation,
+            refresh: opts.refresh,
+            lossy,
+            since_dense: 0,
+            prev: Vec::new(),
+            diff_idx: Vec::new(),
+            diff_val: Vec::new(),
+            send_buf: if sparse || !LITTLE_ENDIAN {
+                vec![0u8; capacity]
+            } else {
+                Vec::new()
+            },
+            mirrors: (0..k).map(|_| vec![T::zero(); hdr + len]).collect(),
+            mirror_version: vec![0; k],
+            mirror_iter: vec![0; k],
+            received: vec![0; k],
+            fresh: vec![false; k],
+            spare: if k > 0 {
+                vec![T::zero(); hdr + len]
+            } else {
+                Vec::new()
+            },
+            dec_idx: Vec::new(),
+            dec_val: Vec::new(),
+            refs: Vec::with_capacity(k),
+            core,
+        })
+    }
+
+    /// The vector's name.
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the vector has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The local values.
+    pub fn as_slice(&self) -> &[T] {
+        &self.buf[self.hdr..]
+    }
+
+    /// The local values, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buf[self.hdr..]
+    }
+
+    /// The iteration the vector is in: the number of completed gathers.
+    /// Scatters are tagged with it.
+    pub fn iteration(&self) -> u64 {
+        self.core.iteration
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.core.rank
+    }
+
+    /// Number of ranks.
+    pub fn world(&self) -> usize {
+        self.core.world
+    }
+
+    /// The ranks `scatter()` writes to.
+    pub fn out_neighbors(&self) -> &[usize] {
+        self.core.obj.out_neighbors()
+    }
+
+    /// The ranks whose updates `gather()` merges.
+    pub fn in_neighbors(&self) -> &[usize] {
+        &self.core.senders
+    }
+
+    /// The consistency mode.
+    pub fn consistency(&self) -> Consistency {
+        self.core.consistency
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+
+    /// Statistics as one line of JSON.
+    pub fn stats_json(&self) -> Result<String, VolError> {
+        self.core.stats.to_json()
+    }
+
+    /// Pushes the vector (or its changes, see the [module
+    /// documentation](self)) to every out-neighbour, tagged with the current
+    /// iteration. Does not wait for the receivers (with `Backpressure`, it
+    /// waits only for a free slot).
+    pub fn scatter(&mut self) -> Result<(), VolError> {
+        let n = self.len;
+        let version = self.core.version + 1;
+        let mut enc = Encoding::Dense;
+        let data = &self.buf[self.hdr..];
+        let first = self.prev.is_empty() && n > 0;
+        let refresh_due = self.lossy && self.refresh > 0 && self.since_dense + 1 >= self.refresh;
+        if self.repr.needs_previous() && !first && !refresh_due {
+            enc = diff_into(
+                data,
+                &self.prev,
+                self.repr,
+                &mut self.diff_idx,
+                &mut self.diff_val,
+            )?;
+            if enc == Encoding::Sparse
+                && sparse_encoded_len::<T>(self.diff_idx.len(), n as u64)? >= n * T::WIDTH
+            {
+                enc = Encoding::Dense;
+            }
+        }
+        match enc {
+            Encoding::Sparse => {
+                Header::new(Kind::Diff, T::KIND, version, version - 1, n as u64)
+                    .write(&mut self.send_buf);
+                let body = encode_sparse_into(
+                    &self.diff_idx,
+                    &self.diff_val,
+                    n as u64,
+                    &mut self.send_buf[HEADER_LEN..],
+                )?;
+                self.core.send(&self.send_buf[..HEADER_LEN + body], true)?;
+                self.since_dense += 1;
+            }
+            Encoding::Dense => {
+                let header = Header::new(Kind::Dense, T::KIND, version, 0, n as u64);
+                if LITTLE_ENDIAN {
+                    header.write(as_bytes_mut(&mut self.buf[..self.hdr]));
+                    self.core.send(as_bytes(&self.buf), false)?;
+                } else {
+                    header.write(&mut self.send_buf);
+                    crate::sparse::encode_dense_into(
+                        &self.buf[self.hdr..],
+                        &mut self.send_buf[HEADER_LEN..],
+                    )?;
+                    self.core.send(&self.send_buf, false)?;
+                }
+                self.since_dense = 0;
+            }
+        }
+        if self.repr.needs_previous() {
+            if self.prev.len() != n {
+                self.prev = self.buf[self.hdr..].to_vec();
+            } else {
+                self.prev.copy_from_slice(&self.buf[self.hdr..]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for local completion of the last scatter. Nothing to do: a
+    /// scatter returns once its bytes are in the peers' segments (shm) or
+    /// handed to the kernel (tcp), and the vector may be modified right
+    /// away.
+    pub fn flush(&mut self) -> Result<(), VolError> {
+        Ok(())
+    }
+
+    /// Merges, with `udf`, every update that arrived since the previous
+    /// gather (the newest per sender), after the wait the consistency mode
+    /// requires; then advances the iteration. See the [module
+    /// documentation](self).
+    pub fn gather(&mut self, mut udf: impl Merge<T>) -> Result<GatherInfo, VolError> {
+        self.gather_with(&mut udf)
+    }
+
+    /// Like [`gather`](Self::gather), borrowing the merge function (for
+    /// stateful ones such as [`crate::udf::PerIndex`]).
+    pub fn gather_with<M: Merge<T> + ?Sized>(
+        &mut self,
+        udf: &mut M,
+    ) -> Result<GatherInfo, VolError> {
+        let t = self.core.iteration;
+        let waited = self.core.wait_progress()?;
+        let deadline = Instant::now() + self.core.timeout;
+        let bsp = self.core.consistency == Consistency::Bsp;
+        for i in 0..self.core.senders.len() {
+            let p = self.core.senders[i];
+            if bsp {
+                // Exactly the update of this iteration (already visible).
+                while self.received[i] <= t {
+                    let left = Core::left(deadline);
+                    let got =
+                        self.core
+                            .obj
+                            .poll_from_timeout(p, as_bytes_mut(&mut self.spare), left)?;
+                    match got {
+                        Some(u) => self.apply(i, u)?,
+                        None => {
+                            return Err(VolError::Timeout {
+                                vector: self.core.name.clone(),
+                                op: "bsp read of an update",
+                                iteration: t,
+                                waited: self.core.timeout,
+                                missing: vec![p],
+                            })
+                        }
+                    }
+                }
+            } else {
+                // Everything queued (at most `depth` updates per sender).
+                for _ in 0..self.core.depth {
+                    match self.core.obj.poll_from(p, as_bytes_mut(&mut self.spare))? {
+                        Some(u) => self.apply(i, u)?,
+                        None => break,
+                    }
+                }
+            }
+        }
+        let mut info = GatherInfo {
+            iteration: t,
+            wait_ns: u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            ..GatherInfo::default()
+        };
+        let (hdr, n) = (self.hdr, self.len);
+        let mut refs: Vec<&[T]> = recycle(std::mem::take(&mut self.refs));
+        for (i, m) in self.mirrors.iter().enumerate() {
+            if self.fresh[i] {
+                refs.push(&m[hdr..hdr + n]);
+                let s = t.saturating_sub(self.mirror_iter[i]);
+                info.merged += 1;
+                info.max_staleness = info.max_staleness.max(s);
+                info.staleness_sum += s;
+            }
+        }
+        let merged = udf.merge_dense(&mut self.buf[hdr..], &refs);
+        self.refs = recycle(refs);
+        merged?;
+        for i in 0..self.fresh.len() {
+            if self.fresh[i] {
+                self.core
+                    .stats
+                    .record_merged(t.saturating_sub(self.mirror_iter[i]));
+                self.fresh[i] = false;
+            }
+        }
+        self.core.finish_gather();
+        Ok(info)
+    }
+
+    /// Applies the update just polled into `spare` from in-neighbour `i`.
+    fn apply(&mut self, i: usize, u: Update) -> Result<(), VolError> {
+        let p = self.core.senders[i];
+        self.core.note_data(i, u.iteration);
+        self.received[i] = self.received[i].max(u.iteration.saturating_add(1));
+        let n = self.len;
+        let bytes = as_bytes(&self.spare);
+        let bytes = bytes
+            .get(..u.len)
+            .ok_or_else(|| self.core.bad_update(p, "longer than a slot"))?;
+        let h = Header::parse(bytes).map_err(|e| self.core.bad_update(p, e))?;
+        if usize::from(h.value_width) != T::WIDTH || h.len != n as u64 {
+            return Err(self.core.bad_update(
+                p,
+                format!(
+                    "{}-byte values for a vector of {} elements; expected {}-byte values and {n}",
+                    h.value_width,
+                    h.len,
+                    T::WIDTH
+                ),
+            ));
+        }
+        match h.kind {
+            Kind::Dense => {
+                let expect = HEADER_LEN + n * T::WIDTH;
+                if u.len != expect {
+                    return Err(self.core.bad_update(
+                        p,
+                        format!("dense update of {} bytes; expected {expect}", u.len),
+                    ));
+                }
+                std::mem::swap(&mut self.spare, &mut self.mirrors[i]);
+                from_le_in_place(&mut self.mirrors[i][self.hdr..]);
+                self.mirror_version[i] = h.version;
+                self.mirror_iter[i] = u.iteration;
+                self.fresh[i] = true;
+            }
+            Kind::Diff => {
+                decode_sparse_into(
+                    &bytes[HEADER_LEN..],
+                    n as u64,
+                    &mut self.dec_idx,
+                    &mut self.dec_val,
+                )
+                .map_err(|e| self.core.bad_update(p, e.to_string()))?;
+                if self.mirror_version[i] != 0 && self.mirror_version[i] == h.base {
+                    let m = &mut self.mirrors[i][self.hdr..];
+                    for (&k, &v) in self.dec_idx.iter().zip(&self.dec_val) {
+                        // Indices were checked to be below n.
+                        m[k as usize] = v;
+                    }
+                    self.mirror_version[i] = h.version;
+                    self.mirror_iter[i] = u.iteration;
+                    self.fresh[i] = true;
+                } else {
+                    self.mirror_version[i] = 0;
+                    self.core.stats.diffs_dropped += 1;
+                }
+            }
+            Kind::Pairs => {
+                return Err(self
+                    .core
+                    .bad_update(p, "a sparse vector's entries sent to a dense vector"))
+            }
+        }
+        Ok(())
+    }
+
+    /// A control-channel barrier over the whole group (bounded by the
+    /// group's timeout); the time it took is recorded as a wait.
+    pub fn barrier(&mut self, group: &Group) -> Result<(), VolError> {
+        let w = crate::exchange::barrier(group)?;
+        self.core.stats.record_wait(w);
+        Ok(())
+    }
+}
+
+impl<T: Element> Deref for DenseVector<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
+impl<T: Element> DerefMut for DenseVector<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.as_mut_slice()
+    }
+}
