@@ -670,17 +670,7 @@ impl Object {
     /// Polls until an update arrives or `timeout` passes (then `Ok(None)`).
     /// Spins briefly, then parks on the segment's doorbell.
     pub fn poll_timeout(&mut self, out: &mut [u8], timeout: Duration) -> Result<Option<Update>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let bell = self.region.doorbell();
-            if let Some(u) = self.poll(out)? {
-                return Ok(Some(u));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            park(&self.region, bell, deadline);
-        }
+        self.poll_until(timeout, |o| o.poll(out))
     }
 
     /// Like [`poll_timeout`](Self::poll_timeout), restricted to `sender`.
@@ -690,10 +680,20 @@ impl Object {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<Option<Update>> {
+        self.poll_until(timeout, |o| o.poll_from(sender, out))
+    }
+
+    /// Repeats `try_once` until it returns an update or `timeout` passes,
+    /// parking on the doorbell in between.
+    fn poll_until(
+        &mut self,
+        timeout: Duration,
+        mut try_once: impl FnMut(&mut Self) -> Result<Option<Update>>,
+    ) -> Result<Option<Update>> {
         let deadline = Instant::now() + timeout;
         loop {
             let bell = self.region.doorbell();
-            if let Some(u) = self.poll_from(sender, out)? {
+            if let Some(u) = try_once(self)? {
                 return Ok(Some(u));
             }
             if Instant::now() >= deadline {
@@ -721,13 +721,12 @@ impl Object {
                 role: "sender",
             });
         };
-        let deadline = Instant::now() + timeout;
-        loop {
-            let bell = self.region.doorbell();
-            for s in 0..self.layout.depth {
-                let off = self.layout.slot_offset(q, s);
-                if let Some(h) = self.region.complete_header(off, self.layout.capacity) {
-                    if h.iteration >= min_iteration && h.epoch == self.epoch {
+        let (depth, capacity, epoch) = (self.layout.depth, self.layout.capacity, self.epoch);
+        self.poll_until(timeout, |o| {
+            for s in 0..depth {
+                let off = o.layout.slot_offset(q, s);
+                if let Some(h) = o.region.complete_header(off, capacity) {
+                    if h.iteration >= min_iteration && h.epoch == epoch {
                         return Ok(Some(Update {
                             sender,
                             seq: h.seq,
@@ -737,11 +736,8 @@ impl Object {
                     }
                 }
             }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            park(&self.region, bell, deadline);
-        }
+            Ok(None)
+        })
     }
 
     fn poll_queue(&mut self, q: usize, out: &mut [u8]) -> Result<Option<Update>> {

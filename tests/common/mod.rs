@@ -147,34 +147,19 @@ pub fn report(v: serde_json::Value) {
 /// after which the rest are killed). Returns each one's job.
 pub fn spawn_ranks(entry: &str, envs: &[Vec<(String, String)>], deadline: Duration) -> Vec<Job> {
     let me = std::env::current_exe().expect("current_exe");
-    let handles: Vec<_> = envs
-        .iter()
-        .map(|env| {
-            let mut cmd = Command::new(&me);
-            cmd.args([
-                "--exact",
-                entry,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ]);
-            for k in [
-                "MALT_RANK",
-                "MALT_WORLD_SIZE",
-                "MALT_JOB_TOKEN",
-                "RANK",
-                "WORLD_SIZE",
-            ] {
-                cmd.env_remove(k);
-            }
-            cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            std::thread::spawn(move || run_with_deadline(cmd, deadline))
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("rank thread"))
-        .collect()
+    let me = me.to_str().expect("utf-8 path");
+    spawn_programs(
+        me,
+        &[
+            "--exact",
+            entry,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+        envs,
+        deadline,
+    )
 }
 
 /// Like [`spawn_ranks`] but running an arbitrary program.
