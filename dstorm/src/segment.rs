@@ -83,6 +83,12 @@ impl Region {
         self.map.len()
     }
 
+    /// Start of the mapping, for registering it with an RDMA device.
+    #[cfg(feature = "verbs")]
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
     fn check(&self, off: usize, len: usize, align: usize) {
         assert!(
             off.is_multiple_of(align) && off.checked_add(len).is_some_and(|e| e <= self.len()),
@@ -141,6 +147,16 @@ impl Region {
     /// Writes a whole slot (header, payload, trailer) at `off` in the
     /// protocol's order.
     pub fn store_slot(&self, off: usize, h: &SlotHeader, payload: &[u8]) {
+        self.store_slot_torn(off, h, payload);
+        self.publish_trailer(off, h);
+    }
+
+    /// Writes header and payload but no trailer, as a writer that died in
+    /// the middle of a write would (the first part of [`store_slot`], and
+    /// a test hook on its own).
+    ///
+    /// [`store_slot`]: Self::store_slot
+    pub fn store_slot_torn(&self, off: usize, h: &SlotHeader, payload: &[u8]) {
         debug_assert_eq!(h.len as usize, payload.len());
         self.check(off, HEADER_BYTES + pad8(payload.len()) + 8, 64);
         self.store_header(off, h);
@@ -149,22 +165,6 @@ impl Region {
         // writer stores into this slot (per-sender queues); concurrent readers
         // use the header-trailer-header check and discard what they copied if
         // it changed underneath them.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                self.map.as_mut_ptr().add(off + HEADER_BYTES),
-                payload.len(),
-            );
-        }
-        self.publish_trailer(off, h);
-    }
-
-    /// Test hook: writes header and payload but no trailer, as a writer that
-    /// died in the middle of a write would.
-    pub fn store_slot_torn(&self, off: usize, h: &SlotHeader, payload: &[u8]) {
-        self.check(off, HEADER_BYTES + pad8(payload.len()) + 8, 64);
-        self.store_header(off, h);
-        // SAFETY: as in `store_slot`.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
