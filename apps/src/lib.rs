@@ -5,3 +5,4 @@ pub mod bench;
 pub mod check;
 pub mod data;
 pub mod launch;
+pub mod train;

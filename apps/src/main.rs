@@ -27,6 +27,9 @@ enum Cmd {
     /// Measurements against a baseline taken in the same run.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Train a model data-parallel: svm (SGD) or mf (matrix factorization).
+    #[command(subcommand)]
+    Train(Box<malt::train::cli::TrainCmd>),
     /// Prepare data sets: convert Fashion-MNIST, generate synthetic data.
     #[command(subcommand)]
     Data(DataCmd),
@@ -310,6 +313,7 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
         Cmd::Data(cmd) => data(cmd),
+        Cmd::Train(cmd) => ExitCode::from(malt::train::cli::run(&cmd).clamp(0, 255) as u8),
         Cmd::Bench(BenchCmd::Gather(a)) => {
             let code = bench::gather::run(&bench::gather::GatherOptions {
                 len: a.len,

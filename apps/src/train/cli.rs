@@ -1,0 +1,468 @@
+//! `malt train svm|mf`: the command line around the trainers.
+//!
+//! Outside a job, `--ranks N` launches N local ranks of this same command
+//! (through [`crate::launch`]); `--compare-single` first trains one rank in
+//! this process, takes the goal loss from it (unless `--goal-loss` is
+//! given), then runs the job and puts both curves and the speedup to the
+//! goal on one plot. Inside a job (launched by `malt launch`, srun, mpirun),
+//! every rank joins the group and trains its shard through [`VolSync`].
+
+use super::metrics::{read_metrics, RunSummary};
+use super::mf::{run_mf, MfOptions};
+use super::svm::{run_svm, SvmOptions};
+use super::sync::{ModelSync, NoSync, Udf};
+use super::vol_sync::VolSync;
+use super::{plot_comparison, RunOutput, TrainError};
+use crate::launch;
+use clap::{Args, Subcommand};
+use dstorm::TransportKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vol::{Consistency, Graph, Representation};
+
+/// `malt train ...`
+#[derive(Subcommand, Debug, Clone)]
+pub enum TrainCmd {
+    /// Linear SVM by SGD (Bottou's svmsgd), data-parallel.
+    Svm(SvmArgs),
+    /// Matrix factorization by SGD, data-parallel.
+    Mf(MfArgs),
+}
+
+/// Options every trainer shares: communication and launching.
+#[derive(Args, Debug, Clone)]
+pub struct CommArgs {
+    /// Examples between synchronisations (0: only at epoch ends).
+    #[arg(long)]
+    pub cb: Option<u64>,
+    /// Communication graph: all, halton, ring, random:K[:SEED].
+    #[arg(long, default_value = "all")]
+    pub graph: Graph,
+    /// Consistency: bsp, async, ssp:S.
+    #[arg(long, default_value = "bsp")]
+    pub sync: Consistency,
+    /// Model averaging (avg) or summing the ranks' model deltas (sum).
+    #[arg(long, default_value = "avg")]
+    pub udf: Udf,
+    /// Representation of model updates: dense, sparse, auto[:THRESHOLD].
+    #[arg(long, default_value = "dense")]
+    pub representation: Representation,
+    /// Transport (default: MALT_TRANSPORT, else shm).
+    #[arg(long)]
+    pub transport: Option<TransportKind>,
+    /// Ranks to launch when not inside a job.
+    #[arg(long, default_value_t = 1)]
+    pub ranks: usize,
+    /// Also train one rank on the same data and report the speedup to the goal loss.
+    #[arg(long)]
+    pub compare_single: bool,
+    /// Objective to reach; its time is reported (default with
+    /// --compare-single: 99% of the way from the single rank's first to
+    /// its final objective).
+    #[arg(long)]
+    pub goal_loss: Option<f64>,
+    /// Stop once the goal loss is reached.
+    #[arg(long)]
+    pub stop_at_goal: bool,
+    /// Bound on every wait of the ranks, in seconds (data loading included).
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Print one JSON line with the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar and no summary line (unless --json).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Do not draw plots.
+    #[arg(long)]
+    pub no_plot: bool,
+    /// Seed of the example order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The single-rank run to compare with (set by --compare-single).
+    #[arg(long, hide = true)]
+    pub single_from: Option<PathBuf>,
+}
+
+/// `malt train svm`
+#[derive(Args, Debug, Clone)]
+pub struct SvmArgs {
+    /// Training data (LIBSVM). Without it, a synthetic RCV1-like set is
+    /// generated (and cached) in the output directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Test data (LIBSVM).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Regularisation λ (default 1/n, liblinear's C = 1).
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+    /// Averaged SGD.
+    #[arg(long)]
+    pub averaged: bool,
+    /// Multiclass labels: this class is +1, the others -1.
+    #[arg(long)]
+    pub positive_class: Option<f64>,
+    /// Output directory (metrics.csv, summary.json, plots).
+    #[arg(long, default_value = "malt-train-svm")]
+    pub out: PathBuf,
+    /// Rows of the synthetic training set.
+    #[arg(long)]
+    pub synth_rows: Option<u64>,
+    /// Features of the synthetic set.
+    #[arg(long)]
+    pub synth_features: Option<u32>,
+    /// Non-zeros per row of the synthetic set.
+    #[arg(long)]
+    pub synth_nnz: Option<u32>,
+    #[command(flatten)]
+    pub comm: CommArgs,
+}
+
+/// `malt train mf`
+#[derive(Args, Debug, Clone)]
+pub struct MfArgs {
+    /// Training ratings (`user item rating`, CSV or MovieLens `::`). Without
+    /// it, a synthetic Netflix-like set is generated in the output directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Test ratings.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Rank of the factorization.
+    #[arg(long, default_value_t = 10)]
+    pub rank: u32,
+    /// Regularisation.
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning-rate decay per epoch.
+    #[arg(long)]
+    pub lr_decay: Option<f64>,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: u32,
+    /// Output directory.
+    #[arg(long, default_value = "malt-train-mf")]
+    pub out: PathBuf,
+    /// Users of the synthetic set.
+    #[arg(long)]
+    pub synth_users: Option<u32>,
+    /// Items of the synthetic set.
+    #[arg(long)]
+    pub synth_items: Option<u32>,
+    /// Ratings in the synthetic training set.
+    #[arg(long)]
+    pub synth_ratings: Option<u64>,
+    #[command(flatten)]
+    pub comm: CommArgs,
+}
+
+/// One of the two trainers with its options, seen the same way by the
+/// launching logic.
+enum Job {
+    Svm(SvmOptions),
+    Mf(MfOptions),
+}
+
+impl Job {
+    fn from_cmd(cmd: &TrainCmd) -> Job {
+        match cmd {
+            TrainCmd::Svm(a) => {
+                let mut o = SvmOptions {
+                    data: a.data.clone(),
+                    test: a.test.clone(),
+                    lambda: a.lambda,
+                    epochs: a.epochs,
+                    averaged: a.averaged,
+                    positive_class: a.positive_class,
+                    out: a.out.clone(),
+                    ..SvmOptions::default()
+                };
+                if let Some(r) = a.synth_rows {
+                    o.synth.rows = r;
+                    o.synth.test_rows = (r / 10).max(1);
+                }
+                if let Some(f) = a.synth_features {
+                    o.synth.features = f;
+                }
+                if let Some(n) = a.synth_nnz {
+                    o.synth.nnz = n;
+                }
+                let c = &a.comm;
+                o.cb = c.cb.unwrap_or(o.cb);
+                o.udf = c.udf;
+                o.goal_loss = c.goal_loss;
+                o.stop_at_goal = c.stop_at_goal;
+                o.json = c.json;
+                o.quiet = c.quiet;
+                o.plot = !c.no_plot;
+                o.seed = c.seed;
+                Job::Svm(o)
+            }
+            TrainCmd::Mf(a) => {
+                let mut o = MfOptions {
+                    data: a.data.clone(),
+                    test: a.test.clone(),
+                    rank: a.rank,
+                    epochs: a.epochs,
+                    out: a.out.clone(),
+                    ..MfOptions::default()
+                };
+                o.lambda = a.lambda.unwrap_or(o.lambda);
+                o.lr = a.lr.unwrap_or(o.lr);
+                o.lr_decay = a.lr_decay.unwrap_or(o.lr_decay);
+                if let Some(u) = a.synth_users {
+                    o.synth.users = u;
+                }
+                if let Some(i) = a.synth_items {
+                    o.synth.items = i;
+                }
+                if let Some(r) = a.synth_ratings {
+                    o.synth.ratings = r;
+                    o.synth.test_ratings = (r / 10).max(1);
+                }
+                let c = &a.comm;
+                o.cb = c.cb.unwrap_or(o.cb);
+                o.udf = c.udf;
+                o.goal_loss = c.goal_loss;
+                o.stop_at_goal = c.stop_at_goal;
+                o.json = c.json;
+                o.quiet = c.quiet;
+                o.plot = !c.no_plot;
+                o.seed = c.seed;
+                Job::Mf(o)
+            }
+        }
+    }
+
+    fn run(&self, sync: &mut dyn ModelSync) -> Result<RunOutput, TrainError> {
+        match self {
+            Job::Svm(o) => run_svm(o, sync),
+            Job::Mf(o) => run_mf(o, sync),
+        }
+    }
+
+    fn out(&self) -> &Path {
+        match self {
+            Job::Svm(o) => &o.out,
+            Job::Mf(o) => &o.out,
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        match self {
+            Job::Svm(o) => o.data.is_some(),
+            Job::Mf(o) => o.data.is_some(),
+        }
+    }
+
+    /// Where the synthetic data lands for output directory `out`.
+    fn synth_files(&self, out: &Path) -> (PathBuf, PathBuf) {
+        let (dir, ext) = match self {
+            Job::Svm(_) => ("synth-sparse", "libsvm"),
+            Job::Mf(_) => ("synth-ratings", "ratings"),
+        };
+        (
+            out.join(dir).join(format!("train.{ext}")),
+            out.join(dir).join(format!("test.{ext}")),
+        )
+    }
+
+    /// The same job printing nothing and drawing nothing of its own.
+    fn silent(&self, out: PathBuf) -> Job {
+        match self {
+            Job::Svm(o) => Job::Svm(SvmOptions {
+                out,
+                json: false,
+                quiet: true,
+                ..o.clone()
+            }),
+            Job::Mf(o) => Job::Mf(MfOptions {
+                out,
+                json: false,
+                quiet: true,
+                ..o.clone()
+            }),
+        }
+    }
+
+    fn titles(&self) -> (&'static str, &'static str) {
+        match self {
+            Job::Svm(_) => ("malt train svm", "objective (λ/2 |w|² + mean hinge loss)"),
+            Job::Mf(_) => ("malt train mf", "training RMSE"),
+        }
+    }
+
+    fn json(&self) -> bool {
+        match self {
+            Job::Svm(o) => o.json,
+            Job::Mf(o) => o.json,
+        }
+    }
+}
+
+fn comm(cmd: &TrainCmd) -> &CommArgs {
+    match cmd {
+        TrainCmd::Svm(a) => &a.comm,
+        TrainCmd::Mf(a) => &a.comm,
+    }
+}
+
+/// Runs `malt train`; returns the process exit code.
+pub fn run(cmd: &TrainCmd) -> i32 {
+    match run_inner(cmd) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("malt train: {e}");
+            2
+        }
+    }
+}
+
+fn run_inner(cmd: &TrainCmd) -> Result<(), TrainError> {
+    let c = comm(cmd);
+    if !(c.timeout > 0.0 && c.timeout.is_finite()) {
+        return Err(TrainError::InvalidOptions(
+            "--timeout must be a positive number of seconds".into(),
+        ));
+    }
+    let job = Job::from_cmd(cmd);
+    if launch::inside_job() {
+        return run_rank(&job, c);
+    }
+    if c.ranks == 0 {
+        return Err(TrainError::InvalidOptions(
+            "--ranks must be at least 1".into(),
+        ));
+    }
+    let mut extra: Vec<String> = Vec::new();
+    if c.compare_single {
+        let single_out = job.out().join("single");
+        let single = job.silent(single_out.clone());
+        eprintln!("malt train: training one rank for the comparison ...");
+        let s = single.run(&mut NoSync)?;
+        let goal = c.goal_loss.unwrap_or_else(|| {
+            let first = s
+                .points
+                .first()
+                .map_or(s.summary.final_loss, |p| p.objective);
+            s.summary.final_loss + 0.01 * (first - s.summary.final_loss)
+        });
+        if c.goal_loss.is_none() {
+            extra.extend(["--goal-loss".into(), goal.to_string()]);
+        }
+        extra.extend(["--single-from".into(), single_out.display().to_string()]);
+        if !job.has_data() {
+            // Train the job on exactly the data the single rank saw.
+            let (train, test) = job.synth_files(&single_out);
+            extra.extend(["--data".into(), train.display().to_string()]);
+            extra.extend(["--test".into(), test.display().to_string()]);
+        }
+    }
+    if c.ranks == 1 && !c.compare_single {
+        return job.run(&mut NoSync).map(|_| ());
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| TrainError::InvalidOptions(format!("cannot find my own executable: {e}")))?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.extend(extra);
+    let opts = launch::LaunchOptions {
+        ranks: c.ranks,
+        transport: c.transport.unwrap_or(TransportKind::Shm),
+        timeout: Duration::from_secs_f64(c.timeout),
+        program: exe,
+        args,
+        prefix: false,
+        env: Vec::new(),
+    };
+    let outcome = launch::launch(&opts)
+        .map_err(|e| TrainError::InvalidOptions(format!("launching ranks: {e}")))?;
+    for (rank, why) in outcome.failures() {
+        eprintln!("malt train: rank {rank} {why}");
+    }
+    match outcome.exit_code() {
+        0 => Ok(()),
+        code => Err(TrainError::Sync {
+            rank: outcome.first_failure.unwrap_or(0),
+            what: "the training job".into(),
+            message: format!("exited with status {code}"),
+        }),
+    }
+}
+
+/// One rank of a job: join, train, and on rank 0 compare when asked.
+fn run_rank(job: &Job, c: &CommArgs) -> Result<(), TrainError> {
+    let mut cfg = dstorm::Config::from_env().map_err(|e| sync_err(0, "configuration", e))?;
+    if let Some(t) = c.transport {
+        cfg.transport = t;
+    }
+    let rank = cfg.rank;
+    if cfg.world == 1 && c.single_from.is_none() {
+        return job.run(&mut NoSync).map(|_| ());
+    }
+    let group = dstorm::Group::join(cfg).map_err(|e| sync_err(rank, "join", e))?;
+    let mut sync = VolSync::new(group, c.graph.clone(), c.sync, c.representation);
+    let comparing = c.single_from.as_deref();
+    let run_job = match comparing {
+        // The comparison line replaces the job's own summary line.
+        Some(_) if job.json() => job.silent(job.out().to_path_buf()),
+        _ => match job {
+            Job::Svm(o) => Job::Svm(o.clone()),
+            Job::Mf(o) => Job::Mf(o.clone()),
+        },
+    };
+    let out = run_job.run(&mut sync)?;
+    sync.finish()?;
+    if let (Some(single_dir), 0) = (comparing, rank) {
+        compare(job, &out, single_dir, c)?;
+    }
+    Ok(())
+}
+
+fn sync_err(rank: usize, what: &str, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Sync {
+        rank,
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+fn compare(job: &Job, out: &RunOutput, single_dir: &Path, c: &CommArgs) -> Result<(), TrainError> {
+    let summary_path = single_dir.join("summary.json");
+    let text =
+        std::fs::read_to_string(&summary_path).map_err(|e| TrainError::io(&summary_path, e))?;
+    let single: RunSummary = serde_json::from_str(&text).map_err(|e| TrainError::Metrics {
+        file: summary_path.display().to_string(),
+        line: 1,
+        problem: e.to_string(),
+    })?;
+    let single_points = read_metrics(&single_dir.join("metrics.csv"))?;
+    let goal = c
+        .goal_loss
+        .or(out.summary.goal_loss)
+        .unwrap_or(single.final_loss);
+    let mut summary = out.summary.clone();
+    summary.compare_with(&out.points, &single, &single_points, goal);
+    let (title, y) = job.titles();
+    if !c.no_plot {
+        if let Err(e) =
+            plot_comparison(job.out(), title, y, (&summary, &out.points), &single_points)
+        {
+            tracing::warn!("{e}");
+        }
+    }
+    let path = job.out().join("summary.json");
+    std::fs::write(&path, summary.to_json()).map_err(|e| TrainError::io(&path, e))?;
+    if job.json() {
+        println!("{}", summary.to_json());
+    } else if !c.quiet {
+        println!("{}", summary.human());
+    }
+    Ok(())
+}

@@ -1,0 +1,797 @@
+//! Matrix factorization by stochastic gradient descent on `user item rating`
+//! triplets, as in Hogwild's Netflix experiment.
+//!
+//! # Model and objective
+//!
+//! ```text
+//! r̂(u, i) = μ + b_u + b_i + p_u · q_i
+//! ```
+//!
+//! with `μ` the mean training rating (over all ranks, fixed), user and item
+//! biases `b_u`, `b_i` and `k`-dimensional factors `p_u`, `q_i`. SGD visits
+//! each training rating and takes a step on its squared error and its share
+//! of the regularisation:
+//!
+//! ```text
+//! e    = r - r̂(u, i)
+//! b_u ← b_u + η (e - λ_u b_u)          b_i ← b_i + η (e - λ_i b_i)
+//! p_u ← p_u + η (e q_i - λ_u p_u)      q_i ← q_i + η (e p_u - λ_i q_i)
+//! ```
+//!
+//! With [`Regularization::PerEntity`] (the default) `λ_u = λ / n_u` and
+//! `λ_i = λ / n_i`, where `n_u` and `n_i` count the user's and the item's
+//! training ratings over all ranks, so that an epoch minimises
+//! `Σ (r - r̂)² + λ (Σ_u |p_u|² + b_u² + Σ_i |q_i|² + b_i²)`: the MAP estimate
+//! with Gaussian priors, with `λ` about noise variance / prior variance
+//! (default 2). [`Regularization::PerRating`] uses `λ_u = λ_i = λ`, the form
+//! of Funk's SVD and of Hogwild's experiment (a good `λ` is then about 0.02).
+//! On synthetic ratings with few ratings per user the first generalises
+//! slightly better.
+//!
+//! The learning rate is `η = lr · lr_decay^epoch`. Factors start as
+//! independent uniform draws in `±init / sqrt(k)` from `seed` alone, so every
+//! rank starts from the same model; biases start at 0.
+//!
+//! The objective reported (in `metrics.csv` and as `final_loss`, the one the
+//! goal loss is compared with) is the **training RMSE** over every rank's
+//! ratings; `test_rmse` is the RMSE on the test ratings. Users or items
+//! beyond the training ids predict with their terms left out.
+//!
+//! # Hogwild within a rank
+//!
+//! Hogwild runs lock-free SGD threads over one shared model. Here each rank
+//! runs one SGD thread over its model (ranks are processes, and the target
+//! machines give each rank a core), which is Hogwild with one thread: plain
+//! sequential SGD. Parallelism comes from the ranks.
+//!
+//! # The flat model and what is synchronised
+//!
+//! `[μ, (b_u, p_u) for u in 0..users, (b_i, q_i) for i in 0..items]`: one
+//! block of `k + 1` values per user, then per item, where `users` and `items`
+//! are the largest ids of the training data over all ranks plus one. Ranks
+//! hold different ratings (the file is sharded by lines) and synchronise the
+//! whole vector: user and item factors and biases (`μ` is the same on every
+//! rank and stays so under either merge rule).
+//!
+//! Which merge suits: every user and item is trained on by every rank, so
+//! within a round each rank moves the same factors towards its own ratings'
+//! fit. `avg` takes the mean of those moves, which is stable however long
+//! the round; `sum` applies all of them (Hogwild's semantics, with other
+//! ranks' updates seen one round late), which overshoots once a round is long
+//! enough for each rank to fit its ratings on its own: on 10M synthetic
+//! ratings with 2 ranks `sum` converges with `cb` = 100,000 and stalls at a
+//! training RMSE near 0.89 with `cb` = 1,000,000, where `avg` converges. The
+//! model is large (`(users + items)(k + 1)` values are sent per sync), so the
+//! default `cb` is 1,000,000 ratings per rank.
+//!
+//! # Synthetic data
+//!
+//! Without `data`, [`run_mf`] generates [`SynthMfData`] (by default 3,000,000
+//! training and 300,000 test ratings from
+//! [`synth_ratings`]: 30,000 users, 3,000
+//! items, rank 10, noise 0.5, seed 1) into `<out>/synth-ratings/`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::ratings::{load_shard, Rating, RatingsFormat};
+use crate::data::synth::{synth_ratings, SynthRatingsOptions, DEFAULT_RATING_NOISE_STDDEV};
+
+use super::metrics::{MetricsWriter, RunSummary, TestMetric};
+use super::prepare::split_synthetic;
+use super::sync::{allreduce_max, ModelSync};
+use super::{
+    create_out, load_rng, run_loop, short_number, Clock, Finish, Learner, LoopConfig, RunOutput,
+    TrainError, Udf,
+};
+
+/// The largest model accepted (4 GiB of `f32`): ids are used as indices, so
+/// a file with a stray huge id is refused rather than allocated for.
+pub const MAX_PARAMETERS: u128 = 1 << 30;
+
+/// The synthetic ratings used when no data is given.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SynthMfData {
+    /// Users.
+    pub users: u32,
+    /// Items.
+    pub items: u32,
+    /// Rank of the hidden model.
+    pub rank: u32,
+    /// Training ratings.
+    pub ratings: u64,
+    /// Test ratings (a random split of the same stream).
+    pub test_ratings: u64,
+    /// Standard deviation of the rating noise: the RMSE floor.
+    pub noise_stddev: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for SynthMfData {
+    fn default() -> Self {
+        SynthMfData {
+            users: 30_000,
+            items: 3_000,
+            rank: 10,
+            ratings: 3_000_000,
+            test_ratings: 300_000,
+            noise_stddev: DEFAULT_RATING_NOISE_STDDEV,
+            seed: 1,
+        }
+    }
+}
+
+impl SynthMfData {
+    /// The generator options for training and test ratings together.
+    pub fn generator(&self) -> SynthRatingsOptions {
+        let mut o = SynthRatingsOptions::new(
+            self.users,
+            self.items,
+            self.rank,
+            self.ratings + self.test_ratings,
+            self.seed,
+        );
+        o.noise_stddev = self.noise_stddev;
+        o
+    }
+}
+
+/// How the regularisation is spread over the SGD steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Regularization {
+    /// `λ` on every step (Funk's and Hogwild's form): a user with `n`
+    /// ratings is penalised `n λ |p_u|²` in all, so heavy users are held
+    /// back the most.
+    PerRating,
+    /// `λ / n_u` and `λ / n_i` on a step, with `n_u`, `n_i` the user's and
+    /// item's ratings over all ranks: the objective is
+    /// `Σ (r - r̂)² + λ (Σ_u |p_u|² + b_u² + Σ_i |q_i|² + b_i²)`, the maximum
+    /// a posteriori estimate under Gaussian priors (`λ ≈ noise variance /
+    /// prior variance`), which shrinks users with few ratings the most.
+    #[default]
+    PerEntity,
+}
+
+/// Options of [`run_mf`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MfOptions {
+    /// Training ratings. `None`: generate [`MfOptions::synth`].
+    pub data: Option<PathBuf>,
+    /// Test ratings. Without `data`, the synthetic test split.
+    pub test: Option<PathBuf>,
+    /// Layout of the ratings files.
+    pub format: RatingsFormat,
+    /// Number of factors `k`.
+    pub rank: u32,
+    /// Regularisation λ (>= 0).
+    pub lambda: f64,
+    /// How λ is spread over the ratings.
+    pub reg: Regularization,
+    /// Learning rate of the first epoch.
+    pub lr: f64,
+    /// Factor applied to the learning rate after each epoch, in `(0, 1]`.
+    pub lr_decay: f64,
+    /// Factors start uniform in `±init / sqrt(k)`.
+    pub init: f64,
+    /// Passes over the training ratings.
+    pub epochs: u32,
+    /// Ratings between synchronisations, at most (0: only at epoch ends).
+    pub cb: u64,
+    /// How models are merged.
+    pub udf: Udf,
+    /// Training RMSE to reach; its time is reported.
+    pub goal_loss: Option<f64>,
+    /// Stop once the goal loss is reached.
+    pub stop_at_goal: bool,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Print the summary as one JSON line.
+    pub json: bool,
+    /// No progress bar, no summary line (unless `json`).
+    pub quiet: bool,
+    /// Seed of the initial factors and of the rating order.
+    pub seed: u64,
+    /// Shuffle the local ratings once, then visit them in blocks taken in a
+    /// new random order every epoch (see [`SHUFFLE_BLOCK`](super::SHUFFLE_BLOCK)).
+    pub shuffle: bool,
+    /// Evaluations per epoch (at least 1).
+    pub evals_per_epoch: u32,
+    /// Write `objective.png` and `objective.svg`.
+    pub plot: bool,
+    /// The data generated when `data` is `None`.
+    pub synth: SynthMfData,
+}
+
+impl Default for MfOptions {
+    fn default() -> Self {
+        MfOptions {
+            data: None,
+            test: None,
+            format: RatingsFormat::Auto,
+            rank: 10,
+            lambda: 2.0,
+            reg: Regularization::PerEntity,
+            lr: 0.05,
+            lr_decay: 0.95,
+            init: 0.5,
+            epochs: 20,
+            cb: 1_000_000,
+            udf: Udf::Avg,
+            goal_loss: None,
+            stop_at_goal: false,
+            out: PathBuf::from("malt-train-mf"),
+            json: false,
+            quiet: false,
+            seed: 1,
+            shuffle: true,
+            evals_per_epoch: 1,
+            plot: true,
+            synth: SynthMfData::default(),
+        }
+    }
+}
+
+impl MfOptions {
+    fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::InvalidOptions(m));
+        if self.rank == 0 || self.rank > 4096 {
+            return bad(format!("rank must be in 1..=4096, got {}", self.rank));
+        }
+        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
+            return bad(format!("lambda must be >= 0, got {}", self.lambda));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be positive, got {}", self.lr));
+        }
+        if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return bad(format!("lr decay must be in (0, 1], got {}", self.lr_decay));
+        }
+        if !(self.init.is_finite() && self.init >= 0.0) {
+            return bad(format!("init must be >= 0, got {}", self.init));
+        }
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.evals_per_epoch == 0 {
+            return bad("evals per epoch must be at least 1".into());
+        }
+        if let Some(g) = self.goal_loss {
+            if !g.is_finite() {
+                return bad(format!("goal loss must be finite, got {g}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The factor model; see the module documentation for the layout.
+#[derive(Debug, Clone)]
+struct MfModel {
+    k: usize,
+    users: usize,
+    items: usize,
+    m: Vec<f32>,
+}
+
+impl MfModel {
+    fn new(users: usize, items: usize, k: usize, mean: f32, init: f64, seed: u64) -> Self {
+        let len = 1 + (users + items) * (k + 1);
+        let mut m = vec![0.0f32; len];
+        m[0] = mean;
+        let scale = (init / (k as f64).sqrt()) as f32;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        if scale > 0.0 {
+            for block in m[1..].chunks_exact_mut(k + 1) {
+                for x in &mut block[1..] {
+                    *x = rng.gen_range(-scale..scale);
+                }
+            }
+        }
+        MfModel { k, users, items, m }
+    }
+
+    fn item_offset(&self) -> usize {
+        1 + self.users * (self.k + 1)
+    }
+
+    /// Prediction for any ids: unknown users or items leave their terms out.
+    fn predict(&self, user: u32, item: u32) -> f64 {
+        let k1 = self.k + 1;
+        let (u, i) = (user as usize, item as usize);
+        let mut r = f64::from(self.m[0]);
+        let pu = (u < self.users).then(|| &self.m[1 + u * k1..1 + (u + 1) * k1]);
+        let io = self.item_offset();
+        let qi = (i < self.items).then(|| &self.m[io + i * k1..io + (i + 1) * k1]);
+        if let Some(p) = pu {
+            r += f64::from(p[0]);
+        }
+        if let Some(q) = qi {
+            r += f64::from(q[0]);
+        }
+        if let (Some(p), Some(q)) = (pu, qi) {
+            let dot: f32 = p[1..].iter().zip(&q[1..]).map(|(a, b)| a * b).sum();
+            r += f64::from(dot);
+        }
+        r
+    }
+
+    /// One SGD step on a rating whose ids are within the model.
+    #[inline]
+    fn step(&mut self, r: &Rating, eta: f32, lu: f32, li: f32) {
+        let k1 = self.k + 1;
+        let io = self.item_offset();
+        let (head, items) = self.m.split_at_mut(io);
+        let mean = head[0];
+        let u = 1 + r.user as usize * k1;
+        let i = r.item as usize * k1;
+        let p = &mut head[u..u + k1];
+        let q = &mut items[i..i + k1];
+        let mut pred = mean + p[0] + q[0];
+        for (a, b) in p[1..].iter().zip(&q[1..]) {
+            pred += a * b;
+        }
+        let e = r.value - pred;
+        p[0] += eta * (e - lu * p[0]);
+        q[0] += eta * (e - li * q[0]);
+        for (a, b) in p[1..].iter_mut().zip(q[1..].iter_mut()) {
+            let (pa, qb) = (*a, *b);
+            *a += eta * (e * qb - lu * pa);
+            *b += eta * (e * pa - li * qb);
+        }
+    }
+}
+
+struct MfLearner {
+    model: MfModel,
+    train: Vec<Rating>,
+    test: Option<Vec<Rating>>,
+    lambda: f32,
+    /// Per user then per item: `1 / (ratings of it over all ranks)`, for
+    /// [`Regularization::PerEntity`]; empty otherwise.
+    inv_counts: Vec<f32>,
+    lr: f64,
+    lr_decay: f64,
+    eta: f32,
+}
+
+impl Learner for MfLearner {
+    fn len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn begin_epoch(&mut self, epoch: u32) {
+        self.eta = (self.lr * self.lr_decay.powi(epoch as i32)) as f32;
+    }
+
+    fn train(&mut self, order: &[u32]) {
+        if self.inv_counts.is_empty() {
+            for &j in order {
+                let r = self.train[j as usize];
+                self.model.step(&r, self.eta, self.lambda, self.lambda);
+            }
+        } else {
+            let (users, items) = self.inv_counts.split_at(self.model.users);
+            for &j in order {
+                let r = self.train[j as usize];
+                let lu = self.lambda * users[r.user as usize];
+                let li = self.lambda * items[r.item as usize];
+                self.model.step(&r, self.eta, lu, li);
+            }
+        }
+    }
+
+    fn plain_model(&mut self) -> &mut [f32] {
+        &mut self.model.m
+    }
+
+    fn eval_slots(&self) -> usize {
+        4
+    }
+
+    fn eval_local(&mut self, out: &mut [f64]) {
+        let sq = |rs: &[Rating]| -> f64 {
+            rs.iter()
+                .map(|r| {
+                    let e = f64::from(r.value) - self.model.predict(r.user, r.item);
+                    e * e
+                })
+                .sum()
+        };
+        out[0] = sq(&self.train);
+        out[1] = self.train.len() as f64;
+        if let Some(t) = &self.test {
+            out[2] = sq(t);
+            out[3] = t.len() as f64;
+        }
+    }
+
+    fn eval_global(&self, sums: &[f64], _world: usize) -> (f64, Option<f64>) {
+        let train = (sums[0] / sums[1].max(1.0)).sqrt();
+        let test = (sums[3] > 0.0).then(|| (sums[2] / sums[3]).sqrt());
+        (train, test)
+    }
+}
+
+fn data_files(
+    opts: &MfOptions,
+    sync: &mut dyn ModelSync,
+) -> Result<(PathBuf, Option<PathBuf>), TrainError> {
+    if let Some(d) = &opts.data {
+        return Ok((d.clone(), opts.test.clone()));
+    }
+    let synth = &opts.synth;
+    let gen = synth.generator();
+    let files = split_synthetic(
+        sync,
+        &opts.out.join("synth-ratings"),
+        "ratings",
+        synth,
+        synth.ratings,
+        |w| Ok(synth_ratings(&gen, w)?),
+    )?;
+    Ok((files.train, Some(opts.test.clone().unwrap_or(files.test))))
+}
+
+/// Trains the factor model on this rank's shard of ratings, synchronising
+/// through `sync`; see the module documentation. Every rank of a job calls it
+/// with the same options. Rank 0 writes `metrics.csv`, `summary.json` and
+/// (with `plot`) `objective.{png,svg}` into `opts.out`.
+pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, TrainError> {
+    opts.validate()?;
+    let wall = Instant::now();
+    let rank = sync.rank();
+    let world = sync.world();
+    create_out(&opts.out)?;
+    let (train_path, test_path) = data_files(opts, sync)?;
+    let mut train = load_shard(&train_path, rank, world, opts.format)?;
+    if opts.shuffle {
+        train.shuffle(&mut load_rng(opts.seed, rank));
+    }
+    let test = match &test_path {
+        Some(p) => Some(load_shard(p, rank, world, opts.format)?),
+        None => None,
+    };
+    let mut sums = [
+        train.len() as f64,
+        train.iter().map(|r| f64::from(r.value)).sum(),
+        test.as_ref().map_or(0, |t| t.len()) as f64,
+    ];
+    sync.allreduce_sum(&mut sums)?;
+    let n_train = sums[0].round() as u64;
+    if n_train == 0 {
+        return Err(TrainError::NoExamples(train_path.display().to_string()));
+    }
+    let mean = (sums[1] / sums[0]) as f32;
+    let max_user = train
+        .iter()
+        .map(|r| r.user)
+        .max()
+        .map_or(0.0, |u| f64::from(u) + 1.0);
+    let max_item = train
+        .iter()
+        .map(|r| r.item)
+        .max()
+        .map_or(0.0, |i| f64::from(i) + 1.0);
+    let users = allreduce_max(sync, max_user)? as usize;
+    let items = allreduce_max(sync, max_item)? as usize;
+    let params = 1 + (users as u128 + items as u128) * (u128::from(opts.rank) + 1);
+    if params > MAX_PARAMETERS {
+        return Err(TrainError::InvalidOptions(format!(
+            "{users} users and {items} items (largest ids + 1) with rank {} make {params} \
+             parameters, more than {MAX_PARAMETERS}",
+            opts.rank
+        )));
+    }
+
+    let inv_counts = match opts.reg {
+        Regularization::PerRating => Vec::new(),
+        Regularization::PerEntity => {
+            let mut counts = vec![0.0f64; users + items];
+            for r in &train {
+                counts[r.user as usize] += 1.0;
+                counts[users + r.item as usize] += 1.0;
+            }
+            sync.allreduce_sum(&mut counts)?;
+            counts
+                .into_iter()
+                .map(|c| if c > 0.0 { (1.0 / c) as f32 } else { 0.0 })
+                .collect()
+        }
+    };
+
+    let mut clock = Clock::running();
+    let mut learner = MfLearner {
+        model: MfModel::new(users, items, opts.rank as usize, mean, opts.init, opts.seed),
+        train,
+        test,
+        lambda: opts.lambda as f32,
+        inv_counts,
+        lr: opts.lr,
+        lr_decay: opts.lr_decay,
+        eta: opts.lr as f32,
+    };
+    let mut metrics = if rank == 0 {
+        Some(MetricsWriter::create(
+            &opts.out.join("metrics.csv"),
+            TestMetric::Rmse,
+        )?)
+    } else {
+        None
+    };
+    let cfg = LoopConfig {
+        epochs: opts.epochs,
+        cb: opts.cb,
+        udf: opts.udf,
+        goal: opts.goal_loss,
+        stop_at_goal: opts.stop_at_goal,
+        evals_per_epoch: opts.evals_per_epoch,
+        shuffle: opts.shuffle,
+        seed: opts.seed,
+        quiet: opts.quiet,
+    };
+    let res = run_loop(&mut learner, sync, &cfg, &mut clock, metrics.as_mut())?;
+    let last = res.points.last().copied();
+    let summary = RunSummary {
+        app: "mf".into(),
+        ranks: world,
+        epochs: res.epochs_done,
+        seconds: res.train_seconds,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        final_loss: last.map_or(f64::NAN, |p| p.objective),
+        test_error: None,
+        test_rmse: last.and_then(|p| p.test),
+        goal_loss: opts.goal_loss,
+        time_to_goal_s: res.time_to_goal,
+        examples: res.examples,
+        examples_per_s: res.examples as f64 / res.train_seconds.max(1e-9),
+        bytes_sent: res.bytes_sent,
+        train_examples: n_train,
+        test_examples: sums[2].round() as u64,
+        parameters: learner.model.m.len() as u64,
+        lambda: opts.lambda,
+        udf: opts.udf.name().into(),
+        cb: opts.cb,
+        comparison: None,
+    };
+    if rank == 0 {
+        Finish {
+            title: format!(
+                "matrix factorization, k={}, λ={}, {} rank{}",
+                opts.rank,
+                short_number(opts.lambda),
+                world,
+                if world == 1 { "" } else { "s" }
+            ),
+            out: &opts.out,
+            metric: TestMetric::Rmse,
+            json: opts.json,
+            quiet: opts.quiet,
+            plot: opts.plot,
+        }
+        .write(&summary, &res.points)?;
+    }
+    Ok(RunOutput {
+        summary,
+        points: res.points,
+        model: learner.model.m,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::testutil::TempDir;
+    use crate::train::metrics::read_metrics;
+    use crate::train::sync::{InProcessGroup, NoSync};
+    use std::time::Duration;
+
+    /// 20,000 training and 3,000 test ratings of 500 users and 200 items,
+    /// rank 3, noise 0.5.
+    fn small(out: &std::path::Path) -> MfOptions {
+        MfOptions {
+            out: out.to_path_buf(),
+            rank: 3,
+            lambda: 3.0,
+            lr: 0.04,
+            lr_decay: 0.95,
+            init: 0.5,
+            epochs: 20,
+            cb: 2000,
+            quiet: true,
+            synth: SynthMfData {
+                users: 500,
+                items: 200,
+                rank: 3,
+                ratings: 20_000,
+                test_ratings: 3_000,
+                noise_stddev: 0.5,
+                seed: 5,
+            },
+            ..MfOptions::default()
+        }
+    }
+
+    fn rating(user: u32, item: u32, value: f32) -> Rating {
+        Rating { user, item, value }
+    }
+
+    #[test]
+    fn a_step_follows_the_gradient() {
+        let mut m = MfModel::new(2, 3, 2, 1.0, 0.0, 1);
+        // Factors: p_1 = (1, 2), q_2 = (3, -1); biases 0.5 and -0.25.
+        let k1 = 3;
+        let io = m.item_offset();
+        m.m[1 + k1..1 + 2 * k1].copy_from_slice(&[0.5, 1.0, 2.0]);
+        m.m[io + 2 * k1..io + 3 * k1].copy_from_slice(&[-0.25, 3.0, -1.0]);
+        let r = rating(1, 2, 4.0);
+        // r̂ = 1 + 0.5 - 0.25 + (3 - 2) = 2.25, e = 1.75.
+        assert!((m.predict(1, 2) - 2.25).abs() < 1e-6);
+        let (eta, lu, li) = (0.1f32, 0.2f32, 0.4f32);
+        m.step(&r, eta, lu, li);
+        let e = 1.75f32;
+        let want_p = [
+            0.5 + eta * (e - lu * 0.5),
+            1.0 + eta * (e * 3.0 - lu * 1.0),
+            2.0 + eta * (-e - lu * 2.0),
+        ];
+        let want_q = [
+            -0.25 + eta * (e - li * -0.25),
+            3.0 + eta * (e * 1.0 - li * 3.0),
+            -1.0 + eta * (e * 2.0 + li),
+        ];
+        for (g, w) in m.m[1 + k1..1 + 2 * k1].iter().zip(want_p) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        for (g, w) in m.m[io + 2 * k1..io + 3 * k1].iter().zip(want_q) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        // The mean and the other users and items are untouched.
+        assert_eq!(m.m[0], 1.0);
+        assert_eq!(&m.m[1..1 + k1], &[0.0; 3]);
+        // Unknown ids leave their terms out.
+        assert!((m.predict(7, 2) - (1.0 - 0.25 + f64::from(want_q[0] + 0.25))).abs() < 1e-6);
+        assert_eq!(m.predict(9, 9), 1.0);
+    }
+
+    #[test]
+    fn initial_factors_depend_on_the_seed_only() {
+        let a = MfModel::new(10, 5, 4, 3.0, 0.5, 9);
+        let b = MfModel::new(10, 5, 4, 3.0, 0.5, 9);
+        let c = MfModel::new(10, 5, 4, 3.0, 0.5, 10);
+        assert_eq!(a.m, b.m);
+        assert_ne!(a.m, c.m);
+        let bound = 0.5 / 2.0;
+        assert!(a.m[1..].iter().all(|x| x.abs() <= bound));
+        // Biases start at zero.
+        assert!(a.m[1..].chunks(5).all(|block| block[0] == 0.0));
+    }
+
+    #[test]
+    fn single_rank_reaches_near_the_noise_floor() {
+        let dir = TempDir::new("mf-single");
+        let opts = small(dir.path());
+        let out = run_mf(&opts, &mut NoSync).unwrap();
+        let pts = &out.points;
+        assert_eq!(pts.len(), 1 + opts.epochs as usize);
+        let first = pts[0].test.unwrap();
+        let last = pts.last().unwrap();
+        let rmse = last.test.unwrap();
+        // Predicting the mean scores about the ratings' spread (1.07 here);
+        // the noise floor is 0.5 and a single run reaches about 0.54.
+        assert!(first > 1.0, "initial test RMSE {first}");
+        assert!(rmse < 0.60, "test RMSE {rmse}: {pts:?}");
+        assert!(last.objective < pts[1].objective, "{pts:?}");
+        assert_eq!(out.summary.test_rmse, Some(rmse));
+        assert_eq!(out.summary.test_error, None);
+        assert_eq!(out.summary.train_examples, 20_000);
+        assert_eq!(out.summary.parameters, 1 + (500 + 200) * 4);
+        let csv = read_metrics(&dir.path().join("metrics.csv")).unwrap();
+        assert_eq!(csv.len(), pts.len());
+        assert!(std::fs::read_to_string(dir.path().join("metrics.csv"))
+            .unwrap()
+            .starts_with("time_s,epoch,examples,objective,test_rmse\n"));
+    }
+
+    #[test]
+    fn per_rating_regularisation_converges_too() {
+        let dir = TempDir::new("mf-per-rating");
+        let opts = MfOptions {
+            reg: Regularization::PerRating,
+            lambda: 0.02,
+            lr: 0.02,
+            ..small(dir.path())
+        };
+        let out = run_mf(&opts, &mut NoSync).unwrap();
+        let rmse = out.points.last().unwrap().test.unwrap();
+        assert!(rmse < 0.60, "test RMSE {rmse}");
+    }
+
+    #[test]
+    fn two_ranks_converge_and_agree() {
+        for udf in [Udf::Avg, Udf::Sum] {
+            let dir = TempDir::new("mf-two");
+            let opts = MfOptions {
+                udf,
+                // Averaging halves the step of each rank's update, so twice
+                // the rate; summing keeps the single-rank rate.
+                lr: if udf == Udf::Avg { 0.08 } else { 0.04 },
+                ..small(dir.path())
+            };
+            let group = InProcessGroup::new(2, Duration::from_secs(120)).unwrap();
+            let handles: Vec<_> = (0..2)
+                .map(|r| {
+                    let mut member = group.member(r).unwrap();
+                    let opts = opts.clone();
+                    std::thread::spawn(move || run_mf(&opts, &mut member))
+                })
+                .collect();
+            let outs: Vec<RunOutput> = handles
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect();
+            assert_eq!(outs[0].model, outs[1].model, "{udf}");
+            let s = &outs[0].summary;
+            assert_eq!(s.ranks, 2);
+            assert_eq!(s.train_examples, 20_000);
+            assert_eq!(s.examples, 20_000 * u64::from(opts.epochs));
+            let rmse = s.test_rmse.unwrap();
+            assert!(rmse < 0.60, "{udf}: test RMSE {rmse}: {:?}", outs[0].points);
+        }
+    }
+
+    #[test]
+    fn bad_options_and_inputs_are_typed_errors() {
+        let dir = TempDir::new("mf-bad");
+        for opts in [
+            MfOptions {
+                rank: 0,
+                ..small(dir.path())
+            },
+            MfOptions {
+                lr: -1.0,
+                ..small(dir.path())
+            },
+            MfOptions {
+                lr_decay: 0.0,
+                ..small(dir.path())
+            },
+            MfOptions {
+                lambda: f64::NAN,
+                ..small(dir.path())
+            },
+        ] {
+            assert!(matches!(
+                run_mf(&opts, &mut NoSync),
+                Err(TrainError::InvalidOptions(_))
+            ));
+        }
+        let bad = dir.path().join("bad.ratings");
+        std::fs::write(&bad, "1 2 3\n1 x 3\n").unwrap();
+        let err = run_mf(
+            &MfOptions {
+                data: Some(bad),
+                ..small(dir.path())
+            },
+            &mut NoSync,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bad.ratings:2"), "{err}");
+        let huge = dir.path().join("huge.ratings");
+        std::fs::write(&huge, "1 2 3\n4000000000 1 2\n").unwrap();
+        let err = run_mf(
+            &MfOptions {
+                data: Some(huge),
+                ..small(dir.path())
+            },
+            &mut NoSync,
+        )
+        .unwrap_err();
+        assert!(matches!(err, TrainError::InvalidOptions(_)), "{err}");
+    }
+}
