@@ -1,0 +1,126 @@
+//! `malt train` as a user runs it: real ranks launched by the command
+//! itself, on small synthetic data.
+
+mod common;
+
+use common::{malt, run_with_deadline};
+use std::process::Command;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(240);
+
+fn train(args: &[&str]) -> serde_json::Value {
+    let mut c = Command::new(malt());
+    c.arg("train")
+        .args(args)
+        .args(["--json", "--no-plot", "--timeout", "60"]);
+    let job = run_with_deadline(c, DEADLINE);
+    assert_eq!(job.code, Some(0), "{job:?}");
+    let line = job.stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {}", job.stdout))
+}
+
+fn objectives(dir: &std::path::Path) -> Vec<f64> {
+    let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header
+        .iter()
+        .position(|h| *h == "objective")
+        .expect("objective column");
+    csv.lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(col).unwrap().parse().unwrap())
+        .collect()
+}
+
+fn out_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("malt-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn two_rank_svm_converges_like_one_rank() {
+    let dir = out_dir("svm");
+    let d = dir.display().to_string();
+    let common = [
+        "--synth-rows",
+        "40000",
+        "--synth-features",
+        "5000",
+        "--synth-nnz",
+        "20",
+        "--epochs",
+        "5",
+    ];
+    let mut args = vec!["svm", "--ranks", "2", "--compare-single", "--out", &d];
+    args.extend(common);
+    let s = train(&args);
+    assert_eq!(s["ranks"], 2);
+    let single = s["single_final_loss"].as_f64().unwrap();
+    let multi = s["final_loss"].as_f64().unwrap();
+    // The objective decreases over the run on both.
+    let obj = objectives(&dir);
+    assert!(obj.last().unwrap() < &(obj[0] * 0.9), "{obj:?}");
+    // Averaging two half-shards ends within 5% of one rank on all the data.
+    assert!(
+        (multi - single).abs() < 0.05 * single,
+        "multi {multi} single {single}"
+    );
+    // 5% label noise: the Bayes error is 5%; one rank reaches well under 20%.
+    let err = s["test_error"].as_f64().unwrap();
+    assert!(err < 0.2, "test error {err}");
+    assert!(s["bytes_sent"].as_u64().unwrap() > 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn two_rank_mf_reaches_an_rmse_near_the_noise_floor() {
+    let dir = out_dir("mf");
+    let d = dir.display().to_string();
+    let s = train(&[
+        "mf",
+        "--ranks",
+        "2",
+        "--out",
+        &d,
+        "--synth-users",
+        "2000",
+        "--synth-items",
+        "500",
+        "--synth-ratings",
+        "200000",
+        "--epochs",
+        "15",
+        "--cb",
+        "20000",
+    ]);
+    assert_eq!(s["ranks"], 2);
+    let rmse = s["test_rmse"].as_f64().unwrap();
+    // Noise stddev 0.5 is the floor; with 100 ratings per user, 0.65 is a
+    // loose bound a working factorization meets (a constant predictor
+    // scores above 1).
+    assert!(rmse < 0.65, "test rmse {rmse}");
+    let obj = objectives(&dir);
+    assert!(obj.last().unwrap() < &obj[0], "{obj:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_training_options_fail_with_a_message() {
+    let mut c = Command::new(malt());
+    c.args([
+        "train",
+        "svm",
+        "--data",
+        "/nonexistent/file.svm",
+        "--no-plot",
+    ]);
+    let job = run_with_deadline(c, DEADLINE);
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(
+        job.stderr.contains("/nonexistent/file.svm"),
+        "{}",
+        job.stderr
+    );
+}
