@@ -16,6 +16,16 @@
 #
 # Everything the guest needs is built from Debian packages and cached; see
 # README.md next to this script for the environment variables.
+#
+# A network device (off by default: the guest has no NIC at all):
+#   MALT_GUEST_NETDEV    qemu -netdev backend for one virtio NIC, e.g.
+#                        "socket,listen=127.0.0.1:5555" / "socket,connect=127.0.0.1:5555"
+#                        (two guests joined on loopback; see two-guests.sh)
+#   MALT_GUEST_MAC       its MAC address (default 52:54:00:12:34:56; guests
+#                        on one link need different ones)
+#   MALT_GUEST_NET_ADDR  address/prefix the guest gives the NIC (eth0), e.g.
+#                        10.77.0.1/24; put rxe on it with MALT_GUEST_RXE_NETDEV=eth0
+#                        (virtio_net is loaded when this is set)
 set -euo pipefail
 
 prog=in-guest.sh
@@ -60,6 +70,9 @@ rxe_name=${MALT_GUEST_RXE_NAME:-rxe0}
 rxe_netdev=${MALT_GUEST_RXE_NETDEV:-lo}
 lock_wait=${MALT_RXE_LOCK_WAIT:-1800}
 verbose=${MALT_GUEST_VERBOSE:-0}
+netdev=${MALT_GUEST_NETDEV:-}
+mac=${MALT_GUEST_MAC:-52:54:00:12:34:56}
+net_addr=${MALT_GUEST_NET_ADDR:-}
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 { is_uint "$timeout_s" && ((timeout_s > 0)); } || die "MALT_GUEST_TIMEOUT must be a positive number of seconds, got '$timeout_s'"
@@ -69,6 +82,12 @@ is_uint "$lock_wait" || die "MALT_RXE_LOCK_WAIT must be seconds, got '$lock_wait
 [[ $rxe_on == 0 || $rxe_on == 1 ]] || die "MALT_GUEST_RXE must be 0 or 1, got '$rxe_on'"
 [[ $rxe_name =~ ^[A-Za-z0-9_.-]+$ ]] || die "MALT_GUEST_RXE_NAME is not a device name: '$rxe_name'"
 [[ $rxe_netdev =~ ^[A-Za-z0-9_.-]+$ ]] || die "MALT_GUEST_RXE_NETDEV is not a netdev name: '$rxe_netdev'"
+[[ -z $netdev || $netdev =~ ^[A-Za-z0-9_.,:=/-]+$ ]] || die "MALT_GUEST_NETDEV is not a qemu netdev backend: '$netdev'"
+[[ $netdev != *id=* ]] || die "MALT_GUEST_NETDEV must not set id= (the script names the netdev)"
+[[ $mac =~ ^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$ ]] || die "MALT_GUEST_MAC is not a MAC address: '$mac'"
+[[ -z $net_addr || $net_addr =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$ ]] ||
+    die "MALT_GUEST_NET_ADDR must be an IPv4 address/prefix such as 10.77.0.1/24, got '$net_addr'"
+[[ -z $net_addr || -n $netdev ]] || die "MALT_GUEST_NET_ADDR needs MALT_GUEST_NETDEV (the guest has no NIC otherwise)"
 
 # Host packages: qemu, the tools the guest's second stage runs from the host
 # root (mount, kmod, iproute2), and the RDMA userland that commands in the
@@ -377,6 +396,7 @@ quote_words() { if (($# > 0)); then printf ' %q' "$@"; fi; }
     printf 'MALT_GUEST_MODULES=(%s )\n' "$(quote_words "${extra_modules[@]}")"
     printf 'MALT_GUEST_RXE=%q\nMALT_GUEST_RXE_NAME=%q\nMALT_GUEST_RXE_NETDEV=%q\n' \
         "$rxe_on" "$rxe_name" "$rxe_netdev"
+    printf 'MALT_GUEST_NET_ADDR=%q\n' "$net_addr"
 } >"$ctl/config.sh"
 
 # The command's environment: a safe subset of ours.
@@ -415,10 +435,14 @@ console_path=$run_dir/console.log
 [[ $verbose == 1 ]] && console_path=$run_dir/err
 
 append="console=ttyS0 panic=-1 oops=panic quiet loglevel=4 ${MALT_GUEST_APPEND:-}"
+nic_args=(-nic none)
+if [[ -n $netdev ]]; then
+    nic_args=(-netdev "$netdev,id=net0" -device "virtio-net-pci,netdev=net0,mac=$mac")
+fi
 # shellcheck disable=SC2054 # commas belong to qemu's option syntax
 qemu_args=(
     -accel "$accel" -machine pc -cpu max -smp "$cpus" -m "$mem"
-    -nodefaults -no-user-config -display none -no-reboot -nic none
+    -nodefaults -no-user-config -display none -no-reboot "${nic_args[@]}"
     -kernel "$kdir/vmlinuz" -initrd "$initramfs" -append "$append"
     -chardev "file,id=console,path=$(qemu_path "$console_path")" -serial chardev:console
     -device virtio-serial-pci,id=vser

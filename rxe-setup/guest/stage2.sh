@@ -76,6 +76,17 @@ for m in "${MALT_GUEST_MODULES[@]}"; do
 done
 
 ip link set lo up
+if [[ -n ${MALT_GUEST_NET_ADDR:-} ]]; then
+    [[ -d /sys/module/virtio_net ]] || "$bin/modprobe" virtio_net || fail "modprobe virtio_net failed"
+    deadline=$((SECONDS + 20))
+    until [[ -e /sys/class/net/eth0 ]]; do
+        ((SECONDS < deadline)) || fail "no eth0 after loading virtio_net"
+        sleep 0.1
+    done
+    ip addr add "$MALT_GUEST_NET_ADDR" dev eth0 || fail "ip addr add $MALT_GUEST_NET_ADDR dev eth0 failed"
+    ip link set eth0 up || fail "ip link set eth0 up failed"
+    log "eth0 is $MALT_GUEST_NET_ADDR"
+fi
 if [[ $MALT_GUEST_RXE == 1 ]]; then
     # Normally loaded by the initramfs already.
     [[ -d /sys/module/rdma_rxe ]] || "$bin/modprobe" rdma_rxe || fail "modprobe rdma_rxe failed"

@@ -1,0 +1,117 @@
+#!/bin/bash
+# The verbs part of CI: installs the build and guest dependencies, builds
+# malt and the RDMA tests with `--features verbs` (release), and runs the
+# guest suite in one soft-RoCE guest boot:
+#
+#   1. malt launch -n 4 --transport verbs -- malt check   (four "ok":true lines)
+#   2. tests/dstorm_transport.rs with MALT_TEST_TRANSPORTS=verbs
+#   3. tests/verbs_faults.rs, including the device-only tests
+#
+# then, unless MALT_CI_TWO_GUESTS=0, the two-guest smoke test
+# (two-guests.sh). Run from the repository root:
+#
+#   rxe-setup/ci-verbs.sh
+#
+# Uses CARGO_TARGET_DIR when set (else target/). The host needs Debian's
+# apt-get (as root or with passwordless sudo) unless cmake, clang and
+# libclang-dev are already installed. Exit status: 0 when everything
+# passed; otherwise the first failing step's.
+set -euo pipefail
+
+prog=ci-verbs.sh
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+say() { printf '%s: %s\n' "$prog" "$*" >&2; }
+
+# --------------------------------------------------- inside the guest
+if [[ ${1:-} == --guest-suite ]]; then
+    malt=$2 transport_tests=$3 fault_tests=$4
+    step() {
+        local name=$1 t0=$SECONDS rc=0
+        shift
+        say "guest: $name"
+        "$@" || rc=$?
+        say "guest: $name: exit $rc after $((SECONDS - t0)) s"
+        return "$rc"
+    }
+    # shellcheck disable=SC2317 # invoked through step
+    check4() {
+        local out ok
+        out=$("$malt" launch -n 4 --transport verbs -- "$malt" check)
+        printf '%s\n' "$out"
+        ok=$(grep -c '"ok":true' <<<"$out" || true)
+        ((ok == 4)) || {
+            say "expected 4 \"ok\":true lines, got $ok"
+            return 1
+        }
+    }
+    step "malt check, 4 ranks" check4
+    step "transport-generic tests on verbs" \
+        env MALT_TEST_TRANSPORTS=verbs "$transport_tests" --test-threads=1
+    step "verbs fault tests" "$fault_tests" --include-ignored --skip rank_ --test-threads=1
+    exit 0
+fi
+
+# --------------------------------------------------------- on the host
+start=$SECONDS
+as_root() {
+    if ((EUID == 0)); then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo -n "$@"
+    else
+        return 1
+    fi
+}
+
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v clang >/dev/null || missing+=(clang)
+if command -v dpkg-query >/dev/null; then
+    [[ $(dpkg-query -W -f='${db:Status-Abbrev}' libclang-dev 2>/dev/null) == ii* ]] || missing+=(libclang-dev)
+fi
+if ((${#missing[@]} > 0)); then
+    say "installing ${missing[*]}"
+    apt() { as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 "$@"; }
+    apt install --no-install-recommends "${missing[@]}" >/dev/null ||
+        { apt update >/dev/null && apt install --no-install-recommends "${missing[@]}" >/dev/null; } ||
+        {
+            say "could not install ${missing[*]}; as root run: apt-get install ${missing[*]}"
+            exit 1
+        }
+fi
+
+say "preparing the soft-RoCE guest"
+"$here/in-guest.sh" --prepare
+
+say "building (release, --features verbs)"
+cargo build --release -p malt --features verbs
+cargo test --release -p dstorm --features verbs --lib verbs
+cargo clippy -p dstorm -p malt --features malt/verbs --all-targets -- -D warnings
+# The test executables' paths, from cargo's report.
+tests=$(cargo test --release -p malt --features verbs --no-run \
+    --test dstorm_transport --test verbs_faults 2>&1 | tee /dev/stderr |
+    sed -n 's/^ *Executable .*(\(.*\))$/\1/p')
+transport_tests=$(grep '/dstorm_transport-' <<<"$tests" || true)
+fault_tests=$(grep '/verbs_faults-' <<<"$tests" || true)
+[[ -x $transport_tests && -x $fault_tests ]] || {
+    say "could not find the test executables in cargo's output"
+    exit 1
+}
+malt=${CARGO_TARGET_DIR:-target}/release/malt
+[[ -x $malt ]] || {
+    say "no $malt after the build"
+    exit 1
+}
+malt=$(cd -- "$(dirname -- "$malt")" && pwd -P)/malt
+say "build done after $((SECONDS - start)) s"
+
+say "guest suite"
+MALT_GUEST_TIMEOUT=${MALT_GUEST_TIMEOUT:-900} \
+    "$here/in-guest.sh" "$here/ci-verbs.sh" --guest-suite "$malt" "$transport_tests" "$fault_tests"
+say "guest suite passed after $((SECONDS - start)) s"
+
+if [[ ${MALT_CI_TWO_GUESTS:-1} != 0 ]]; then
+    say "two-guest smoke test"
+    "$here/two-guests.sh" "$malt"
+fi
+say "all verbs checks passed in $((SECONDS - start)) s"
