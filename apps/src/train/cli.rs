@@ -170,6 +170,21 @@ enum Job {
     Mf(MfOptions),
 }
 
+/// Copies the options both trainers share from the command line.
+macro_rules! apply_comm {
+    ($o:expr, $c:expr) => {{
+        let c: &CommArgs = $c;
+        $o.cb = c.cb.unwrap_or($o.cb);
+        $o.udf = c.udf;
+        $o.goal_loss = c.goal_loss;
+        $o.stop_at_goal = c.stop_at_goal;
+        $o.json = c.json;
+        $o.quiet = c.quiet;
+        $o.plot = !c.no_plot;
+        $o.seed = c.seed;
+    }};
+}
+
 impl Job {
     fn from_cmd(cmd: &TrainCmd) -> Job {
         match cmd {
@@ -194,15 +209,7 @@ impl Job {
                 if let Some(n) = a.synth_nnz {
                     o.synth.nnz = n;
                 }
-                let c = &a.comm;
-                o.cb = c.cb.unwrap_or(o.cb);
-                o.udf = c.udf;
-                o.goal_loss = c.goal_loss;
-                o.stop_at_goal = c.stop_at_goal;
-                o.json = c.json;
-                o.quiet = c.quiet;
-                o.plot = !c.no_plot;
-                o.seed = c.seed;
+                apply_comm!(o, &a.comm);
                 Job::Svm(o)
             }
             TrainCmd::Mf(a) => {
@@ -227,15 +234,7 @@ impl Job {
                     o.synth.ratings = r;
                     o.synth.test_ratings = (r / 10).max(1);
                 }
-                let c = &a.comm;
-                o.cb = c.cb.unwrap_or(o.cb);
-                o.udf = c.udf;
-                o.goal_loss = c.goal_loss;
-                o.stop_at_goal = c.stop_at_goal;
-                o.json = c.json;
-                o.quiet = c.quiet;
-                o.plot = !c.no_plot;
-                o.seed = c.seed;
+                apply_comm!(o, &a.comm);
                 Job::Mf(o)
             }
         }
