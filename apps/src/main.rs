@@ -339,7 +339,6 @@ fn main() -> ExitCode {
                 }
             };
             let opts = bench::write::WriteOptions {
-                transport: a.transport,
                 size: a.size,
                 iters: a.iters,
                 json: a.json,

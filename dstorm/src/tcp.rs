@@ -13,7 +13,7 @@ use crate::transport::{Endpoint, Links, RejectCounters, RejectCounts, Transport}
 use crate::wire::{checksum, FrameHeader, FrameKind, SlotHeader, HEADER_BYTES};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ struct Shared {
     token: Vec<u8>,
     epoch: AtomicU32,
     objects: ObjectTable,
+    /// Largest slot capacity of any object created so far.
+    max_capacity: AtomicU64,
     rejects: RejectCounters,
     closed: AtomicBool,
     hello_timeout: Duration,
@@ -86,6 +88,7 @@ impl TcpTransport {
             token: token.as_bytes().to_vec(),
             epoch: AtomicU32::new(epoch),
             objects: RwLock::new(Vec::new()),
+            max_capacity: AtomicU64::new(0),
             rejects: RejectCounters::default(),
             closed: AtomicBool::new(false),
             hello_timeout: timeout,
@@ -209,26 +212,25 @@ fn apply(
     conn: &TcpStream,
 ) -> io::Result<()> {
     let c = &shared.rejects;
-    let (entry, max_len) = {
+    let entry = {
         let objects = shared.objects.read().unwrap_or_else(|p| p.into_inner());
-        // Longest payload any frame may carry: the largest slot this rank has.
-        let max_len = objects
-            .iter()
-            .flatten()
-            .map(|e| e.layout.capacity as u64)
-            .max()
-            .unwrap_or(0);
-        (objects.get(f.object as usize).cloned().flatten(), max_len)
+        objects.get(f.object as usize).cloned().flatten()
+    };
+    // Longest payload any frame may carry: the largest slot this rank has.
+    // Beyond it the stream cannot be trusted to be in step: close it.
+    let max_len = shared.max_capacity.load(Ordering::Relaxed);
+    let too_long = || -> io::Result<()> {
+        RejectCounters::bump(&c.bad_length);
+        let _ = conn.shutdown(Shutdown::Both);
+        Err(invalid(format!(
+            "frame length {} exceeds every slot",
+            f.len
+        )))
     };
     let reject = |counter, r: &mut dyn Read| -> io::Result<()> {
         RejectCounters::bump(counter);
         if f.len > max_len {
-            RejectCounters::bump(&c.bad_length);
-            let _ = conn.shutdown(Shutdown::Both);
-            return Err(invalid(format!(
-                "frame length {} exceeds every slot",
-                f.len
-            )));
+            return too_long();
         }
         discard(&mut { r }, f.len)
     };
@@ -244,15 +246,11 @@ fn apply(
     let (region, layout) = (&entry.region, &entry.layout);
     match f.kind {
         FrameKind::Slot => {
+            if f.len > max_len {
+                return too_long();
+            }
             if f.len > layout.capacity as u64 {
                 RejectCounters::bump(&c.bad_length);
-                if f.len > max_len {
-                    let _ = conn.shutdown(Shutdown::Both);
-                    return Err(invalid(format!(
-                        "frame length {} exceeds every slot",
-                        f.len
-                    )));
-                }
                 return discard(r, f.len);
             }
             let Some(off) = usize::try_from(f.offset)
@@ -388,6 +386,9 @@ impl Transport for TcpTransport {
             op: "allocate",
             source,
         })?);
+        self.shared
+            .max_capacity
+            .fetch_max(layout.capacity as u64, Ordering::Relaxed);
         let mut objects = self
             .shared
             .objects

@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 /// Options of `malt bench write`.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
-    /// Transport to measure.
-    pub transport: TransportKind,
     /// One size instead of the default sweep.
     pub size: Option<usize>,
     /// Updates per size instead of the default (1 GiB worth, 10..=20000).
