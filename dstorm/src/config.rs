@@ -11,6 +11,11 @@ use std::time::Duration;
 pub const DEFAULT_MASTER_PORT: u16 = 29517;
 /// Default bound on every wait (rendezvous, barrier, backpressure).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default failure timeout `T`: a peer whose heartbeat has not moved for
+/// this long is suspected dead (fault-tolerant jobs only). Long enough that
+/// a loaded machine's scheduling hiccups do not evict anyone; a crashed
+/// process is detected at once anyway, through its closed connection.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which transport carries model bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -76,6 +81,17 @@ pub struct Config {
     pub shm_dir: PathBuf,
     /// Address on which the tcp transport listens for peers' writes.
     pub data_addr: String,
+    /// Fewest ranks that may go on after failures (`MALT_MIN_RANKS`,
+    /// default: the world size, i.e. any failure stops the job).
+    pub min_ranks: usize,
+    /// Failure timeout `T` (`MALT_FAIL_TIMEOUT`, seconds).
+    pub fail_timeout: Duration,
+    /// Regroups allowed before the job stops (`MALT_MAX_REGROUPS`, default:
+    /// the world size).
+    pub max_regroups: u32,
+    /// The coordinator runs outside the ranks (`MALT_COORDINATOR=external`,
+    /// set by `malt launch`): rank 0 does not start one, so any rank may die.
+    pub external_coordinator: bool,
 }
 
 impl fmt::Debug for Config {
@@ -90,6 +106,10 @@ impl fmt::Debug for Config {
             .field("timeout", &self.timeout)
             .field("shm_dir", &self.shm_dir)
             .field("data_addr", &self.data_addr)
+            .field("min_ranks", &self.min_ranks)
+            .field("fail_timeout", &self.fail_timeout)
+            .field("max_regroups", &self.max_regroups)
+            .field("external_coordinator", &self.external_coordinator)
             .finish()
     }
 }
@@ -184,18 +204,22 @@ impl Config {
             Some(t) => t.parse()?,
             None => TransportKind::Shm,
         };
-        let timeout = match env.get("MALT_TIMEOUT") {
-            None => DEFAULT_TIMEOUT,
-            Some(v) => {
-                let secs: f64 = v.trim().parse().map_err(|_| {
-                    Error::Config(format!("MALT_TIMEOUT={v:?} is not a number of seconds"))
-                })?;
-                if !(secs > 0.0 && secs.is_finite()) {
-                    return Err(Error::Config(format!(
-                        "MALT_TIMEOUT={v:?} must be a positive number of seconds"
-                    )));
-                }
-                Duration::from_secs_f64(secs)
+        let timeout = seconds(env, "MALT_TIMEOUT")?.unwrap_or(DEFAULT_TIMEOUT);
+        let fail_timeout = seconds(env, "MALT_FAIL_TIMEOUT")?.unwrap_or(DEFAULT_FAIL_TIMEOUT);
+        let min_ranks = parse::<usize>(env, "MALT_MIN_RANKS")?.unwrap_or(world);
+        if !(1..=world).contains(&min_ranks) {
+            return Err(Error::Config(format!(
+                "MALT_MIN_RANKS={min_ranks} must be between 1 and the world size {world}"
+            )));
+        }
+        let max_regroups = parse::<u32>(env, "MALT_MAX_REGROUPS")?.unwrap_or(world as u32);
+        let external_coordinator = match env.get("MALT_COORDINATOR").as_deref() {
+            None | Some("rank0") => false,
+            Some("external") => true,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "MALT_COORDINATOR={other:?} (expected rank0 or external)"
+                )))
             }
         };
         let shm_dir = env
@@ -215,7 +239,20 @@ impl Config {
             timeout,
             shm_dir,
             data_addr,
+            min_ranks,
+            fail_timeout,
+            max_regroups,
+            external_coordinator,
         })
+    }
+
+    /// The fault-tolerance settings.
+    pub fn fault_policy(&self) -> crate::fault::FaultPolicy {
+        crate::fault::FaultPolicy {
+            min_ranks: self.min_ranks,
+            fail_timeout: self.fail_timeout,
+            max_regroups: self.max_regroups,
+        }
     }
 
     /// A configuration for rank `rank` of `world` with every other field at its default.
@@ -230,8 +267,29 @@ impl Config {
             timeout: DEFAULT_TIMEOUT,
             shm_dir: PathBuf::from("/dev/shm"),
             data_addr: "127.0.0.1".into(),
+            min_ranks: world,
+            fail_timeout: DEFAULT_FAIL_TIMEOUT,
+            max_regroups: world as u32,
+            external_coordinator: false,
         }
     }
+}
+
+/// A positive number of seconds from `key`, if set.
+fn seconds(env: &dyn Env, key: &str) -> Result<Option<Duration>> {
+    let Some(v) = env.get(key) else {
+        return Ok(None);
+    };
+    let secs: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| Error::Config(format!("{key}={v:?} is not a number of seconds")))?;
+    if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
+        return Err(Error::Config(format!(
+            "{key}={v:?} must be a positive number of seconds"
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(secs)))
 }
 
 /// Loopback masters imply loopback data; otherwise listen on every interface.

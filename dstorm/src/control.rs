@@ -8,12 +8,14 @@
 //! by the job timeout and names the ranks that did not arrive.
 
 use crate::error::{Error, Result};
-use crate::transport::Endpoint;
+use crate::fault::{Decider, Decision, FaultPolicy};
+use crate::membership::View;
+use crate::transport::{Endpoint, Transport};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest control message accepted (a denial-of-service bound).
@@ -28,10 +30,16 @@ pub(crate) enum ToMaster {
         endpoint: Endpoint,
     },
     Gather {
+        epoch: u32,
         round: u64,
         data: String,
     },
-    Bye,
+    /// This rank has not heard from `peer` (heartbeat silence or a failed write).
+    Suspect { peer: usize, reason: String },
+    /// This rank is going down (a panic in the application).
+    Failing { reason: String },
+    /// This rank leaves; `clean` after its final barrier.
+    Bye { clean: bool },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +55,7 @@ pub(crate) enum FromMaster {
         reason: String,
     },
     Gathered {
+        epoch: u32,
         round: u64,
         data: Vec<String>,
     },
@@ -54,6 +63,22 @@ pub(crate) enum FromMaster {
         round: u64,
         reason: String,
         missing: Vec<usize>,
+    },
+    /// The group continues as `members` in `epoch`; `dead` have left.
+    Regroup {
+        epoch: u32,
+        members: Vec<usize>,
+        dead: Vec<usize>,
+    },
+    /// The group went on without this rank.
+    Evicted {
+        epoch: u32,
+        reason: String,
+    },
+    /// Too few ranks are left.
+    Quorum {
+        alive: Vec<usize>,
+        min: usize,
     },
 }
 
@@ -86,14 +111,19 @@ pub(crate) fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Resul
     serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// A rank's connection to the coordinator.
+/// A rank's connection to the coordinator. A reader thread receives every
+/// message: answers to collectives go to the waiting caller, membership news
+/// (regroup, eviction, quorum loss, abort) to the [`View`], which interrupts
+/// waits everywhere.
 #[derive(Debug)]
 pub(crate) struct Client {
     rank: usize,
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+    replies: mpsc::Receiver<FromMaster>,
+    /// The epoch this rank has adopted; collectives run in it.
+    epoch: u32,
     round: u64,
     timeout: Duration,
+    view: Arc<View>,
 }
 
 fn ctl_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
@@ -101,8 +131,8 @@ fn ctl_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
 }
 
 impl Client {
-    /// Connects (retrying until `timeout`, since rank 0 may start later),
-    /// says hello and waits for the endpoint table.
+    /// Connects (retrying until `timeout`, since the coordinator may start
+    /// later), says hello and waits for the endpoint table.
     pub fn join(
         master: &str,
         token: &str,
@@ -110,7 +140,8 @@ impl Client {
         world: usize,
         endpoint: Endpoint,
         timeout: Duration,
-    ) -> Result<(Client, Vec<Endpoint>, u32)> {
+        transport: Arc<dyn Transport>,
+    ) -> Result<(Client, Vec<Endpoint>)> {
         let start = Instant::now();
         let mut backoff = Duration::from_millis(10);
         let stream = loop {
@@ -138,21 +169,15 @@ impl Client {
             }
         };
         stream.set_nodelay(true).map_err(ctl_err("configure"))?;
-        // The coordinator answers or fails every request within `timeout`;
+        // The coordinator answers or fails the rendezvous within `timeout`;
         // the margin lets its answer, which names missing ranks, arrive first.
         stream
             .set_read_timeout(Some(timeout + Duration::from_secs(5)))
             .map_err(ctl_err("configure"))?;
-        let r = BufReader::new(stream.try_clone().map_err(ctl_err("clone socket"))?);
-        let mut c = Client {
-            rank,
-            w: stream,
-            r,
-            round: 0,
-            timeout,
-        };
+        let mut r = BufReader::new(stream.try_clone().map_err(ctl_err("clone socket"))?);
+        let mut w = stream;
         send(
-            &mut c.w,
+            &mut w,
             &ToMaster::Hello {
                 token: token.to_string(),
                 rank,
@@ -161,62 +186,159 @@ impl Client {
             },
         )
         .map_err(ctl_err("send hello"))?;
-        match c.receive("rendezvous")? {
-            FromMaster::Welcome { table, epoch } => Ok((c, table, epoch)),
-            FromMaster::Refused { reason } => Err(Error::Refused { rank, reason }),
-            FromMaster::Aborted { reason } => Err(Error::Aborted(reason)),
-            other => Err(Error::Protocol(format!(
-                "unexpected {other:?} during rendezvous"
-            ))),
-        }
-    }
-
-    fn receive(&mut self, op: &'static str) -> Result<FromMaster> {
-        recv(&mut self.r).map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
-                op: op.to_string(),
-                waited: self.timeout,
-                missing: Vec::new(),
-            },
-            io::ErrorKind::UnexpectedEof => Error::Control {
-                op,
-                source: io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "the coordinator (rank 0) closed the control channel",
-                ),
-            },
-            _ => Error::Control { op, source: e },
-        })
-    }
-
-    /// Every rank's `data`, in rank order.
-    pub fn allgather(&mut self, op: &'static str, data: String) -> Result<Vec<String>> {
-        self.round += 1;
-        let round = self.round;
-        send(&mut self.w, &ToMaster::Gather { round, data }).map_err(ctl_err(op))?;
-        match self.receive(op)? {
-            FromMaster::Gathered { round: r, data } if r == round => Ok(data),
-            FromMaster::Failed {
-                reason, missing, ..
-            } if !missing.is_empty() => Err(Error::Timeout {
-                op: format!("{op} ({reason})"),
-                waited: self.timeout,
-                missing,
-            }),
-            FromMaster::Failed { reason, .. } | FromMaster::Aborted { reason } => {
-                Err(Error::Aborted(reason))
+        let (table, epoch) = match receive(&mut r, "rendezvous", timeout)? {
+            FromMaster::Welcome { table, epoch } => (table, epoch),
+            FromMaster::Refused { reason } => return Err(Error::Refused { rank, reason }),
+            FromMaster::Aborted { reason } => return Err(Error::Aborted(reason)),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected {other:?} during rendezvous"
+                )))
             }
-            other => Err(Error::Protocol(format!(
-                "rank {}: unexpected {other:?} in round {round}",
-                self.rank
-            ))),
-        }
+        };
+        // From here on the reader thread waits for as long as the job runs;
+        // collectives bound their own waits.
+        w.set_read_timeout(None).map_err(ctl_err("configure"))?;
+        let view = Arc::new(View::new(
+            rank,
+            world,
+            epoch,
+            Arc::new(Mutex::new(w)),
+            transport,
+        ));
+        let (tx, replies) = mpsc::channel();
+        let v = view.clone();
+        std::thread::Builder::new()
+            .name(format!("malt-ctl-{rank}"))
+            .spawn(move || read_loop(r, v, tx))
+            .map_err(ctl_err("spawn control reader"))?;
+        Ok((
+            Client {
+                rank,
+                replies,
+                epoch,
+                round: 0,
+                timeout,
+                view,
+            },
+            table,
+        ))
     }
 
-    /// Tells the coordinator this rank is leaving cleanly.
-    pub fn bye(&mut self) {
-        let _ = send(&mut self.w, &ToMaster::Bye);
-        let _ = self.w.shutdown(Shutdown::Write);
+    pub fn view(&self) -> &Arc<View> {
+        &self.view
+    }
+
+    /// The epoch collectives run in.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Adopts the latest epoch: collectives restart their numbering in it.
+    pub fn adopt(&mut self) -> u32 {
+        let e = self.view.epoch();
+        if e != self.epoch {
+            self.epoch = e;
+            self.round = 0;
+        }
+        e
+    }
+
+    /// Every member's `data`, in rank order.
+    pub fn allgather(&mut self, op: &'static str, data: String) -> Result<Vec<String>> {
+        self.view.check(self.epoch)?;
+        self.round += 1;
+        let (epoch, round) = (self.epoch, self.round);
+        self.view
+            .send_gather(epoch, round, data)
+            .map_err(ctl_err(op))?;
+        // The coordinator answers or fails every round within `timeout`; the
+        // margin lets its answer, which names missing ranks, arrive first.
+        let deadline = Instant::now() + self.timeout + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.replies.recv_timeout(left) {
+                Ok(FromMaster::Gathered {
+                    epoch: e,
+                    round: r,
+                    data,
+                }) if e == epoch && r == round => return Ok(data),
+                Ok(FromMaster::Failed {
+                    round: r,
+                    reason,
+                    missing,
+                }) if r == round => {
+                    return Err(if missing.is_empty() {
+                        Error::Aborted(reason)
+                    } else {
+                        Error::Timeout {
+                            op: format!("{op} ({reason})"),
+                            waited: self.timeout,
+                            missing,
+                        }
+                    })
+                }
+                // Membership news or a stale answer: still ours to wait for?
+                Ok(_) => self.view.check(epoch)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(Error::Timeout {
+                        op: op.to_string(),
+                        waited: self.timeout,
+                        missing: Vec::new(),
+                    })
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.view.check(epoch)?;
+                    return Err(Error::Control {
+                        op,
+                        source: io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!(
+                                "rank {}: the coordinator closed the control channel",
+                                self.rank
+                            ),
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn receive(r: &mut impl Read, op: &'static str, waited: Duration) -> Result<FromMaster> {
+    recv(r).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
+            op: op.to_string(),
+            waited,
+            missing: Vec::new(),
+        },
+        io::ErrorKind::UnexpectedEof => Error::Control {
+            op,
+            source: io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the coordinator closed the control channel",
+            ),
+        },
+        _ => Error::Control { op, source: e },
+    })
+}
+
+/// The reader thread: membership news to the view, everything to the
+/// caller waiting in a collective (which re-checks the view).
+fn read_loop(mut r: BufReader<TcpStream>, view: Arc<View>, tx: mpsc::Sender<FromMaster>) {
+    loop {
+        match recv::<FromMaster>(&mut r) {
+            Ok(m) => {
+                view.apply(&m);
+                if tx.send(m).is_err() {
+                    return;
+                }
+            }
+            Err(_) => {
+                view.lost();
+                return;
+            }
+        }
     }
 }
 
@@ -241,13 +363,14 @@ pub(crate) fn bind(addr: &str, port: u16) -> Result<TcpListener> {
 
 /// Starts the coordinator on `listener` for a job of `world` ranks. The
 /// returned receiver gets a message when the coordinator has seen every rank
-/// leave (or gave up), so rank 0 can stay until the others have their last
+/// leave (or gave up), so its host can stay until the ranks have their last
 /// answers.
 pub(crate) fn spawn_coordinator(
     listener: TcpListener,
     token: String,
     world: usize,
     timeout: Duration,
+    policy: FaultPolicy,
 ) -> Result<(SocketAddr, mpsc::Receiver<()>)> {
     let local = listener.local_addr().map_err(ctl_err("listener address"))?;
     let (tx, rx) = mpsc::channel();
@@ -284,17 +407,57 @@ pub(crate) fn spawn_coordinator(
     std::thread::Builder::new()
         .name("malt-coordinator".into())
         .spawn(move || {
-            Coordinator::new(token, world, timeout).run(rx);
+            Coordinator::new(token, world, timeout, policy).run(rx);
             let _ = done_tx.send(());
         })
         .map_err(ctl_err("spawn coordinator"))?;
     Ok((local, done_rx))
 }
 
+/// A coordinator running outside the ranks (in `malt launch`), so that any
+/// rank, rank 0 included, may fail without taking the control channel down.
+#[derive(Debug)]
+pub struct CoordinatorHandle {
+    addr: SocketAddr,
+    done: mpsc::Receiver<()>,
+}
+
+impl CoordinatorHandle {
+    /// Listens on `addr:port` (port 0: any free port) and coordinates a job
+    /// of `world` ranks presenting `token`.
+    pub fn start(
+        addr: &str,
+        port: u16,
+        token: &str,
+        world: usize,
+        timeout: Duration,
+        policy: FaultPolicy,
+    ) -> Result<CoordinatorHandle> {
+        if world == 0 {
+            return Err(Error::Config("world size must be at least 1".into()));
+        }
+        let listener = bind(addr, port)?;
+        let (addr, done) = spawn_coordinator(listener, token.to_string(), world, timeout, policy)?;
+        Ok(CoordinatorHandle { addr, done })
+    }
+
+    /// The port ranks connect to (`MALT_MASTER_PORT`).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Waits up to `timeout` for every rank to have left; true if they have.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        self.done.recv_timeout(timeout).is_ok()
+    }
+}
+
 struct Coordinator {
     token: String,
     world: usize,
     timeout: Duration,
+    tolerant: bool,
+    decider: Decider,
     conns: BTreeMap<usize, TcpStream>,
     /// connection id -> rank, for connections that said a valid hello.
     ranks: BTreeMap<usize, usize>,
@@ -302,16 +465,20 @@ struct Coordinator {
     started: Option<Instant>,
     welcomed: bool,
     aborted: Option<String>,
-    round: Option<(u64, Instant, BTreeMap<usize, String>)>,
+    /// (epoch, round, started, contributions by rank)
+    round: Option<(u32, u64, Instant, BTreeMap<usize, String>)>,
     done: BTreeSet<usize>,
+    dead: BTreeSet<usize>,
 }
 
 impl Coordinator {
-    fn new(token: String, world: usize, timeout: Duration) -> Coordinator {
+    fn new(token: String, world: usize, timeout: Duration, policy: FaultPolicy) -> Coordinator {
         Coordinator {
             token,
             world,
             timeout,
+            tolerant: policy.tolerant(world),
+            decider: Decider::new(world, policy),
             conns: BTreeMap::new(),
             ranks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
@@ -320,6 +487,7 @@ impl Coordinator {
             aborted: None,
             round: None,
             done: BTreeSet::new(),
+            dead: BTreeSet::new(),
         }
     }
 
@@ -336,6 +504,13 @@ impl Coordinator {
         for id in ids {
             self.send_to(id, msg);
         }
+    }
+
+    fn conn_of(&self, rank: usize) -> Option<usize> {
+        self.ranks
+            .iter()
+            .find(|(_, r)| **r == rank)
+            .map(|(id, _)| *id)
     }
 
     fn abort(&mut self, reason: String) {
@@ -355,17 +530,25 @@ impl Coordinator {
     }
 
     fn missing(&self, present: impl Fn(usize) -> bool) -> Vec<usize> {
-        (0..self.world).filter(|r| !present(*r)).collect()
+        self.decider
+            .members()
+            .into_iter()
+            .filter(|r| !present(*r))
+            .collect()
     }
 
     fn deadline(&self) -> Option<Instant> {
         if self.aborted.is_some() {
             return None;
         }
-        match (&self.round, self.started, self.welcomed) {
-            (Some((_, t, _)), _, _) => Some(*t + self.timeout),
+        let own = match (&self.round, self.started, self.welcomed) {
+            (Some((_, _, t, _)), _, _) => Some(*t + self.timeout),
             (None, Some(t), false) => Some(t + self.timeout),
             _ => None,
+        };
+        match (own, self.decider.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -397,8 +580,8 @@ impl Coordinator {
                 Event::Closed(id) => {
                     self.conns.remove(&id);
                     if let Some(rank) = self.ranks.remove(&id) {
-                        if !self.done.contains(&rank) && self.aborted.is_none() {
-                            self.abort(format!("rank {rank} left the job without saying goodbye"));
+                        if !self.done.contains(&rank) {
+                            self.failed(rank, "left the job without saying goodbye".into());
                         }
                     }
                     if self.welcomed && self.ranks.is_empty() {
@@ -409,8 +592,34 @@ impl Coordinator {
         }
     }
 
+    /// `rank` is gone: a regroup in a fault-tolerant job, the end otherwise.
+    fn failed(&mut self, rank: usize, why: String) {
+        if self.aborted.is_some() || self.dead.contains(&rank) {
+            return;
+        }
+        if self.tolerant && self.welcomed {
+            tracing::warn!(rank, %why, "rank failed");
+            self.decider.crashed(rank, Instant::now());
+            self.act(Instant::now());
+        } else {
+            self.abort(format!("rank {rank} {why}"));
+        }
+    }
+
     fn expire(&mut self) {
-        if let Some((round, _, got)) = self.round.take() {
+        let now = Instant::now();
+        if self.decider.deadline().is_some_and(|d| d <= now) {
+            self.act(now);
+        }
+        let overdue = match (&self.round, self.started, self.welcomed) {
+            (Some((_, _, t, _)), _, _) => *t + self.timeout <= now,
+            (None, Some(t), false) => t + self.timeout <= now,
+            _ => false,
+        };
+        if !overdue || self.aborted.is_some() {
+            return;
+        }
+        if let Some((_, round, _, got)) = self.round.take() {
             let missing = self.missing(|r| got.contains_key(&r));
             let reason = format!("round {round} timed out after {:?}", self.timeout);
             let ids: Vec<usize> = self.ranks.keys().copied().collect();
@@ -427,11 +636,68 @@ impl Coordinator {
             self.aborted = Some(format!("{reason}, waiting for ranks {missing:?}"));
         } else if !self.welcomed {
             let have: BTreeSet<usize> = self.ranks.values().copied().collect();
-            let missing = self.missing(|r| have.contains(&r));
+            let missing: Vec<usize> = (0..self.world).filter(|r| !have.contains(r)).collect();
             self.abort(format!(
                 "rendezvous timed out after {:?} waiting for ranks {missing:?}",
                 self.timeout
             ));
+        }
+    }
+
+    /// Carries out the decider's verdict, if it has one now.
+    fn act(&mut self, now: Instant) {
+        let Some(decision) = self.decider.decide(now) else {
+            return;
+        };
+        let (evicted, epoch) = match &decision {
+            Decision::Regroup { evicted, epoch, .. } => (evicted.clone(), *epoch),
+            Decision::Quorum { evicted, .. } | Decision::TooManyRegroups { evicted, .. } => {
+                (evicted.clone(), self.decider.epoch() + 1)
+            }
+        };
+        for r in &evicted {
+            self.dead.insert(*r);
+            if let Some(id) = self.conn_of(*r) {
+                self.send_to(
+                    id,
+                    &FromMaster::Evicted {
+                        epoch,
+                        reason: "suspected dead by the fault monitor".into(),
+                    },
+                );
+                self.ranks.remove(&id);
+                if let Some(s) = self.conns.remove(&id) {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            }
+        }
+        // A round in progress belonged to the old group.
+        self.round = None;
+        match decision {
+            Decision::Regroup { epoch, members, .. } => {
+                tracing::warn!(epoch, ?members, ?evicted, "regrouping");
+                let dead: Vec<usize> = self.dead.iter().copied().collect();
+                self.send_ranks(&FromMaster::Regroup {
+                    epoch,
+                    members,
+                    dead,
+                });
+            }
+            Decision::Quorum { alive, min, .. } => {
+                let reason = format!(
+                    "only {} ranks {alive:?} are left, fewer than the minimum of {min}",
+                    alive.len()
+                );
+                tracing::error!(%reason, "stopping the job");
+                self.send_ranks(&FromMaster::Quorum { alive, min });
+                self.aborted = Some(reason);
+            }
+            Decision::TooManyRegroups { regroups, .. } => {
+                self.abort(format!(
+                    "ranks {evicted:?} failed after {regroups} regroups, the most allowed \
+                     (MALT_MAX_REGROUPS)"
+                ));
+            }
         }
     }
 
@@ -443,33 +709,65 @@ impl Coordinator {
                 world,
                 endpoint,
             } => self.hello(id, token, rank, world, endpoint),
-            ToMaster::Gather { round, data } => {
+            ToMaster::Gather { epoch, round, data } => {
                 let Some(&rank) = self.ranks.get(&id) else {
                     return self.refuse(id, "gather before hello".into());
                 };
                 if let Some(reason) = self.aborted.clone() {
                     return self.send_to(id, &FromMaster::Aborted { reason });
                 }
-                let (r, _, got) = self
+                let current = self.decider.epoch();
+                if epoch < current {
+                    // Sent before this rank heard of the regroup; the
+                    // regroup message tells it to start over.
+                    return;
+                }
+                if epoch > current {
+                    return self.abort(format!(
+                        "rank {rank} is in epoch {epoch} while the group is in epoch {current}"
+                    ));
+                }
+                let (e, r, _, got) = self
                     .round
-                    .get_or_insert_with(|| (round, Instant::now(), BTreeMap::new()));
-                if *r != round {
+                    .get_or_insert_with(|| (epoch, round, Instant::now(), BTreeMap::new()));
+                if (*e, *r) != (epoch, round) {
                     let reason = format!(
                         "rank {rank} is in collective round {round} while others are in round {r}"
                     );
                     return self.abort(reason);
                 }
                 got.insert(rank, data);
-                if got.len() == self.world {
-                    if let Some((round, _, got)) = self.round.take() {
+                let members = self.decider.members();
+                if members.iter().all(|m| got.contains_key(m)) {
+                    if let Some((epoch, round, _, got)) = self.round.take() {
                         let data: Vec<String> = got.into_values().collect();
-                        self.send_ranks(&FromMaster::Gathered { round, data });
+                        self.send_ranks(&FromMaster::Gathered { epoch, round, data });
                     }
                 }
             }
-            ToMaster::Bye => {
+            ToMaster::Suspect { peer, reason } => {
+                let Some(&rank) = self.ranks.get(&id) else {
+                    return;
+                };
+                if self.tolerant && self.welcomed {
+                    tracing::warn!(rank, peer, %reason, "suspicion reported");
+                    self.decider.suspect(rank, peer, Instant::now());
+                    self.act(Instant::now());
+                }
+            }
+            ToMaster::Failing { reason } => {
                 if let Some(&rank) = self.ranks.get(&id) {
-                    self.done.insert(rank);
+                    self.failed(rank, format!("failed: {reason}"));
+                }
+            }
+            ToMaster::Bye { clean } => {
+                if let Some(&rank) = self.ranks.get(&id) {
+                    if clean || !self.tolerant {
+                        self.done.insert(rank);
+                        self.decider.finished(rank);
+                    } else {
+                        self.failed(rank, "left without finishing".into());
+                    }
                 }
             }
         }
@@ -485,10 +783,13 @@ impl Coordinator {
         if world != self.world {
             self.refuse(
                 id,
-                format!("world size {world} disagrees with rank 0's {}", self.world),
+                format!(
+                    "world size {world} disagrees with the coordinator's {}",
+                    self.world
+                ),
             );
             return self.abort(format!(
-                "rank {rank} says the world has {world} ranks, rank 0 says {}",
+                "rank {rank} says the world has {world} ranks, the coordinator says {}",
                 self.world
             ));
         }
@@ -497,6 +798,17 @@ impl Coordinator {
             return self.abort(format!(
                 "a process claimed rank {rank} in a world of {world}"
             ));
+        }
+        if self.dead.contains(&rank) {
+            let epoch = self.decider.epoch();
+            self.send_to(
+                id,
+                &FromMaster::Evicted {
+                    epoch,
+                    reason: "the group went on without this rank".into(),
+                },
+            );
+            return self.refuse(id, format!("rank {rank} was evicted"));
         }
         if self.ranks.values().any(|r| *r == rank) || self.welcomed {
             self.refuse(id, format!("rank {rank} is already taken"));

@@ -153,6 +153,40 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// The group lost members and regrouped: this rank survives in epoch
+    /// `epoch`. Objects of the old epoch refuse further use; call
+    /// [`Group::regroup`](crate::Group::regroup), re-create (vol: `rejoin`)
+    /// what the application shares, re-assign the dead ranks' work and go on.
+    #[error(
+        "the group regrouped into epoch {epoch} without ranks {dead:?} (survivors {members:?})"
+    )]
+    Regrouped {
+        /// The new epoch.
+        epoch: u32,
+        /// Every rank that has left the group so far.
+        dead: Vec<usize>,
+        /// The survivors, ascending.
+        members: Vec<usize>,
+    },
+    /// This rank was evicted (it was suspected dead, e.g. stopped for longer
+    /// than the failure timeout); the group went on without it.
+    #[error("rank {rank} was evicted from the group in epoch {epoch}: {reason}")]
+    Evicted {
+        /// This rank.
+        rank: usize,
+        /// The epoch the group moved to without it.
+        epoch: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Fewer ranks are left than the job's minimum: the job stops.
+    #[error("only {} ranks {alive:?} are left, fewer than the minimum of {min}", alive.len())]
+    Quorum {
+        /// The ranks left.
+        alive: Vec<usize>,
+        /// The configured minimum (`MALT_MIN_RANKS`).
+        min: usize,
+    },
     /// The transport is not available in this build or on this machine.
     #[error("transport {transport} unsupported: {why}")]
     Unsupported {

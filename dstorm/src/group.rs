@@ -4,6 +4,7 @@ use crate::config::{Config, TransportKind};
 use crate::control::{self, Client};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use crate::membership::View;
 use crate::segment::{Region, SlotRead};
 use crate::transport::{Endpoint, Links, RejectCounts, Transport};
 use crate::wire::SlotHeader;
@@ -123,13 +124,38 @@ impl ObjectSpec {
 #[derive(Debug)]
 pub struct Group {
     cfg: Config,
-    epoch: u32,
     table: Vec<Endpoint>,
     control: Mutex<Client>,
+    view: Arc<View>,
     transport: Arc<dyn Transport>,
-    objects: Mutex<Vec<String>>,
+    /// (name, epoch) of every object created, indexed by object id.
+    objects: Mutex<Vec<(String, u32)>>,
     /// Rank 0: signalled when the coordinator has seen every rank leave.
     coordinator: Option<std::sync::mpsc::Receiver<()>>,
+    monitor: Option<crate::monitor::Monitor>,
+    finished: bool,
+}
+
+/// The group after a regroup, as [`Group::regroup`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    /// The epoch now in force.
+    pub epoch: u32,
+    /// The survivors, ascending (original rank numbers).
+    pub members: Vec<usize>,
+    /// Every rank that has left the group so far.
+    pub dead: Vec<usize>,
+}
+
+impl Membership {
+    /// This rank's position among the survivors and their number: the
+    /// share of the work it takes on (for re-sharding data).
+    pub fn share_of(&self, rank: usize) -> Option<(usize, usize)> {
+        self.members
+            .iter()
+            .position(|r| *r == rank)
+            .map(|i| (i, self.members.len()))
+    }
 }
 
 /// Names a job's shared-memory files: the token identifies the job, so a
@@ -173,9 +199,12 @@ impl Group {
                 world: cfg.world,
             });
         }
-        let coordinator = if cfg.rank == 0 {
+        let coordinator = if cfg.rank == 0 && !cfg.external_coordinator {
             let l = control::bind(&cfg.master_addr, cfg.master_port)?;
-            Some(control::spawn_coordinator(l, cfg.token.clone(), cfg.world, cfg.timeout)?.1)
+            let policy = cfg.fault_policy();
+            Some(
+                control::spawn_coordinator(l, cfg.token.clone(), cfg.world, cfg.timeout, policy)?.1,
+            )
         } else {
             None
         };
@@ -189,20 +218,39 @@ impl Group {
             data_addr: transport.local_endpoint(),
         };
         let master = format!("{}:{}", cfg.master_addr, cfg.master_port);
-        let (client, table, epoch) =
-            Client::join(&master, &cfg.token, cfg.rank, cfg.world, me, cfg.timeout)?;
+        let (client, table) = Client::join(
+            &master,
+            &cfg.token,
+            cfg.rank,
+            cfg.world,
+            me,
+            cfg.timeout,
+            transport.clone(),
+        )?;
         transport.start(&table)?;
-        let g = Group {
+        let view = client.view().clone();
+        let mut g = Group {
             cfg,
-            epoch,
             table,
             control: Mutex::new(client),
+            view,
             transport,
             objects: Mutex::new(Vec::new()),
             coordinator,
+            monitor: None,
+            finished: false,
         };
         // Every rank's transport is connected before anyone writes.
         g.barrier()?;
+        if g.cfg.fault_policy().tolerant(g.cfg.world) {
+            let beats =
+                g.create_object(&ObjectSpec::new(crate::monitor::HEARTBEAT_OBJECT, 8).depth(2))?;
+            g.monitor = Some(crate::monitor::Monitor::start(
+                beats,
+                g.view.clone(),
+                g.cfg.fail_timeout,
+            )?);
+        }
         Ok(g)
     }
 
@@ -216,9 +264,60 @@ impl Group {
         self.cfg.world
     }
 
-    /// Membership epoch.
+    /// Membership epoch: 1 at the start, one more after every regroup.
     pub fn epoch(&self) -> u32 {
-        self.epoch
+        self.view.epoch()
+    }
+
+    /// The ranks currently in the group, ascending (all ranks until a
+    /// regroup removes some).
+    pub fn members(&self) -> Vec<usize> {
+        self.view.members()
+    }
+
+    /// Whether the job survives failures (`MALT_MIN_RANKS` below the world size).
+    pub fn fault_tolerant(&self) -> bool {
+        self.cfg.fault_policy().tolerant(self.cfg.world)
+    }
+
+    /// `Ok` while the group is intact; [`Error::Regrouped`] once it lost
+    /// members and this rank has not called [`regroup`](Self::regroup)
+    /// yet; [`Error::Evicted`] or [`Error::Quorum`] when it is over.
+    pub fn check(&self) -> Result<()> {
+        let epoch = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .epoch();
+        self.view.check(epoch)
+    }
+
+    /// After [`Error::Regrouped`]: joins the survivors in the new epoch (a
+    /// collective among them). If another rank fails meanwhile, regroups
+    /// again, within the job timeout. Objects of older epochs stay refused;
+    /// create them again (vol: `rejoin`).
+    pub fn regroup(&self) -> Result<Membership> {
+        let deadline = Instant::now() + self.cfg.timeout;
+        loop {
+            let mut c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+            let epoch = c.adopt();
+            let members = self.view.members();
+            let dead = self.view.dead();
+            match c.allgather("regroup", String::new()) {
+                Ok(_) => {
+                    return Ok(Membership {
+                        epoch,
+                        members,
+                        dead,
+                    })
+                }
+                Err(Error::Regrouped { .. }) if Instant::now() < deadline => {
+                    drop(c);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The transport carrying model bytes.
@@ -241,7 +340,7 @@ impl Group {
         self.transport.rejected()
     }
 
-    /// Every rank's `data` in rank order (control channel; small data only).
+    /// Every member's `data` in rank order (control channel; small data only).
     pub fn allgather(&self, data: &str) -> Result<Vec<String>> {
         self.ctl("allgather", data.to_string())
     }
@@ -260,8 +359,10 @@ impl Group {
 
     /// A final barrier, then leave: peers may still be writing to this rank
     /// until everybody is done.
-    pub fn finish(self) -> Result<()> {
-        self.barrier()
+    pub fn finish(mut self) -> Result<()> {
+        self.barrier()?;
+        self.finished = true;
+        Ok(())
     }
 
     /// Creates an object collectively. Every rank must pass the same spec;
@@ -271,19 +372,37 @@ impl Group {
         let world = self.world();
         let adj_local = spec.adjacency(world);
         let mine = serde_json::to_string(spec).map_err(|e| Error::Protocol(e.to_string()))?;
+        let epoch = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .epoch();
+        let members = self.view.members();
         let all = self.ctl("create object", mine)?;
         let specs: Vec<ObjectSpec> = all
             .iter()
             .map(|s| serde_json::from_str(s).map_err(|e| Error::Protocol(e.to_string())))
             .collect::<Result<_>>()?;
-        check_agreement(&specs)?;
-        let adj = adj_local?;
+        check_agreement(&specs, &members)?;
+        // Only members take part: departed ranks neither send nor receive.
+        let adj: Vec<Vec<usize>> = adj_local?
+            .into_iter()
+            .enumerate()
+            .map(|(r, row)| {
+                if members.binary_search(&r).is_err() {
+                    return Vec::new();
+                }
+                row.into_iter()
+                    .filter(|p| members.binary_search(p).is_ok())
+                    .collect()
+            })
+            .collect();
         let id = {
             let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
-            if objects.contains(&spec.name) {
+            if objects.iter().any(|(n, e)| *n == spec.name && *e == epoch) {
                 return Err(spec.bad("an object of this name already exists".into()));
             }
-            objects.push(spec.name.clone());
+            objects.push((spec.name.clone(), epoch));
             (objects.len() - 1) as u32
         };
         let rank = self.rank();
@@ -332,11 +451,14 @@ impl Group {
             queue_at[*p] = l.queue_index(rank);
         }
         let nq = layout.senders.len();
+        self.view.register(&region);
         Ok(Object {
             id,
             name: spec.name.clone(),
             rank,
-            epoch: self.epoch,
+            epoch,
+            view: self.view.clone(),
+            tracks: spec.name != crate::monitor::HEARTBEAT_OBJECT,
             timeout: self.cfg.timeout,
             flow: spec.flow,
             out,
@@ -358,10 +480,12 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.control
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .bye();
+        if std::thread::panicking() {
+            self.view
+                .announce_failure(format!("rank {} panicked", self.cfg.rank));
+        }
+        self.monitor.take();
+        self.view.bye(self.finished);
         // Rank 0 hosts the coordinator: leaving at once could cut off the
         // answers other ranks are still waiting for. Stay (bounded) until
         // every rank has left.
@@ -371,9 +495,10 @@ impl Drop for Group {
     }
 }
 
-fn check_agreement(specs: &[ObjectSpec]) -> Result<()> {
+fn check_agreement(specs: &[ObjectSpec], members: &[usize]) -> Result<()> {
     let base = &specs[0];
-    for (rank, s) in specs.iter().enumerate().skip(1) {
+    for (i, s) in specs.iter().enumerate().skip(1) {
+        let rank = members.get(i).copied().unwrap_or(i);
         let diff: Option<(&'static str, String, String)> = if s.name != base.name {
             Some(("the name", base.name.clone(), s.name.clone()))
         } else if s.capacity != base.capacity {
@@ -479,6 +604,10 @@ pub struct Object {
     name: String,
     rank: usize,
     epoch: u32,
+    view: Arc<View>,
+    /// Refuses use once the group has moved to another epoch (all objects
+    /// but the fault monitor's own).
+    tracks: bool,
     timeout: Duration,
     flow: FlowControl,
     out: Vec<usize>,
@@ -557,6 +686,7 @@ impl Object {
     /// peer for shm); with backpressure, first waits (bounded) until the slot
     /// is free.
     pub fn write(&mut self, peer: usize, payload: &[u8], iteration: u64) -> Result<()> {
+        self.check()?;
         let q = self.target(peer, payload.len())?;
         let seq = self.send_seq[peer] + 1;
         if self.flow == FlowControl::Backpressure && seq > self.layout.depth as u64 {
@@ -564,7 +694,9 @@ impl Object {
         }
         let off = self.layout.seq_offset(q, seq);
         let h = self.header(seq, iteration, payload.len());
-        self.links.write_slot(peer, off, &h, payload)?;
+        if let Err(e) = self.links.write_slot(peer, off, &h, payload) {
+            return Err(self.write_failed(peer, e));
+        }
         self.send_seq[peer] = seq;
         let c = &mut self.counters;
         c.written += 1;
@@ -595,6 +727,31 @@ impl Object {
         Ok(())
     }
 
+    /// `Ok` while the group is still in this object's epoch.
+    fn check(&self) -> Result<()> {
+        if self.tracks {
+            self.view.check(self.epoch)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A write to `peer` failed. In a fault-tolerant job the peer is
+    /// reported and the error becomes the regroup that follows (bounded by
+    /// the timeout); otherwise it is returned as is.
+    fn write_failed(&self, peer: usize, e: Error) -> Error {
+        if !self.tracks || !matches!(e, Error::Peer { .. }) || self.view.ended() {
+            return self.check().err().unwrap_or(e);
+        }
+        self.view.suspect(peer, format!("write failed: {e}"));
+        if self.view.wait_change(self.epoch, self.timeout) {
+            if let Err(news) = self.view.check(self.epoch) {
+                return news;
+            }
+        }
+        e
+    }
+
     fn wait_ack(&mut self, peer: usize, need: u64) -> Result<()> {
         let word = self.region.word(self.layout.ack_offset(peer));
         if word.load(Ordering::Acquire) >= need {
@@ -608,6 +765,7 @@ impl Object {
             if word.load(Ordering::Acquire) >= need {
                 return Ok(());
             }
+            self.check()?;
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
                     op: format!(
@@ -696,6 +854,7 @@ impl Object {
             if let Some(u) = try_once(self)? {
                 return Ok(Some(u));
             }
+            self.check()?;
             if Instant::now() >= deadline {
                 return Ok(None);
             }

@@ -22,8 +22,11 @@
 pub mod config;
 mod control;
 pub mod error;
+pub mod fault;
 mod group;
 pub mod layout;
+mod membership;
+mod monitor;
 mod segment;
 mod shm;
 mod tcp;
@@ -32,7 +35,11 @@ mod verbs;
 pub mod wire;
 
 pub use config::{Config, TransportKind};
+pub use control::CoordinatorHandle;
 pub use error::{Error, Result};
-pub use group::{Counters, FlowControl, Group, Object, ObjectSpec, PeerCounters, Update};
+pub use fault::FaultPolicy;
+pub use group::{
+    Counters, FlowControl, Group, Membership, Object, ObjectSpec, PeerCounters, Update,
+};
 pub use shm::FILE_PREFIX as SHM_FILE_PREFIX;
 pub use transport::{Endpoint, RejectCounts};

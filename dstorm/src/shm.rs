@@ -246,6 +246,28 @@ impl Transport for ShmTransport {
     fn rejected(&self) -> RejectCounts {
         RejectCounts::default()
     }
+
+    fn forget(&self, peers: &[usize]) {
+        // A departed rank cannot remove its segment files; the survivors
+        // do. An evicted rank that still runs keeps its mappings.
+        let prefix = format!("{FILE_PREFIX}{:016x}-o", self.job);
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let owner = rest
+                .rsplit_once("-r")
+                .and_then(|(_, r)| r.parse::<usize>().ok());
+            if owner.is_some_and(|r| peers.contains(&r)) && fs::remove_file(e.path()).is_ok() {
+                tracing::debug!(file = %name, "removed a departed rank's segment file");
+            }
+        }
+    }
 }
 
 impl Drop for ShmTransport {

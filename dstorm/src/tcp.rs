@@ -57,6 +57,9 @@ pub(crate) struct TcpTransport {
 struct Peer {
     rank: usize,
     out: Mutex<(TcpStream, Vec<u8>)>,
+    /// A second handle on the connection, to shut it down while a writer
+    /// holds `out` (blocked on a peer that stopped reading).
+    control: TcpStream,
 }
 
 impl TcpTransport {
@@ -371,9 +374,11 @@ impl Transport for TcpTransport {
                 sh.epoch.load(Ordering::Relaxed),
             )
             .map_err(peer_err)?;
+            let control = s.try_clone().map_err(peer_err)?;
             peers.push(Some(Arc::new(Peer {
                 rank: ep.rank,
                 out: Mutex::new((s, Vec::with_capacity(HEADER_BYTES + COALESCE_BYTES))),
+                control,
             })));
         }
         *self.peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
@@ -424,7 +429,7 @@ impl Transport for TcpTransport {
         Ok(Box::new(TcpLinks {
             object,
             rank: self.shared.rank as u32,
-            epoch: self.shared.epoch.load(Ordering::Relaxed),
+            shared: self.shared.clone(),
             peers: links,
         }))
     }
@@ -442,6 +447,20 @@ impl Transport for TcpTransport {
 
     fn rejected(&self) -> RejectCounts {
         self.shared.rejects.snapshot()
+    }
+
+    fn set_epoch(&self, epoch: u32) {
+        self.shared.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    fn forget(&self, peers: &[usize]) {
+        let all = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        for r in peers {
+            if let Some(p) = all.get(*r).and_then(Option::as_ref) {
+                // Unblocks a writer stuck on a peer that stopped reading.
+                let _ = p.control.shutdown(Shutdown::Both);
+            }
+        }
     }
 }
 
@@ -461,7 +480,9 @@ impl Drop for TcpTransport {
 struct TcpLinks {
     object: u32,
     rank: u32,
-    epoch: u32,
+    /// Frames carry the transport's current epoch: a rank evicted from the
+    /// group keeps its old one, and its frames are dropped and counted.
+    shared: Arc<Shared>,
     peers: Vec<Option<Arc<Peer>>>,
 }
 
@@ -496,7 +517,7 @@ impl TcpLinks {
     fn slot_frame(&self, offset: usize, h: &SlotHeader, payload: &[u8]) -> FrameHeader {
         FrameHeader {
             kind: FrameKind::Slot,
-            epoch: self.epoch,
+            epoch: self.shared.epoch.load(Ordering::Relaxed),
             sender: self.rank,
             object: self.object,
             offset: offset as u64,
@@ -536,7 +557,7 @@ impl Links for TcpLinks {
     fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()> {
         let f = FrameHeader {
             kind: FrameKind::Word,
-            epoch: self.epoch,
+            epoch: self.shared.epoch.load(Ordering::Relaxed),
             sender: self.rank,
             object: self.object,
             offset: offset as u64,

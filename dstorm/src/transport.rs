@@ -40,6 +40,11 @@ pub(crate) trait Transport: Send + Sync + Debug {
     fn destroy(&self, object: u32);
     /// Counters of frames this rank's receive path rejected.
     fn rejected(&self) -> RejectCounts;
+    /// The group moved to `epoch`: writes of older epochs are dropped.
+    fn set_epoch(&self, _epoch: u32) {}
+    /// These peers left the group: release what is held for them and
+    /// unblock writers waiting on them.
+    fn forget(&self, _peers: &[usize]) {}
 }
 
 /// Writes into peers' segments of one object.

@@ -506,6 +506,32 @@ impl<T: Element> DenseVector<T> {
         self.core.stats.record_wait(w);
         Ok(())
     }
+
+    /// After the group regrouped (an operation returned an error for which
+    /// [`VolError::is_regrouped`] holds, and [`Group::regroup`] has been
+    /// called): creates this vector's queues again among the survivors, with
+    /// the graph laid out over them. The local values are kept; the
+    /// iteration moves to the highest any survivor had reached. Collective:
+    /// every survivor rejoins the same vectors in the same order. The next
+    /// scatter sends the whole vector.
+    pub fn rejoin(&mut self, group: &Group) -> Result<(), VolError> {
+        self.core.rejoin(group)?;
+        let k = self.core.senders.len();
+        let width = self.hdr + self.len;
+        self.mirrors = (0..k).map(|_| vec![T::zero(); width]).collect();
+        self.mirror_version = vec![0; k];
+        self.mirror_iter = vec![0; k];
+        self.received = vec![0; k];
+        self.fresh = vec![false; k];
+        if k > 0 && self.spare.is_empty() {
+            self.spare = vec![T::zero(); width];
+        }
+        self.refs = Vec::with_capacity(k);
+        // Receivers have no base for a diff: start over with a whole vector.
+        self.prev.clear();
+        self.since_dense = 0;
+        Ok(())
+    }
 }
 
 impl<T: Element> Deref for DenseVector<T> {

@@ -110,6 +110,30 @@ pub enum VolError {
     },
 }
 
+impl VolError {
+    /// The group lost ranks and regrouped: call
+    /// [`dstorm::Group::regroup`], then `rejoin` every vector (in the same
+    /// order on every survivor), re-assign the departed ranks' work and go
+    /// on. Nothing was half-applied: the failed call either merged whole
+    /// updates or none.
+    pub fn is_regrouped(&self) -> bool {
+        matches!(self, VolError::Dstorm(dstorm::Error::Regrouped { .. }))
+    }
+
+    /// The group is over for this rank: it was evicted, or too few ranks
+    /// are left (`MALT_MIN_RANKS`), or the job was aborted.
+    pub fn is_fatal_membership(&self) -> bool {
+        matches!(
+            self,
+            VolError::Dstorm(
+                dstorm::Error::Evicted { .. }
+                    | dstorm::Error::Quorum { .. }
+                    | dstorm::Error::Aborted(_)
+            )
+        )
+    }
+}
+
 /// A communication graph that cannot be used for a given world.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -319,6 +319,13 @@ pub(crate) struct Core {
     pub version: u64,
     pub stats: Stats,
     clock_payload: [u8; 8],
+    /// What the vector was created with, to create it again after a regroup.
+    desc: Descriptor,
+    opts: VectorOptions,
+    capacity: usize,
+    /// dstorm's loss counters (torn, lapped, stale epoch) of the objects
+    /// this vector used before its last regroup.
+    losses_before: [u64; 3],
 }
 
 impl Core {
@@ -338,6 +345,7 @@ impl Core {
     ) -> Result<Core, VolError> {
         let world = group.world();
         let rank = group.rank();
+        let members = group.members();
         let mine = serde_json::to_string(&desc)?;
         let all = group.allgather(&mine)?;
         let mut descs = Vec::with_capacity(all.len());
@@ -350,11 +358,11 @@ impl Core {
             descs.push(d);
         }
         let base = &descs[0];
-        for (r, d) in descs.iter().enumerate().skip(1) {
+        for (i, d) in descs.iter().enumerate().skip(1) {
             if let Some((what, ours, theirs)) = base.first_difference(d) {
                 return Err(VolError::Mismatch {
                     vector: base.name.clone(),
-                    rank: r,
+                    rank: members.get(i).copied().unwrap_or(i),
                     what,
                     ours,
                     theirs,
@@ -374,7 +382,7 @@ impl Core {
                 opts.depth
             )));
         }
-        let adj = opts.graph.adjacency(world)?;
+        let adj = opts.graph.adjacency_among(world, &members)?;
         check()?;
         let spec = ObjectSpec::new(format!("vol:{}", desc.name), capacity)
             .depth(opts.depth)
@@ -383,12 +391,18 @@ impl Core {
         let obj = group.create_object(&spec)?;
         let senders = obj.in_neighbors().to_vec();
         let clock = if opts.consistency.staleness_bound().is_some() {
-            // Rank r writes its clock to every rank that gets no data from it.
+            // Each member writes its clock to every member that gets no data
+            // from it.
             let complement: Vec<Vec<usize>> = adj
                 .iter()
                 .enumerate()
                 .map(|(r, out)| {
-                    (0..world)
+                    if members.binary_search(&r).is_err() {
+                        return Vec::new();
+                    }
+                    members
+                        .iter()
+                        .copied()
                         .filter(|p| *p != r && out.binary_search(p).is_err())
                         .collect()
                 })
@@ -413,7 +427,7 @@ impl Core {
             None
         };
         Ok(Core {
-            name: desc.name,
+            name: desc.name.clone(),
             rank,
             world,
             timeout: opts.wait_timeout.unwrap_or(group.config().timeout),
@@ -428,7 +442,43 @@ impl Core {
             version: 0,
             stats: Stats::new(world),
             clock_payload: [0; 8],
+            desc,
+            opts: opts.clone(),
+            capacity,
+            losses_before: [0; 3],
         })
+    }
+
+    /// After a regroup ([`dstorm::Group::regroup`]): creates the vector's
+    /// queues again among the survivors, with the graph laid out over them,
+    /// and moves the iteration to the highest any survivor had reached, so
+    /// that their iterations agree again. Collective among the survivors.
+    /// Statistics carry over.
+    pub fn rejoin(&mut self, group: &Group) -> Result<(), VolError> {
+        let all = group.allgather(&self.iteration.to_string())?;
+        let mut highest = self.iteration;
+        for (i, text) in all.iter().enumerate() {
+            let it: u64 = text.parse().map_err(|_| {
+                VolError::Dstorm(dstorm::Error::Protocol(format!(
+                    "member {i} sent an unreadable iteration {text:?}"
+                )))
+            })?;
+            highest = highest.max(it);
+        }
+        let mut fresh = Core::create(group, self.desc.clone(), &self.opts, self.capacity, || {
+            Ok(())
+        })?;
+        fresh.iteration = highest;
+        fresh.version = self.version;
+        fresh.stats = std::mem::replace(&mut self.stats, Stats::new(0));
+        fresh.stats.regroups += 1;
+        fresh.losses_before = [
+            fresh.stats.torn,
+            fresh.stats.lapped,
+            fresh.stats.stale_epoch,
+        ];
+        *self = fresh;
+        Ok(())
     }
 
     /// Writes `payload` to every out-neighbour, tagged with the current
@@ -557,9 +607,10 @@ impl Core {
     /// advances the iteration.
     pub fn finish_gather(&mut self) {
         let c = self.obj.counters();
-        self.stats.torn = c.torn;
-        self.stats.lapped = c.lapped;
-        self.stats.stale_epoch = c.stale_epoch;
+        let [torn, lapped, stale] = self.losses_before;
+        self.stats.torn = torn + c.torn;
+        self.stats.lapped = lapped + c.lapped;
+        self.stats.stale_epoch = stale + c.stale_epoch;
         self.stats.gathers += 1;
         self.iteration += 1;
     }

@@ -116,6 +116,54 @@ impl Graph {
         Ok(adj)
     }
 
+    /// The adjacency after a regroup: the graph is laid out over the
+    /// survivors `members` (ascending, original rank numbers) as if they were
+    /// ranks `0..members.len()`, and departed ranks get empty rows. A custom
+    /// graph keeps its edges among the survivors, which must still be
+    /// strongly connected. With every rank present this is
+    /// [`adjacency`](Self::adjacency).
+    pub fn adjacency_among(
+        &self,
+        world: usize,
+        members: &[usize],
+    ) -> Result<Vec<Vec<usize>>, GraphError> {
+        if members.len() == world {
+            return self.adjacency(world);
+        }
+        if let Some(&rank) = members.iter().find(|r| **r >= world) {
+            return Err(GraphError::RankOutOfRange { rank, world });
+        }
+        let sub: Vec<Vec<usize>> = match self {
+            Graph::Custom(_) => {
+                self.check_params(world)?;
+                let sub: Vec<Vec<usize>> = members
+                    .iter()
+                    .map(|&r| {
+                        self.raw_row(r, world)
+                            .iter()
+                            .filter_map(|p| members.binary_search(p).ok())
+                            .collect()
+                    })
+                    .collect();
+                if let Some((from, to)) = find_disconnected_pair(&sub) {
+                    return Err(GraphError::NotStronglyConnected {
+                        graph: self.to_string(),
+                        world: members.len(),
+                        from: members[from],
+                        to: members[to],
+                    });
+                }
+                sub
+            }
+            _ => self.adjacency(members.len())?,
+        };
+        let mut adj = vec![Vec::new(); world];
+        for (i, &r) in members.iter().enumerate() {
+            adj[r] = sub[i].iter().map(|&j| members[j]).collect();
+        }
+        Ok(adj)
+    }
+
     /// Checks that the graph can be used for `world` ranks (the same checks as
     /// [`Graph::adjacency`]).
     pub fn validate(&self, world: usize) -> Result<(), GraphError> {
@@ -867,5 +915,37 @@ mod tests {
             assert_eq!(e.what, "graph");
             assert_eq!(e.input, bad);
         }
+    }
+
+    #[test]
+    fn survivors_get_the_graph_laid_out_over_them() {
+        let members = [0, 2, 3, 5];
+        let adj = Graph::Ring.adjacency_among(6, &members).unwrap();
+        assert_eq!(adj[0], vec![2]);
+        assert_eq!(adj[2], vec![3]);
+        assert_eq!(adj[3], vec![5]);
+        assert_eq!(adj[5], vec![0]);
+        assert!(adj[1].is_empty() && adj[4].is_empty());
+        let all = Graph::All.adjacency_among(4, &[1, 3]).unwrap();
+        assert_eq!(all, vec![vec![], vec![3], vec![], vec![1]]);
+        assert_eq!(
+            Graph::Halton.adjacency_among(5, &[0, 1, 2, 3, 4]).unwrap(),
+            Graph::Halton.adjacency(5).unwrap()
+        );
+        // A custom ring 0->1->2->3->0 without rank 1 is no longer connected.
+        let ring = Graph::Custom(vec![vec![1], vec![2], vec![3], vec![0]]);
+        assert!(matches!(
+            ring.adjacency_among(4, &[0, 2, 3]),
+            Err(GraphError::NotStronglyConnected { .. })
+        ));
+        let both = Graph::Custom(vec![vec![1, 2], vec![0], vec![0], vec![0]]);
+        assert_eq!(
+            both.adjacency_among(4, &[0, 2]).unwrap(),
+            vec![vec![2], vec![], vec![0], vec![]]
+        );
+        assert!(matches!(
+            Graph::All.adjacency_among(3, &[0, 7]),
+            Err(GraphError::RankOutOfRange { rank: 7, world: 3 })
+        ));
     }
 }

@@ -374,6 +374,24 @@ impl<I: SparseIndex, V: Element> SparseVec<I, V> {
         self.core.stats.record_wait(w);
         Ok(())
     }
+
+    /// After the group regrouped: creates this vector's queues again among
+    /// the survivors (see [`DenseVector::rejoin`](crate::DenseVector::rejoin));
+    /// the local entries are kept. Collective among the survivors.
+    pub fn rejoin(&mut self, group: &Group) -> Result<(), VolError> {
+        self.core.rejoin(group)?;
+        let k = self.core.senders.len();
+        if k > 0 && self.spare.is_empty() {
+            self.spare = vec![0u8; self.send_buf.len()];
+        }
+        self.in_idx = vec![Vec::new(); k];
+        self.in_val = vec![Vec::new(); k];
+        self.mirror_iter = vec![0; k];
+        self.received = vec![0; k];
+        self.fresh = vec![false; k];
+        self.positions = vec![Vec::new(); k];
+        Ok(())
+    }
 }
 
 impl<I: SparseIndex, V: Element> Deref for SparseVec<I, V> {

@@ -214,6 +214,8 @@ pub struct Stats {
     pub waits: u64,
     /// Total time spent in those waits, in nanoseconds.
     pub wait_ns: u64,
+    /// Times the vector was created again after the group lost ranks.
+    pub regroups: u64,
 }
 
 impl Stats {

@@ -1,0 +1,247 @@
+//! What a rank knows about its group: the epoch, the members, and whether
+//! the group has ended for it. The control channel's reader thread keeps it
+//! current; objects and collectives consult it before and while they wait,
+//! so a regroup, an eviction or a quorum loss interrupts every wait at once
+//! instead of at its timeout.
+
+use crate::control::{self, FromMaster, ToMaster};
+use crate::error::{Error, Result};
+use crate::segment::Region;
+use crate::transport::Transport;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// Why the group is over for this rank.
+#[derive(Debug, Clone)]
+enum End {
+    Evicted { epoch: u32, reason: String },
+    Quorum { alive: Vec<usize>, min: usize },
+    Aborted(String),
+    Lost(String),
+}
+
+#[derive(Debug)]
+struct State {
+    members: Vec<usize>,
+    dead: Vec<usize>,
+    end: Option<End>,
+    leaving: bool,
+}
+
+/// A rank's view of its group's membership.
+#[derive(Debug)]
+pub(crate) struct View {
+    rank: usize,
+    epoch: AtomicU32,
+    state: Mutex<State>,
+    changed: Condvar,
+    regions: Mutex<Vec<Weak<Region>>>,
+    writer: Arc<Mutex<TcpStream>>,
+    transport: Arc<dyn Transport>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl View {
+    pub fn new(
+        rank: usize,
+        world: usize,
+        epoch: u32,
+        writer: Arc<Mutex<TcpStream>>,
+        transport: Arc<dyn Transport>,
+    ) -> View {
+        View {
+            rank,
+            epoch: AtomicU32::new(epoch),
+            state: Mutex::new(State {
+                members: (0..world).collect(),
+                dead: Vec::new(),
+                end: None,
+                leaving: false,
+            }),
+            changed: Condvar::new(),
+            regions: Mutex::new(Vec::new()),
+            writer,
+            transport,
+        }
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The latest epoch decided by the coordinator.
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Current members, ascending.
+    pub fn members(&self) -> Vec<usize> {
+        lock(&self.state).members.clone()
+    }
+
+    /// Every rank that has left the group, ascending.
+    pub fn dead(&self) -> Vec<usize> {
+        lock(&self.state).dead.clone()
+    }
+
+    /// `Ok` while the group is intact and still in `epoch`; otherwise the
+    /// typed reason (regrouped, evicted, quorum lost, aborted).
+    pub fn check(&self, epoch: u32) -> Result<()> {
+        let st = lock(&self.state);
+        if let Some(end) = &st.end {
+            return Err(match end.clone() {
+                End::Evicted { epoch, reason } => Error::Evicted {
+                    rank: self.rank,
+                    epoch,
+                    reason,
+                },
+                End::Quorum { alive, min } => Error::Quorum { alive, min },
+                End::Aborted(reason) => Error::Aborted(reason),
+                End::Lost(why) => Error::Control {
+                    op: "membership",
+                    source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why),
+                },
+            });
+        }
+        let now = self.epoch();
+        if now != epoch {
+            return Err(Error::Regrouped {
+                epoch: now,
+                dead: st.dead.clone(),
+                members: st.members.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the group has ended for this rank.
+    pub fn ended(&self) -> bool {
+        lock(&self.state).end.is_some()
+    }
+
+    /// Waits (bounded) until the epoch moves past `epoch` or the group ends.
+    pub fn wait_change(&self, epoch: u32, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.state);
+        loop {
+            if st.end.is_some() || self.epoch() != epoch {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Wakes waits parked on `region` when the membership changes.
+    pub fn register(&self, region: &Arc<Region>) {
+        let mut regions = lock(&self.regions);
+        regions.retain(|w| w.strong_count() > 0);
+        regions.push(Arc::downgrade(region));
+    }
+
+    fn send(&self, msg: &ToMaster) {
+        let mut w = lock(&self.writer);
+        if let Err(e) = control::send(&mut *w, msg) {
+            tracing::debug!(error = %e, "control message not sent");
+        }
+    }
+
+    /// Sends this rank's part of a collective round.
+    pub fn send_gather(&self, epoch: u32, round: u64, data: String) -> std::io::Result<()> {
+        control::send(
+            &mut *lock(&self.writer),
+            &ToMaster::Gather { epoch, round, data },
+        )
+    }
+
+    /// Reports that this rank has not heard from `peer`.
+    pub fn suspect(&self, peer: usize, reason: String) {
+        tracing::warn!(peer, %reason, "suspecting a peer");
+        self.send(&ToMaster::Suspect { peer, reason });
+    }
+
+    /// Tells the coordinator this rank is going down.
+    pub fn announce_failure(&self, reason: String) {
+        self.send(&ToMaster::Failing { reason });
+    }
+
+    /// Says goodbye: `clean` after the final barrier.
+    pub fn bye(&self, clean: bool) {
+        lock(&self.state).leaving = true;
+        self.send(&ToMaster::Bye { clean });
+        let _ = lock(&self.writer).shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Applies a message from the coordinator; called by the reader thread.
+    pub fn apply(&self, msg: &FromMaster) {
+        let mut st = lock(&self.state);
+        match msg {
+            FromMaster::Regroup {
+                epoch,
+                members,
+                dead,
+            } => {
+                if *epoch <= self.epoch() || st.end.is_some() {
+                    return;
+                }
+                tracing::warn!(epoch, ?members, ?dead, "group regrouped");
+                st.members = members.clone();
+                st.dead = dead.clone();
+                self.transport.set_epoch(*epoch);
+                self.transport.forget(dead);
+                self.epoch.store(*epoch, Ordering::Release);
+            }
+            FromMaster::Evicted { epoch, reason } => {
+                st.end.get_or_insert(End::Evicted {
+                    epoch: *epoch,
+                    reason: reason.clone(),
+                });
+            }
+            FromMaster::Quorum { alive, min } => {
+                st.end.get_or_insert(End::Quorum {
+                    alive: alive.clone(),
+                    min: *min,
+                });
+            }
+            FromMaster::Aborted { reason } => {
+                st.end.get_or_insert(End::Aborted(reason.clone()));
+            }
+            _ => return,
+        }
+        drop(st);
+        self.wake();
+    }
+
+    /// The control connection is gone.
+    pub fn lost(&self) {
+        let mut st = lock(&self.state);
+        if st.leaving {
+            return;
+        }
+        st.end.get_or_insert(End::Lost(
+            "the coordinator closed the control channel".into(),
+        ));
+        drop(st);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        self.changed.notify_all();
+        for r in lock(&self.regions).iter().filter_map(Weak::upgrade) {
+            r.ring();
+        }
+    }
+}
