@@ -34,6 +34,42 @@ pub struct LaunchOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// Fault tolerance of a launched job (see `malt launch --min-ranks`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultOptions {
+    /// Fewest ranks that must finish successfully (default: all). Below the
+    /// world size, survivors regroup when ranks die.
+    pub min_ranks: Option<usize>,
+    /// Failure timeout `T` (`MALT_FAIL_TIMEOUT`).
+    pub fail_timeout: Option<Duration>,
+    /// Regroups allowed (`MALT_MAX_REGROUPS`).
+    pub max_regroups: Option<u32>,
+}
+
+impl FaultOptions {
+    fn policy(&self, ranks: usize) -> Result<dstorm::FaultPolicy, LaunchError> {
+        let min_ranks = self.min_ranks.unwrap_or(ranks);
+        if !(1..=ranks).contains(&min_ranks) {
+            return Err(LaunchError::Invalid(format!(
+                "--min-ranks {min_ranks} must be between 1 and the number of ranks {ranks}"
+            )));
+        }
+        let fail_timeout = self
+            .fail_timeout
+            .unwrap_or(dstorm::config::DEFAULT_FAIL_TIMEOUT);
+        if fail_timeout.is_zero() {
+            return Err(LaunchError::Invalid(
+                "--fail-timeout must be positive".into(),
+            ));
+        }
+        Ok(dstorm::FaultPolicy {
+            min_ranks,
+            fail_timeout,
+            max_regroups: self.max_regroups.unwrap_or(ranks as u32),
+        })
+    }
+}
+
 /// Why a launch failed before or while running ranks.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,6 +80,9 @@ pub enum LaunchError {
     /// No free port for the master.
     #[error("no free port for the master: {0}")]
     Port(#[source] std::io::Error),
+    /// The job's coordinator could not be started.
+    #[error("cannot start the coordinator: {0}")]
+    Coordinator(#[source] dstorm::Error),
     /// The program could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {
@@ -66,6 +105,8 @@ pub struct LaunchOutcome {
     pub stopped: Vec<usize>,
     /// The first rank that failed by itself, if any.
     pub first_failure: Option<usize>,
+    /// Ranks that had to succeed (`--min-ranks`; all by default).
+    pub min_ranks: usize,
 }
 
 impl LaunchOutcome {
@@ -82,11 +123,15 @@ impl LaunchOutcome {
             .collect()
     }
 
-    /// The exit code `malt launch` should return: 0 if every rank succeeded,
-    /// else the code of the first rank that failed by itself (128+signal for
-    /// a signal).
+    /// The exit code `malt launch` should return: 0 if at least
+    /// `min_ranks` ranks succeeded (every rank by default), else the code of
+    /// the first rank that failed by itself (128+signal for a signal).
     pub fn exit_code(&self) -> i32 {
         use std::os::unix::process::ExitStatusExt;
+        let succeeded = self.statuses.len() - self.failures().len();
+        if !self.interrupted && succeeded >= self.min_ranks && self.min_ranks > 0 {
+            return 0;
+        }
         let failed = self
             .first_failure
             .or_else(|| self.failures().first().map(|(r, _)| *r));
@@ -168,11 +213,28 @@ fn pump(
 /// Runs the job and waits for it. Never returns while a child it started is
 /// still running.
 pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
+    launch_with(opts, &FaultOptions::default())
+}
+
+/// [`launch`] with fault tolerance: the coordinator runs in this process, so
+/// any rank may die; with `min_ranks` below the number of ranks the
+/// survivors regroup and the job succeeds when at least `min_ranks` ranks
+/// do.
+pub fn launch_with(
+    opts: &LaunchOptions,
+    faults: &FaultOptions,
+) -> Result<LaunchOutcome, LaunchError> {
     if opts.ranks == 0 {
         return Err(LaunchError::Invalid("at least one rank is needed".into()));
     }
-    let port = free_port().map_err(LaunchError::Port)?;
+    let policy = faults.policy(opts.ranks)?;
     let token = fresh_token();
+    // The coordinator lives here, not in rank 0: any rank may fail.
+    let coordinator =
+        dstorm::CoordinatorHandle::start("127.0.0.1", 0, &token, opts.ranks, opts.timeout, policy)
+            .map_err(LaunchError::Coordinator)?;
+    let port = coordinator.port();
+    let tolerated = opts.ranks - policy.min_ranks;
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut children: Vec<Child> = Vec::with_capacity(opts.ranks);
     let mut pumps = Vec::new();
@@ -186,6 +248,13 @@ pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
             .env("MALT_JOB_TOKEN", &token)
             .env("MALT_TRANSPORT", opts.transport.as_str())
             .env("MALT_TIMEOUT", opts.timeout.as_secs_f64().to_string())
+            .env("MALT_COORDINATOR", "external")
+            .env("MALT_MIN_RANKS", policy.min_ranks.to_string())
+            .env(
+                "MALT_FAIL_TIMEOUT",
+                policy.fail_timeout.as_secs_f64().to_string(),
+            )
+            .env("MALT_MAX_REGROUPS", policy.max_regroups.to_string())
             .env_remove("RANK")
             .env_remove("WORLD_SIZE")
             .stdin(Stdio::null())
@@ -248,6 +317,7 @@ pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
     let mut termed_at: Option<Instant> = None;
     let mut stopped = Vec::new();
     let mut first_failure = None;
+    let mut failed = 0usize;
     while done.iter().any(|d| !d) {
         let now = Instant::now();
         if grace_until.is_none() && interrupted.load(Ordering::Relaxed) {
@@ -262,10 +332,13 @@ pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
             Ok((rank, s)) => {
                 done[rank] = true;
                 if !s.is_some_and(|s| s.success()) {
+                    failed += 1;
                     if termed_at.is_none() && first_failure.is_none() {
                         first_failure = Some(rank);
                     }
-                    if grace_until.is_none() {
+                    // Within the tolerated failures the survivors regroup
+                    // and go on; beyond, they get a bounded time to stop.
+                    if grace_until.is_none() && failed > tolerated {
                         grace_until = Some(Instant::now() + opts.timeout);
                     }
                 }
@@ -303,11 +376,13 @@ pub fn launch(opts: &LaunchOptions) -> Result<LaunchOutcome, LaunchError> {
     if let Some(h) = sig_thread {
         h.close();
     }
+    drop(coordinator);
     Ok(LaunchOutcome {
         statuses,
         interrupted: interrupted.load(Ordering::Relaxed),
         stopped,
         first_failure,
+        min_ranks: policy.min_ranks,
     })
 }
 

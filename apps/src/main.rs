@@ -102,6 +102,18 @@ struct LaunchArgs {
     /// fails before the others are stopped (seconds).
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Fault tolerance: the job succeeds when at least this many ranks
+    /// finish successfully; when ranks die, the survivors regroup and go on
+    /// (default: every rank must succeed, any failure stops the job).
+    #[arg(long, value_name = "K")]
+    min_ranks: Option<usize>,
+    /// Failure timeout T in seconds: a rank whose heartbeat has not moved
+    /// for T is evicted (default 5; a crashed rank is noticed at once).
+    #[arg(long, value_name = "SECS")]
+    fail_timeout: Option<f64>,
+    /// Regroups allowed before the job stops (default: the number of ranks).
+    #[arg(long, value_name = "N")]
+    max_regroups: Option<u32>,
     /// The program to run, then its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -255,6 +267,15 @@ fn finish_launch(r: Result<launch::LaunchOutcome, launch::LaunchError>) -> ExitC
             for (rank, why) in outcome.failures() {
                 eprintln!("malt launch: rank {rank} {why}");
             }
+            let failed = outcome.failures().len();
+            if failed > 0 && outcome.exit_code() == 0 {
+                eprintln!(
+                    "malt launch: {} of {} ranks succeeded (at least {} required)",
+                    outcome.statuses.len() - failed,
+                    outcome.statuses.len(),
+                    outcome.min_ranks
+                );
+            }
             if !outcome.stopped.is_empty() {
                 eprintln!(
                     "malt launch: stopped ranks {:?} after a failure",
@@ -302,7 +323,21 @@ fn main() -> ExitCode {
                 prefix: true,
                 env: Vec::new(),
             };
-            finish_launch(launch::launch(&opts))
+            let fail_timeout = match a.fail_timeout {
+                Some(t) if !(t > 0.0 && t.is_finite() && t < 1e9) => {
+                    eprintln!(
+                        "malt launch: --fail-timeout {t} must be a positive number of seconds"
+                    );
+                    return ExitCode::from(2);
+                }
+                t => t.map(Duration::from_secs_f64),
+            };
+            let faults = launch::FaultOptions {
+                min_ranks: a.min_ranks,
+                fail_timeout,
+                max_regroups: a.max_regroups,
+            };
+            finish_launch(launch::launch_with(&opts, &faults))
         }
         Cmd::Check(a) => {
             let code = check::run(&check::CheckOptions {

@@ -229,6 +229,10 @@ pub struct RunSummary {
     /// The comparison with a single-rank run (`--compare-single`).
     #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
     pub comparison: Option<Comparison>,
+    /// Regroups this rank went through (fault-tolerant jobs): who left, and
+    /// when training resumed.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub regroups: Vec<super::Regroup>,
 }
 
 impl RunSummary {
@@ -402,6 +406,7 @@ mod tests {
             udf: "avg".into(),
             cb: 10,
             comparison: None,
+            regroups: Vec::new(),
         };
         let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
         for key in [

@@ -358,9 +358,46 @@ struct MfLearner {
     lr: f64,
     lr_decay: f64,
     eta: f32,
+    /// Where the shards come from, to take over departed ranks' ratings.
+    source: Source,
+}
+
+/// The rating files of a run and how this rank reads them.
+struct Source {
+    train: PathBuf,
+    test: Option<PathBuf>,
+    format: RatingsFormat,
+    shuffle: bool,
+    seed: u64,
+    rank: usize,
+}
+
+impl Source {
+    fn load(
+        &self,
+        part: usize,
+        parts: usize,
+    ) -> Result<(Vec<Rating>, Option<Vec<Rating>>), TrainError> {
+        let mut train = load_shard(&self.train, part, parts, self.format)?;
+        if self.shuffle {
+            train.shuffle(&mut load_rng(self.seed, self.rank));
+        }
+        let test = match &self.test {
+            Some(p) => Some(load_shard(p, part, parts, self.format)?),
+            None => None,
+        };
+        Ok((train, test))
+    }
 }
 
 impl Learner for MfLearner {
+    fn reshard(&mut self, part: usize, parts: usize) -> Result<(), TrainError> {
+        let (train, test) = self.source.load(part, parts)?;
+        self.train = train;
+        self.test = test;
+        Ok(())
+    }
+
     fn len(&self) -> usize {
         self.train.len()
     }
@@ -449,14 +486,15 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
     let world = sync.world();
     create_out(&opts.out)?;
     let (train_path, test_path) = data_files(opts, sync)?;
-    let mut train = load_shard(&train_path, rank, world, opts.format)?;
-    if opts.shuffle {
-        train.shuffle(&mut load_rng(opts.seed, rank));
-    }
-    let test = match &test_path {
-        Some(p) => Some(load_shard(p, rank, world, opts.format)?),
-        None => None,
+    let source = Source {
+        train: train_path,
+        test: test_path,
+        format: opts.format,
+        shuffle: opts.shuffle,
+        seed: opts.seed,
+        rank,
     };
+    let (train, test) = source.load(rank, world)?;
     let mut sums = [
         train.len() as f64,
         train.iter().map(|r| f64::from(r.value)).sum(),
@@ -465,7 +503,7 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
     sync.allreduce_sum(&mut sums)?;
     let n_train = sums[0].round() as u64;
     if n_train == 0 {
-        return Err(TrainError::NoExamples(train_path.display().to_string()));
+        return Err(TrainError::NoExamples(source.train.display().to_string()));
     }
     let mean = (sums[1] / sums[0]) as f32;
     let max_user = train
@@ -515,6 +553,7 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         lr: opts.lr,
         lr_decay: opts.lr_decay,
         eta: opts.lr as f32,
+        source,
     };
     let mut metrics = if rank == 0 {
         Some(MetricsWriter::create(
@@ -558,8 +597,10 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         udf: opts.udf.name().into(),
         cb: opts.cb,
         comparison: None,
+        regroups: res.regroups.clone(),
     };
-    if rank == 0 {
+    // The lowest surviving rank reports (rank 0 unless it has left).
+    if sync.part().0 == 0 {
         Finish {
             title: format!(
                 "matrix factorization, k={}, λ={}, {} rank{}",

@@ -73,7 +73,7 @@ pub use metrics::{Comparison, MetricPoint, RunSummary};
 pub use mf::{run_mf, MfOptions};
 pub use svm::{run_svm, SvmOptions};
 pub use sync::{
-    InProcessGroup, InProcessSync, ModelSync, NoSync, SyncInfo, SyncMode, SyncPoint, Udf,
+    InProcessGroup, InProcessSync, ModelSync, NoSync, Regroup, SyncInfo, SyncMode, SyncPoint, Udf,
 };
 
 use metrics::{MetricsWriter, TestMetric};
@@ -200,6 +200,15 @@ pub(crate) trait Learner {
 
     /// Objective and test metric from the sums over all ranks.
     fn eval_global(&self, sums: &[f64], world: usize) -> (f64, Option<f64>);
+
+    /// After a regroup: loads part `part` of `parts` of the training (and
+    /// test) data, taking over the departed ranks' examples; the model is
+    /// kept.
+    fn reshard(&mut self, _part: usize, _parts: usize) -> Result<(), TrainError> {
+        Err(TrainError::InvalidOptions(
+            "this trainer cannot take over a departed rank's data".into(),
+        ))
+    }
 }
 
 /// Loop settings shared by the trainers.
@@ -225,6 +234,7 @@ pub(crate) struct LoopResult {
     pub examples: u64,
     pub time_to_goal: Option<f64>,
     pub bytes_sent: u64,
+    pub regroups: Vec<Regroup>,
 }
 
 /// Examples visited consecutively in a shuffled epoch.
@@ -336,6 +346,38 @@ fn evaluate<L: Learner>(
     })
 }
 
+/// After a regroup: the learner takes over its share of the departed
+/// ranks' data. Returns the round the survivors continue from.
+fn take_over<L: Learner>(
+    learner: &mut L,
+    sync: &mut dyn ModelSync,
+    log: &mut Vec<Regroup>,
+) -> Result<Option<u64>, TrainError> {
+    let Some(r) = sync.take_regroup() else {
+        return Ok(None);
+    };
+    learner.reshard(r.part, r.parts)?;
+    let next = r.iteration;
+    log.push(r);
+    Ok(Some(next))
+}
+
+/// A visiting order for `n` examples (shuffled by blocks if asked).
+fn new_order(
+    n: usize,
+    shuffle: bool,
+    rng: &mut ChaCha8Rng,
+    blocks: &mut Vec<u32>,
+    order: &mut Vec<u32>,
+) {
+    *order = (0..n as u32).collect();
+    *blocks = (0..n.div_ceil(SHUFFLE_BLOCK) as u32).collect();
+    if shuffle {
+        blocks.shuffle(rng);
+        block_order(blocks, n, order);
+    }
+}
+
 /// The training loop shared by the trainers; see the module documentation.
 pub(crate) fn run_loop<L: Learner>(
     learner: &mut L,
@@ -346,7 +388,7 @@ pub(crate) fn run_loop<L: Learner>(
 ) -> Result<LoopResult, TrainError> {
     let rank = sync.rank();
     let world = sync.world();
-    let n = learner.len();
+    let mut n = learner.len();
     let n_max = allreduce_max(sync, n as f64)? as u64;
     let rounds = rounds_per_epoch(n_max, cfg.cb);
     let evals = eval_rounds(rounds, cfg.evals_per_epoch);
@@ -364,6 +406,7 @@ pub(crate) fn run_loop<L: Learner>(
     let mut points = Vec::new();
     let mut examples_local = 0u64;
     let mut time_to_goal = None;
+    let mut regroups: Vec<Regroup> = Vec::new();
 
     clock.pause();
     let p = evaluate(learner, sync, 0, clock.seconds(), 0.0)?;
@@ -373,71 +416,101 @@ pub(crate) fn run_loop<L: Learner>(
     progress.status(0, cfg.epochs, Some(p.objective));
     points.push(p);
     clock.resume();
+    take_over(learner, sync, &mut regroups)?;
 
+    // Rounds are numbered across epochs: round g is round g % rounds of
+    // epoch g / rounds, and its sync is the model vector's iteration g.
+    let total = u64::from(cfg.epochs) * rounds;
     let mut epochs_done = 0.0;
-    'epochs: for epoch in 0..cfg.epochs {
-        learner.begin_epoch(epoch);
-        if cfg.shuffle {
-            blocks.shuffle(&mut rng);
-            block_order(&blocks, n, &mut order);
-        }
-        let mut next_eval = evals.iter().peekable();
-        for k in 0..rounds {
-            let lo = (k as usize * n) / rounds as usize;
-            let hi = ((k as usize + 1) * n) / rounds as usize;
-            learner.train(&order[lo..hi]);
-            examples_local += (hi - lo) as u64;
-            progress.advance((hi - lo) as u64);
-            if communicate {
-                let epoch_end = k + 1 == rounds;
-                let model = learner.plain_model();
-                let mode = match cfg.udf {
-                    Udf::Avg => SyncMode::Average,
-                    Udf::Sum => SyncMode::SumDeltas { base: &base },
-                };
-                sync.sync(SyncPoint {
-                    model,
-                    mode,
-                    iteration: examples_local,
-                    epoch,
-                    epoch_end,
-                })?;
-                learner.model_changed();
-                if cfg.udf == Udf::Sum {
-                    base.copy_from_slice(learner.plain_model());
-                }
+    let mut current: Option<u32> = None;
+    let mut g = 0u64;
+    while g < total {
+        let epoch = (g / rounds) as u32;
+        let k = g % rounds;
+        if current != Some(epoch) {
+            if current.is_some() {
+                epochs_done = f64::from(epoch);
             }
-            if next_eval.peek() == Some(&&k) {
-                next_eval.next();
-                clock.pause();
-                epochs_done = f64::from(epoch) + (k + 1) as f64 / rounds as f64;
-                let p = evaluate(learner, sync, examples_local, clock.seconds(), epochs_done)?;
-                if let Some(m) = metrics.as_deref_mut() {
-                    m.write(&p)?;
-                }
-                progress.status(epoch + 1, cfg.epochs, Some(p.objective));
-                points.push(p);
-                let mut reached = cfg.goal.is_some_and(|g| p.objective <= g);
-                if cfg.goal.is_some() {
-                    // Ranks decide together even if their reduced objectives
-                    // differ in the last bits: a sum of 0s and 1s is exact.
-                    reached = allreduce_scalar(sync, f64::from(u8::from(reached)))? > 0.5;
-                }
-                if reached && time_to_goal.is_none() {
-                    time_to_goal = cfg.goal.and_then(|g| metrics::time_to_goal(&points, g));
-                }
-                clock.resume();
-                if reached && cfg.stop_at_goal {
-                    break 'epochs;
+            current = Some(epoch);
+            learner.begin_epoch(epoch);
+            if cfg.shuffle {
+                blocks.shuffle(&mut rng);
+                block_order(&blocks, n, &mut order);
+            }
+        }
+        let lo = (k as usize * n) / rounds as usize;
+        let hi = ((k as usize + 1) * n) / rounds as usize;
+        learner.train(&order[lo..hi]);
+        examples_local += (hi - lo) as u64;
+        progress.advance((hi - lo) as u64);
+        if communicate {
+            let epoch_end = k + 1 == rounds;
+            let model = learner.plain_model();
+            let mode = match cfg.udf {
+                Udf::Avg => SyncMode::Average,
+                Udf::Sum => SyncMode::SumDeltas { base: &base },
+            };
+            sync.sync(SyncPoint {
+                model,
+                mode,
+                iteration: examples_local,
+                epoch,
+                epoch_end,
+            })?;
+            learner.model_changed();
+            if cfg.udf == Udf::Sum {
+                base.copy_from_slice(learner.plain_model());
+            }
+            if let Some(next) = take_over(learner, sync, &mut regroups)? {
+                n = learner.len();
+                new_order(n, cfg.shuffle, &mut rng, &mut blocks, &mut order);
+                // The survivors continue from the round after the last one
+                // any of them completed: redo this round if it was cut
+                // short, skip ahead if others were ahead. No evaluation
+                // lies in between (evaluations are collective).
+                if next != g + 1 {
+                    g = next.clamp(g, total);
+                    continue;
                 }
             }
         }
-        epochs_done = f64::from(epoch + 1);
+        if evals.contains(&k) {
+            clock.pause();
+            epochs_done = f64::from(epoch) + (k + 1) as f64 / rounds as f64;
+            let p = evaluate(learner, sync, examples_local, clock.seconds(), epochs_done)?;
+            if let Some(m) = metrics.as_deref_mut() {
+                m.write(&p)?;
+            }
+            progress.status(epoch + 1, cfg.epochs, Some(p.objective));
+            points.push(p);
+            let mut reached = cfg.goal.is_some_and(|g| p.objective <= g);
+            if cfg.goal.is_some() {
+                // Ranks decide together even if their reduced objectives
+                // differ in the last bits: a sum of 0s and 1s is exact.
+                reached = allreduce_scalar(sync, f64::from(u8::from(reached)))? > 0.5;
+            }
+            if take_over(learner, sync, &mut regroups)?.is_some() {
+                n = learner.len();
+                new_order(n, cfg.shuffle, &mut rng, &mut blocks, &mut order);
+            }
+            if reached && time_to_goal.is_none() {
+                time_to_goal = cfg.goal.and_then(|g| metrics::time_to_goal(&points, g));
+            }
+            clock.resume();
+            if reached && cfg.stop_at_goal {
+                break;
+            }
+        }
+        g += 1;
+        if g.is_multiple_of(rounds) {
+            epochs_done = (g / rounds) as f64;
+        }
     }
     clock.pause();
     progress.finish();
     let mut totals = [sync.bytes_sent() as f64];
     sync.allreduce_sum(&mut totals)?;
+    take_over(learner, sync, &mut regroups)?;
     let last = points.last().copied();
     Ok(LoopResult {
         examples: last.map_or(0, |p| p.examples),
@@ -446,6 +519,7 @@ pub(crate) fn run_loop<L: Learner>(
         time_to_goal,
         bytes_sent: totals[0].round() as u64,
         points,
+        regroups,
     })
 }
 

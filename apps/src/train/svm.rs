@@ -524,9 +524,13 @@ fn calibrate(
 
 struct SvmLearner<'a> {
     st: SvmState,
-    train: &'a SparseDataset,
+    train: SparseDataset,
     labels: Vec<f64>,
-    test: Option<(&'a SparseDataset, &'a [f64])>,
+    test: Option<(SparseDataset, Vec<f64>)>,
+    /// Where the shards come from, to take over departed ranks' data.
+    opts: &'a SvmOptions,
+    files: (PathBuf, Option<PathBuf>),
+    rank: usize,
 }
 
 impl Learner for SvmLearner<'_> {
@@ -571,6 +575,17 @@ impl Learner for SvmLearner<'_> {
 
     fn eval_slots(&self) -> usize {
         5
+    }
+
+    fn reshard(&mut self, part: usize, parts: usize) -> Result<(), TrainError> {
+        let (train, labels) = load_train(&self.files.0, part, parts, self.opts, self.rank)?;
+        self.test = match &self.files.1 {
+            Some(p) => Some(load(p, part, parts, self.opts)?),
+            None => None,
+        };
+        self.train = train;
+        self.labels = labels;
+        Ok(())
     }
 
     fn eval_local(&mut self, out: &mut [f64]) {
@@ -627,14 +642,38 @@ fn data_files(
     Ok((files.train, Some(opts.test.clone().unwrap_or(files.test))))
 }
 
+/// Part `part` of `parts` of the examples in `path`, with labels mapped.
 fn load(
     path: &Path,
-    sync: &dyn ModelSync,
+    part: usize,
+    parts: usize,
     opts: &SvmOptions,
 ) -> Result<(SparseDataset, Vec<f64>), TrainError> {
-    let data = SparseDataset::load_shard(path, sync.rank(), sync.world())?;
+    let data = SparseDataset::load_shard(path, part, parts)?;
     let labels = data.labels().iter().map(|&l| opts.label(l)).collect();
     Ok((data, labels))
+}
+
+/// [`load`], shuffled once if the options say so.
+fn load_train(
+    path: &Path,
+    part: usize,
+    parts: usize,
+    opts: &SvmOptions,
+    rank: usize,
+) -> Result<(SparseDataset, Vec<f64>), TrainError> {
+    let (train, labels) = load(path, part, parts, opts)?;
+    if !opts.shuffle {
+        return Ok((train, labels));
+    }
+    let perm = shuffle_once(train.len(), &mut load_rng(opts.seed, rank));
+    let mut shuffled = SparseDataset::new();
+    let mut shuffled_labels = Vec::with_capacity(labels.len());
+    for &i in &perm {
+        shuffled.push(train.label(i as usize), train.features(i as usize));
+        shuffled_labels.push(labels[i as usize]);
+    }
+    Ok((shuffled, shuffled_labels))
 }
 
 /// Trains a linear SVM on this rank's shard, synchronising through `sync`;
@@ -647,20 +686,10 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
     let rank = sync.rank();
     create_out(&opts.out)?;
     let (train_path, test_path) = data_files(opts, sync)?;
-    let (mut train, mut labels) = load(&train_path, sync, opts)?;
-    if opts.shuffle {
-        let perm = shuffle_once(train.len(), &mut load_rng(opts.seed, rank));
-        let mut shuffled = SparseDataset::new();
-        let mut shuffled_labels = Vec::with_capacity(labels.len());
-        for &i in &perm {
-            shuffled.push(train.label(i as usize), train.features(i as usize));
-            shuffled_labels.push(labels[i as usize]);
-        }
-        train = shuffled;
-        labels = shuffled_labels;
-    }
+    let (part, parts) = sync.part();
+    let (train, labels) = load_train(&train_path, part, parts, opts, rank)?;
     let test = match &test_path {
-        Some(p) => Some(load(p, sync, opts)?),
+        Some(p) => Some(load(p, part, parts, opts)?),
         None => None,
     };
     let n_train = allreduce_scalar(sync, train.len() as f64)?.round() as u64;
@@ -677,7 +706,7 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         None => {
             // Rank 0 calibrates, or the first rank with examples.
             let root = first_rank_where(sync, !train.is_empty())?.unwrap_or(0);
-            let mine = if rank == root {
+            let mine = if part == root {
                 // The first examples: a random sample when shuffled.
                 let idx: Vec<u32> = (0..train.len().min(CALIBRATION_SAMPLE) as u32).collect();
                 calibrate(d, (lambda, opts.bias), &train, &labels, &idx)
@@ -707,9 +736,12 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
     }
     let mut learner = SvmLearner {
         st,
-        train: &train,
+        train,
         labels,
-        test: test.as_ref().map(|(t, l)| (t, l.as_slice())),
+        test,
+        opts,
+        files: (train_path, test_path),
+        rank,
     };
     let mut metrics = if rank == 0 {
         Some(MetricsWriter::create(
@@ -753,8 +785,10 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         udf: opts.udf.name().into(),
         cb: opts.cb,
         comparison: None,
+        regroups: res.regroups.clone(),
     };
-    if rank == 0 {
+    // The lowest surviving rank reports (rank 0 unless it has left).
+    if sync.part().0 == 0 {
         Finish {
             title: format!(
                 "SVM-SGD{}, λ={}, {} rank{}",

@@ -155,13 +155,47 @@ pub struct SyncInfo {
     pub waited: Duration,
 }
 
+/// The group lost ranks and the survivors went on: what a trainer needs to
+/// take over the departed ranks' data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Regroup {
+    /// The group's epoch after the regroup.
+    pub epoch: u32,
+    /// This rank's share of the data from now on: part `part` of `parts`.
+    pub part: usize,
+    /// Number of ranks at work.
+    pub parts: usize,
+    /// Every rank that has left so far.
+    pub dead: Vec<usize>,
+    /// Synchronisations completed by the survivor furthest ahead: the
+    /// survivors continue with this one.
+    pub iteration: u64,
+    /// When this rank learned of the failure (seconds since the Unix epoch).
+    pub detected_unix_s: f64,
+    /// When it was ready to train again (seconds since the Unix epoch).
+    pub resumed_unix_s: f64,
+}
+
 /// The communication a trainer needs, and nothing more.
 pub trait ModelSync {
-    /// This rank, `0..world()`.
+    /// This rank (its number in the job as launched).
     fn rank(&self) -> usize;
 
-    /// Number of ranks.
+    /// Number of ranks at work (fewer after a regroup).
     fn world(&self) -> usize;
+
+    /// This rank's share of the data: (its position among the ranks at
+    /// work, their number); `(rank, world)` until a regroup.
+    fn part(&self) -> (usize, usize) {
+        (self.rank(), self.world())
+    }
+
+    /// The regroup that happened since the last call, if any. After one,
+    /// the trainer loads part [`Regroup::part`] of [`Regroup::parts`] of its
+    /// data.
+    fn take_regroup(&mut self) -> Option<Regroup> {
+        None
+    }
 
     /// Merges `point.model` with the other ranks' models (see [`SyncMode`])
     /// and writes the result into `point.model`.
@@ -211,8 +245,9 @@ pub fn allreduce_scalar(sync: &mut dyn ModelSync, value: f64) -> Result<f64, Tra
 /// The largest `value` over the ranks, computed with sums only: each rank
 /// writes its value into its own slot of a zeroed vector of `world` slots.
 pub fn allreduce_max(sync: &mut dyn ModelSync, value: f64) -> Result<f64, TrainError> {
-    let mut slots = vec![0.0; sync.world()];
-    slots[sync.rank()] = value;
+    let (me, n) = sync.part();
+    let mut slots = vec![0.0; n];
+    slots[me] = value;
     sync.allreduce_sum(&mut slots)?;
     Ok(slots.into_iter().fold(f64::NEG_INFINITY, f64::max))
 }
@@ -222,21 +257,24 @@ pub fn broadcast_from_root(sync: &mut dyn ModelSync, value: f64) -> Result<f64, 
     broadcast_from(sync, 0, value)
 }
 
-/// Rank `root`'s `value`, on every rank.
+/// The `value` of the rank at position `root` (see [`ModelSync::part`]), on
+/// every rank.
 pub fn broadcast_from(
     sync: &mut dyn ModelSync,
     root: usize,
     value: f64,
 ) -> Result<f64, TrainError> {
-    let mine = if sync.rank() == root { value } else { 0.0 };
+    let mine = if sync.part().0 == root { value } else { 0.0 };
     allreduce_scalar(sync, mine)
 }
 
-/// The lowest rank for which `mine` is true on that rank, if any.
+/// The lowest position (see [`ModelSync::part`]) for which `mine` is true
+/// on that rank, if any.
 pub fn first_rank_where(sync: &mut dyn ModelSync, mine: bool) -> Result<Option<usize>, TrainError> {
-    let mut slots = vec![0.0; sync.world()];
+    let (me, n) = sync.part();
+    let mut slots = vec![0.0; n];
     if mine {
-        slots[sync.rank()] = 1.0;
+        slots[me] = 1.0;
     }
     sync.allreduce_sum(&mut slots)?;
     Ok(slots.iter().position(|&s| s > 0.0))
