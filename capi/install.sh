@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs malt's C API under PREFIX:
+#
+#   PREFIX/include/malt.h
+#   PREFIX/lib/libmalt.so   (soname libmalt.so)
+#   PREFIX/lib/libmalt.a
+#   PREFIX/lib/pkgconfig/malt.pc
+#
+# after building it in release (cargo build --release -p malt-capi; a set
+# CARGO_TARGET_DIR is honoured). Then:
+#
+#   export PKG_CONFIG_PATH=PREFIX/lib/pkgconfig
+#   cc prog.c $(pkg-config --cflags --libs malt) -Wl,-rpath,PREFIX/lib
+#   cc prog.c $(pkg-config --cflags --libs --static malt) -static-libgcc   # static
+#
+# usage: capi/install.sh [--no-build] PREFIX
+set -euo pipefail
+
+usage() { echo "usage: $0 [--no-build] PREFIX" >&2; exit 2; }
+build=1
+if [[ ${1:-} == --no-build ]]; then build=0; shift; fi
+[[ $# -eq 1 && -n $1 ]] || usage
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$1"
+prefix=$(cd "$1" && pwd)
+cd "$root"
+
+if ((build)); then
+    cargo build --release -p malt-capi
+fi
+target=${CARGO_TARGET_DIR:-}
+if [[ -z $target ]]; then
+    target=$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+fi
+[[ $target == /* ]] || target=$root/$target
+lib=$target/release
+for f in libmalt_capi.so libmalt_capi.a; do
+    [[ -f $lib/$f ]] || { echo "$lib/$f is missing: build with cargo build --release -p malt-capi" >&2; exit 1; }
+done
+
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
+# What the static library needs from the system, as
+# `cargo rustc -p malt-capi --lib --crate-type staticlib -- --print native-static-libs`
+# reports it on Linux.
+libs_private="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+
+install -d "$prefix/include" "$prefix/lib/pkgconfig"
+install -m 0644 include/malt.h "$prefix/include/malt.h"
+install -m 0755 "$lib/libmalt_capi.so" "$prefix/lib/libmalt.so"
+install -m 0644 "$lib/libmalt_capi.a" "$prefix/lib/libmalt.a"
+sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" -e "s|@LIBS_PRIVATE@|$libs_private|" \
+    capi/malt.pc.in >"$prefix/lib/pkgconfig/malt.pc"
+echo "installed malt $version C API into $prefix (pkg-config: $prefix/lib/pkgconfig)"

@@ -1,0 +1,205 @@
+//! Joining and leaving the job, identity, barrier.
+
+use crate::runtime::{self, malt_vector, Vector};
+use crate::status::{call, malt_status, Error};
+
+/// Joins the job this process was started in, as described by the
+/// environment: `malt launch`, srun, mpirun or torchrun set it (see the
+/// README's table of variables; without any, a one-rank job on the
+/// default port). Blocks until every rank has joined, at most
+/// `MALT_TIMEOUT` seconds.
+///
+/// Returns MALT_ERR_ALREADY_INITIALIZED after a successful call,
+/// MALT_ERR_FINALIZED after `malt_finalize`, MALT_ERR_CONFIG for an
+/// unusable environment, MALT_ERR_TIMEOUT or MALT_ERR_COMM when the ranks
+/// cannot meet. A failed call may be retried.
+///
+/// Thread safety: call once per process, before any other malt call
+/// (except `malt_last_error` and `malt_status_string`), from one thread.
+/// Collective: every rank calls it.
+#[no_mangle]
+pub extern "C" fn malt_init() -> malt_status {
+    call("malt_init", runtime::init)
+}
+
+/// Frees every vector still alive, waits until every rank has called
+/// `malt_finalize` (at most `MALT_TIMEOUT` seconds: peers may still be
+/// writing into this rank's memory until then) and leaves the job. The
+/// library cannot be initialised again in this process; later calls return
+/// MALT_ERR_FINALIZED, and pointers from `malt_dense_data_*` are invalid.
+///
+/// Thread safety: collective; call it from one thread once every other
+/// malt call has returned.
+#[no_mangle]
+pub extern "C" fn malt_finalize() -> malt_status {
+    call("malt_finalize", runtime::finalize)
+}
+
+/// Stores this process's rank, `0 .. world size - 1`, in `*rank`.
+///
+/// Thread safety: safe from any thread, including inside merge callbacks.
+///
+/// # Safety
+///
+/// `rank` must be NULL (MALT_ERR_NULL) or point to writable memory for a
+/// `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn malt_rank(rank: *mut usize) -> malt_status {
+    call("malt_rank", || {
+        if rank.is_null() {
+            return Err(Error::Null("rank"));
+        }
+        let (r, _) = runtime::identity()?;
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe { rank.write_unaligned(r) };
+        Ok(())
+    })
+}
+
+/// Stores the number of ranks of the job in `*world`.
+///
+/// Thread safety: safe from any thread, including inside merge callbacks.
+///
+/// # Safety
+///
+/// `world` must be NULL (MALT_ERR_NULL) or point to writable memory for a
+/// `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn malt_world_size(world: *mut usize) -> malt_status {
+    call("malt_world_size", || {
+        if world.is_null() {
+            return Err(Error::Null("world"));
+        }
+        let (_, w) = runtime::identity()?;
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe { world.write_unaligned(w) };
+        Ok(())
+    })
+}
+
+/// Waits until every rank has called `malt_barrier` (through the control
+/// channel), at most `MALT_TIMEOUT` seconds (then MALT_ERR_TIMEOUT naming
+/// the ranks that did not arrive).
+///
+/// Thread safety: collective; every rank must issue its collectives
+/// (vector creation, barrier, finalize) in the same order, so issue them
+/// from one thread. Scatter and gather may run in other threads meanwhile.
+#[no_mangle]
+pub extern "C" fn malt_barrier() -> malt_status {
+    call("malt_barrier", || {
+        runtime::with_group(|g| {
+            vol::barrier(g)?;
+            Ok(())
+        })
+    })
+}
+
+/// After a call returned MALT_ERR_REGROUPED: joins the surviving ranks in
+/// the new membership epoch, stored in `*epoch` if it is not NULL. Then
+/// rejoin every dense vector (`malt_vector_rejoin`) and re-assign the
+/// departed ranks' work (`malt_members`). Ranks keep their numbers.
+///
+/// Thread safety: a collective among the survivors (see `malt_barrier`).
+///
+/// # Safety
+///
+/// `epoch` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn malt_regroup(epoch: *mut u32) -> malt_status {
+    call("malt_regroup", || {
+        let m = runtime::with_group(|g| Ok(g.regroup()?))?;
+        if !epoch.is_null() {
+            // SAFETY: non-NULL and writable by the caller's contract.
+            unsafe { epoch.write_unaligned(m.epoch) };
+        }
+        Ok(())
+    })
+}
+
+/// Stores the number of ranks currently in the group in `*count` and, when
+/// they fit in `capacity`, the ranks themselves, ascending, in `ranks`
+/// (MALT_ERR_LENGTH otherwise; pass NULL, 0 to ask for the number). All
+/// ranks until a regroup removes some.
+///
+/// Thread safety: safe from any thread (it waits for a collective running
+/// in another thread).
+///
+/// # Safety
+///
+/// `ranks` must be NULL or writable for `capacity` elements; `count` NULL
+/// or writable.
+#[no_mangle]
+pub unsafe extern "C" fn malt_members(
+    ranks: *mut usize,
+    capacity: usize,
+    count: *mut usize,
+) -> malt_status {
+    call("malt_members", || {
+        if count.is_null() {
+            return Err(Error::Null("count"));
+        }
+        let members = runtime::with_group(|g| Ok(g.members()))?;
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe { count.write_unaligned(members.len()) };
+        if members.len() > capacity {
+            return Err(Error::Length(format!(
+                "{} members; the array holds {capacity}",
+                members.len()
+            )));
+        }
+        if !members.is_empty() && ranks.is_null() {
+            return Err(Error::Null("ranks"));
+        }
+        for (k, r) in members.iter().enumerate() {
+            // SAFETY: non-NULL (checked) and writable for `capacity > k`
+            // elements by the caller's contract.
+            unsafe { ranks.add(k).write_unaligned(*r) };
+        }
+        Ok(())
+    })
+}
+
+/// Stores the membership epoch in `*epoch`: 1 at the start, one more after
+/// every regroup.
+///
+/// Thread safety: as `malt_members`.
+///
+/// # Safety
+///
+/// `epoch` must be NULL (MALT_ERR_NULL) or writable.
+#[no_mangle]
+pub unsafe extern "C" fn malt_epoch(epoch: *mut u32) -> malt_status {
+    call("malt_epoch", || {
+        if epoch.is_null() {
+            return Err(Error::Null("epoch"));
+        }
+        let e = runtime::with_group(|g| Ok(g.epoch()))?;
+        // SAFETY: non-NULL (checked) and writable by the caller's contract.
+        unsafe { epoch.write_unaligned(e) };
+        Ok(())
+    })
+}
+
+/// After `malt_regroup`: creates a dense vector's queues again among the
+/// survivors, with its graph laid out over them. The local values (and the
+/// data pointer) are kept; the iteration moves to the highest any survivor
+/// had reached. Sparse vectors cannot rejoin yet (MALT_ERR_TYPE): free and
+/// create them again.
+///
+/// Thread safety: a collective among the survivors (see `malt_barrier`);
+/// every survivor rejoins the same vectors in the same order.
+#[no_mangle]
+pub extern "C" fn malt_vector_rejoin(vector: *mut malt_vector) -> malt_status {
+    call("malt_vector_rejoin", || {
+        runtime::with_vector(vector, |v| {
+            let kind = v.kind();
+            runtime::with_group(|g| match v {
+                Vector::DenseF32(d) => Ok(d.rejoin(g)?),
+                Vector::DenseF64(d) => Ok(d.rejoin(g)?),
+                _ => Err(Error::Type(format!(
+                    "malt_vector_rejoin needs a dense vector; this is a {kind}"
+                ))),
+            })
+        })
+    })
+}
