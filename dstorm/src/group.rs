@@ -131,7 +131,8 @@ pub struct Group {
     /// (name, epoch) of every object created, indexed by object id.
     objects: Mutex<Vec<(String, u32)>>,
     /// Rank 0: signalled when the coordinator has seen every rank leave.
-    coordinator: Option<std::sync::mpsc::Receiver<()>>,
+    /// (In a mutex so that a group can be shared between threads.)
+    coordinator: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     monitor: Option<crate::monitor::Monitor>,
     finished: bool,
 }
@@ -236,7 +237,7 @@ impl Group {
             view,
             transport,
             objects: Mutex::new(Vec::new()),
-            coordinator,
+            coordinator: Mutex::new(coordinator),
             monitor: None,
             finished: false,
         };
@@ -489,10 +490,23 @@ impl Drop for Group {
         // Rank 0 hosts the coordinator: leaving at once could cut off the
         // answers other ranks are still waiting for. Stay (bounded) until
         // every rank has left.
-        if let Some(done) = self.coordinator.take() {
+        let coordinator = self
+            .coordinator
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(done) = coordinator {
             let _ = done.recv_timeout(self.cfg.timeout);
         }
     }
+}
+
+/// A group may be shared between threads (collectives serialise on the
+/// control channel).
+#[allow(dead_code)]
+fn assert_group_is_sync() {
+    fn sync<T: Sync + Send>() {}
+    sync::<Group>();
 }
 
 fn check_agreement(specs: &[ObjectSpec], members: &[usize]) -> Result<()> {

@@ -231,7 +231,10 @@ impl<T: Element> DenseVector<T> {
         &self.buf[self.hdr..]
     }
 
-    /// The local values, mutable.
+    /// The local values, mutable. The buffer is allocated once, when the
+    /// vector is created, and never moves afterwards (not even on
+    /// [`rejoin`](Self::rejoin)), so a pointer taken from it stays valid for
+    /// the vector's lifetime (the C API relies on this).
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         &mut self.buf[self.hdr..]
     }
