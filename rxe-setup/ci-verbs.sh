@@ -6,6 +6,7 @@
 #   1. malt launch -n 4 --transport verbs -- malt check   (four "ok":true lines)
 #   2. tests/dstorm_transport.rs with MALT_TEST_TRANSPORTS=verbs
 #   3. tests/verbs_faults.rs, including the device-only tests
+#   4. tests/faults.rs: a rank of 3 SIGKILLed, the survivors regroup on verbs
 #
 # then, unless MALT_CI_TWO_GUESTS=0, the two-guest smoke test
 # (two-guests.sh). Run from the repository root:
@@ -24,7 +25,7 @@ say() { printf '%s: %s\n' "$prog" "$*" >&2; }
 
 # --------------------------------------------------- inside the guest
 if [[ ${1:-} == --guest-suite ]]; then
-    malt=$2 transport_tests=$3 fault_tests=$4
+    malt=$2 transport_tests=$3 fault_tests=$4 regroup_tests=$5
     step() {
         local name=$1 t0=$SECONDS rc=0
         shift
@@ -48,6 +49,8 @@ if [[ ${1:-} == --guest-suite ]]; then
     step "transport-generic tests on verbs" \
         env MALT_TEST_TRANSPORTS=verbs "$transport_tests" --test-threads=1
     step "verbs fault tests" "$fault_tests" --include-ignored --skip rank_ --test-threads=1
+    step "regroup after a SIGKILL on verbs (3 ranks)" "$regroup_tests" --ignored \
+        --exact verbs_sigkill_one_of_three_survivors_regroup --test-threads=1
     exit 0
 fi
 
@@ -89,11 +92,12 @@ cargo test --release -p dstorm --features verbs --lib verbs
 cargo clippy -p dstorm -p malt --features malt/verbs --all-targets -- -D warnings
 # The test executables' paths, from cargo's report.
 tests=$(cargo test --release -p malt --features verbs --no-run \
-    --test dstorm_transport --test verbs_faults 2>&1 | tee /dev/stderr |
+    --test dstorm_transport --test verbs_faults --test faults 2>&1 | tee /dev/stderr |
     sed -n 's/^ *Executable .*(\(.*\))$/\1/p')
 transport_tests=$(grep '/dstorm_transport-' <<<"$tests" || true)
 fault_tests=$(grep '/verbs_faults-' <<<"$tests" || true)
-[[ -x $transport_tests && -x $fault_tests ]] || {
+regroup_tests=$(grep '/faults-' <<<"$tests" | grep -v '/verbs_faults-' || true)
+[[ -x $transport_tests && -x $fault_tests && -x $regroup_tests ]] || {
     say "could not find the test executables in cargo's output"
     exit 1
 }
@@ -107,7 +111,7 @@ say "build done after $((SECONDS - start)) s"
 
 say "guest suite"
 MALT_GUEST_TIMEOUT=${MALT_GUEST_TIMEOUT:-900} \
-    "$here/in-guest.sh" "$here/ci-verbs.sh" --guest-suite "$malt" "$transport_tests" "$fault_tests"
+    "$here/in-guest.sh" "$here/ci-verbs.sh" --guest-suite "$malt" "$transport_tests" "$fault_tests" "$regroup_tests"
 say "guest suite passed after $((SECONDS - start)) s"
 
 if [[ ${MALT_CI_TWO_GUESTS:-1} != 0 ]]; then

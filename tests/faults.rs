@@ -55,6 +55,16 @@ struct Streaming {
 
 impl Streaming {
     fn launch(ranks: usize, min_ranks: usize, scenario: &str, victims: &str) -> Streaming {
+        Streaming::launch_on("shm", ranks, min_ranks, scenario, victims)
+    }
+
+    fn launch_on(
+        transport: &str,
+        ranks: usize,
+        min_ranks: usize,
+        scenario: &str,
+        victims: &str,
+    ) -> Streaming {
         let me = std::env::current_exe().expect("current_exe");
         let mut cmd = Command::new(malt());
         cmd.args([
@@ -67,6 +77,8 @@ impl Streaming {
             &T.to_string(),
             "--timeout",
             "30",
+            "--transport",
+            transport,
             "--",
         ])
         .arg(me)
@@ -179,18 +191,34 @@ fn stamp(lines: &[String], tag: &str) -> Vec<f64> {
 /// survivors regrouped within 2T of the failure and finished with whole
 /// updates.
 fn survivors_finish(scenario: &str, victims: &[usize], min_ranks: usize) -> Vec<String> {
+    survivors_finish_on("shm", 4, scenario, victims, min_ranks)
+}
+
+fn survivors_finish_on(
+    transport: &str,
+    ranks: u64,
+    scenario: &str,
+    victims: &[usize],
+    min_ranks: usize,
+) -> Vec<String> {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let list: Vec<String> = victims.iter().map(|v| v.to_string()).collect();
-    let job = Streaming::launch(4, min_ranks, scenario, &list.join(","));
+    let job = Streaming::launch_on(
+        transport,
+        ranks as usize,
+        min_ranks,
+        scenario,
+        &list.join(","),
+    );
     let (code, lines) = job.finish(Duration::from_secs(90));
     let text = lines.join("\n");
     assert_eq!(code, Some(0), "{scenario}: the job failed:\n{text}");
     let res = results(&lines);
-    let survivors: Vec<u64> = (0..4u64)
+    let survivors: Vec<u64> = (0..ranks)
         .filter(|r| !victims.contains(&(*r as usize)))
         .collect();
-    let ranks: Vec<u64> = res.iter().filter_map(|r| r["rank"].as_u64()).collect();
-    assert_eq!(ranks, survivors, "{scenario}: who finished:\n{text}");
+    let finished: Vec<u64> = res.iter().filter_map(|r| r["rank"].as_u64()).collect();
+    assert_eq!(finished, survivors, "{scenario}: who finished:\n{text}");
     let killed = stamp(&lines, "KILLED ");
     assert!(!killed.is_empty(), "{scenario}: no victim failed:\n{text}");
     let first_kill = killed.iter().copied().fold(f64::INFINITY, f64::min);
@@ -200,7 +228,7 @@ fn survivors_finish(scenario: &str, victims: &[usize], min_ranks: usize) -> Vec<
         let dead: Vec<u64> = r["members"]
             .as_array()
             .map(|m| {
-                (0..4u64)
+                (0..ranks)
                     .filter(|x| !m.iter().any(|y| y.as_u64() == Some(*x)))
                     .collect()
             })
@@ -247,6 +275,18 @@ fn sigkill_during_ssp_wait_survivors_regroup_and_finish() {
 #[test]
 fn rank_zero_may_die_too() {
     survivors_finish("gather", &[0], 3);
+}
+
+#[test]
+fn tcp_transport_survivors_regroup_and_finish() {
+    survivors_finish_on("tcp", 4, "gather", &[2], 3);
+}
+
+/// Run by CI inside the soft-RoCE guest (`rxe-setup/ci-verbs.sh`).
+#[test]
+#[ignore = "requires an RDMA device"]
+fn verbs_sigkill_one_of_three_survivors_regroup() {
+    survivors_finish_on("verbs", 3, "gather", &[1], 2);
 }
 
 #[test]
@@ -388,7 +428,8 @@ fn fault_rank() {
     // The vector's iteration is the loop counter: after a regroup it is the
     // highest any survivor had reached, so every survivor stops together.
     let mut failed_once = false;
-    while w.iteration() < ITERS {
+    let iters: u64 = env("FAULT_ITERS").parse().unwrap_or(ITERS);
+    while w.iteration() < iters {
         let i = w.iteration();
         if victim && i == KILL_AT && !failed_once {
             failed_once = true;
@@ -406,6 +447,8 @@ fn fault_rank() {
                     kill_self(nix::sys::signal::Signal::SIGSTOP);
                 }
                 "scatter" => in_scatter.store(true, Ordering::Release),
+                // The harness cuts the network when it sees this line.
+                "partition" => say(format!("KILLED {}", unix_now())),
                 _ => {}
             }
         }
@@ -627,4 +670,203 @@ fn svm_training_survives_a_rank_killed_halfway() {
     // Every example was still trained on: the survivors took over rank 2's.
     assert_eq!(faulty["train_examples"], clean["train_examples"]);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Two network namespaces joined by a veth pair: ranks in the root
+/// namespace at 10.77.0.1, one rank in `malt-ft` at 10.77.0.2; netem on
+/// either end shapes one direction. Removed on drop.
+struct Netns;
+
+const NETNS: &str = "malt-ft";
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", NETNS]).output();
+        let _ = Command::new("ip").args(["link", "del", "malt-vr"]).output();
+        sh(&["ip", "netns", "add", NETNS]);
+        sh(&[
+            "ip", "link", "add", "malt-vr", "type", "veth", "peer", "name", "malt-vb",
+        ]);
+        sh(&["ip", "link", "set", "malt-vb", "netns", NETNS]);
+        sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", "malt-vr"]);
+        sh(&["ip", "link", "set", "malt-vr", "up"]);
+        let inns = |a: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", NETNS];
+            v.extend_from_slice(a);
+            sh(&v);
+        };
+        inns(&["ip", "addr", "add", "10.77.0.2/24", "dev", "malt-vb"]);
+        inns(&["ip", "link", "set", "malt-vb", "up"]);
+        inns(&["ip", "link", "set", "lo", "up"]);
+        Netns
+    }
+
+    /// netem on traffic from the root namespace to the other one.
+    fn shape_out(&self, netem: &str) {
+        let mut a = vec!["tc", "qdisc", "replace", "dev", "malt-vr", "root", "netem"];
+        a.extend(netem.split_whitespace());
+        sh(&a);
+    }
+
+    /// netem on traffic from the other namespace to the root one.
+    fn shape_back(&self, netem: &str) {
+        let mut a = vec![
+            "ip", "netns", "exec", NETNS, "tc", "qdisc", "replace", "dev", "malt-vb", "root",
+            "netem",
+        ];
+        a.extend(netem.split_whitespace());
+        sh(&a);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", NETNS]).output();
+        let _ = Command::new("ip").args(["link", "del", "malt-vr"]).output();
+    }
+}
+
+/// Four tcp ranks, rank 3 in the other namespace, rank 0 hosting the
+/// coordinator; `cut` is called when rank 3 reaches the failure point.
+fn namespaced_job(iters: u64, cut: impl FnOnce()) -> (Vec<String>, Vec<serde_json::Value>) {
+    let me = std::env::current_exe().expect("current_exe");
+    let port = common::free_port().to_string();
+    let token = format!("netns-{}", std::process::id());
+    let (tx, rx) = mpsc::channel::<(usize, String)>();
+    let mut children = Vec::new();
+    for rank in 0..4usize {
+        let mut cmd = if rank == 3 {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", NETNS]).arg(&me);
+            c
+        } else {
+            Command::new(&me)
+        };
+        cmd.args([
+            "--exact",
+            "fault_rank",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MALT_RANK", rank.to_string())
+        .env("MALT_WORLD_SIZE", "4")
+        .env("MALT_JOB_TOKEN", &token)
+        .env("MALT_MASTER_ADDR", "10.77.0.1")
+        .env("MALT_MASTER_PORT", &port)
+        .env("MALT_TRANSPORT", "tcp")
+        .env(
+            "MALT_DATA_ADDR",
+            if rank == 3 { "10.77.0.2" } else { "10.77.0.1" },
+        )
+        .env("MALT_MIN_RANKS", "3")
+        .env("MALT_FAIL_TIMEOUT", T.to_string())
+        .env("MALT_TIMEOUT", "20")
+        .env("FAULT_SCENARIO", "partition")
+        .env("FAULT_VICTIMS", "3")
+        .env("FAULT_ITERS", iters.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn rank");
+        let out = child.stdout.take().expect("stdout");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send((rank, l));
+            }
+        });
+        children.push(child);
+    }
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut lines = Vec::new();
+    let mut cut = Some(cut);
+    let mut finished = 0;
+    while finished < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((rank, l)) = rx.recv_timeout(left) else {
+            break;
+        };
+        if rank == 3 && l.contains("KILLED ") {
+            if let Some(c) = cut.take() {
+                c();
+            }
+        }
+        if rank != 3 && l.starts_with("RESULT ") {
+            finished += 1;
+        }
+        lines.push(format!("[{rank}] {l}"));
+    }
+    // The isolated rank may still be waiting: it is ours to stop.
+    for c in &mut children {
+        if !matches!(c.try_wait(), Ok(Some(_))) {
+            let end = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < end && !matches!(c.try_wait(), Ok(Some(_))) {
+                if let Ok((rank, l)) = rx.recv_timeout(Duration::from_millis(50)) {
+                    lines.push(format!("[{rank}] {l}"));
+                }
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    let res = results(&lines);
+    (lines, res)
+}
+
+/// Run by CI inside the soft-RoCE guest, whose kernel has netem.
+#[test]
+#[ignore = "needs root, network namespaces and netem"]
+fn tcp_between_namespaces_delay_loss_and_asymmetric_drops() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = Netns::new();
+    // A delay of T/4 each way is slow, not dead: nobody is evicted.
+    ns.shape_out(&format!("delay {}ms", (T * 250.0) as u64));
+    ns.shape_back(&format!("delay {}ms", (T * 250.0) as u64));
+    let (lines, res) = namespaced_job(6, || {});
+    let text = lines.join("\n");
+    assert_eq!(res.len(), 4, "every rank finishes:\n{text}");
+    for r in &res {
+        assert_eq!(r["regroups"], 0, "{r}");
+        assert_eq!(r["members"], json!([0, 1, 2, 3]), "{r}");
+    }
+    drop(ns);
+    type Cut = fn(&Netns);
+    let cases: [(&str, Cut); 3] = [
+        ("100% loss both ways", |n| {
+            n.shape_out("loss 100%");
+            n.shape_back("loss 100%");
+        }),
+        ("rank 3 unheard", |n| n.shape_back("loss 100%")),
+        ("rank 3 deaf", |n| n.shape_out("loss 100%")),
+    ];
+    for (what, cut) in cases {
+        let ns = Netns::new();
+        let (lines, res) = namespaced_job(ITERS, || cut(&ns));
+        let text = lines.join("\n");
+        let ranks: Vec<u64> = res.iter().filter_map(|r| r["rank"].as_u64()).collect();
+        assert_eq!(
+            ranks,
+            vec![0, 1, 2],
+            "{what}: the survivors finish:\n{text}"
+        );
+        for r in &res {
+            assert_eq!(r["members"], json!([0, 1, 2]), "{what}: one group: {r}");
+            assert_eq!(r["uniform"], true, "{what}: {r}");
+        }
+        drop(ns);
+    }
 }
