@@ -13,8 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a waiting reader spins before it parks.
-const SPIN: Duration = Duration::from_micros(30);
+/// How long a waiting reader spins before it parks (shm, tcp; verbs has
+/// its own, `MALT_RDMA_SPIN_US`).
+pub(crate) const SPIN: Duration = Duration::from_micros(30);
 
 /// What a sender does when its next slot in a receiver's queue still holds
 /// an update the receiver has not read.
@@ -460,6 +461,8 @@ impl Group {
             epoch,
             view: self.view.clone(),
             tracks: spec.name != crate::monitor::HEARTBEAT_OBJECT,
+            tolerant: self.fault_tolerant(),
+            spin: self.transport.spin(),
             timeout: self.cfg.timeout,
             flow: spec.flow,
             out,
@@ -622,6 +625,10 @@ pub struct Object {
     /// Refuses use once the group has moved to another epoch (all objects
     /// but the fault monitor's own).
     tracks: bool,
+    /// The job survives failures: a failed write waits for the regroup.
+    tolerant: bool,
+    /// Polling before parking, per transport.
+    spin: Duration,
     timeout: Duration,
     flow: FlowControl,
     out: Vec<usize>,
@@ -728,6 +735,14 @@ impl Object {
         Ok(())
     }
 
+    /// Test hook: from now on this object reports what its transport sees
+    /// and ignores the group's membership news (regroup, abort), as a
+    /// transport test needs.
+    #[doc(hidden)]
+    pub fn ignore_membership(&mut self) {
+        self.tracks = false;
+    }
+
     /// Test hook: a write to `peer` that stops between payload and trailer,
     /// as a writer killed in the middle would leave it.
     #[doc(hidden)]
@@ -754,7 +769,7 @@ impl Object {
     /// reported and the error becomes the regroup that follows (bounded by
     /// the timeout); otherwise it is returned as is.
     fn write_failed(&self, peer: usize, e: Error) -> Error {
-        if !self.tracks || !matches!(e, Error::Peer { .. }) || self.view.ended() {
+        if !self.tracks || !self.tolerant || !matches!(e, Error::Peer { .. }) || self.view.ended() {
             return self.check().err().unwrap_or(e);
         }
         self.view.suspect(peer, format!("write failed: {e}"));
@@ -790,7 +805,7 @@ impl Object {
                     missing: vec![peer],
                 });
             }
-            park(&self.region, bell, deadline);
+            park(&self.region, bell, deadline, self.spin);
         }
     }
 
@@ -872,7 +887,7 @@ impl Object {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            park(&self.region, bell, deadline);
+            park(&self.region, bell, deadline, self.spin);
         }
     }
 
@@ -998,8 +1013,8 @@ impl Object {
 
 /// Spins for a moment, then parks on `region`'s doorbell until it moves or
 /// `deadline` passes.
-fn park(region: &Region, bell: u32, deadline: Instant) {
-    let spin_until = Instant::now() + SPIN;
+fn park(region: &Region, bell: u32, deadline: Instant, spin: Duration) {
+    let spin_until = (Instant::now() + spin).min(deadline);
     while Instant::now() < spin_until {
         if region.doorbell() != bell {
             return;
