@@ -40,6 +40,10 @@ pub(crate) trait Transport: Send + Sync + Debug {
     fn destroy(&self, object: u32);
     /// Counters of frames this rank's receive path rejected.
     fn rejected(&self) -> RejectCounts;
+    /// How long a waiting reader polls before it parks.
+    fn spin(&self) -> std::time::Duration {
+        crate::group::SPIN
+    }
     /// The group moved to `epoch`: writes of older epochs are dropped.
     fn set_epoch(&self, _epoch: u32) {}
     /// These peers left the group: release what is held for them and

@@ -889,6 +889,10 @@ impl Transport for VerbsTransport {
         TransportKind::Verbs
     }
 
+    fn spin(&self) -> Duration {
+        self.shared.settings.spin
+    }
+
     fn local_endpoint(&self) -> Option<String> {
         Some(self.local.clone())
     }

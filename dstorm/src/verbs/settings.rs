@@ -28,7 +28,15 @@ pub(crate) struct Settings {
     pub retry: u8,
     /// `MALT_RDMA_STAGING`: bytes of registered staging memory per peer.
     pub staging: usize,
+    /// `MALT_RDMA_SPIN_US`: how long a waiting reader polls its memory
+    /// before it parks. An RDMA write lands without waking anybody; parking
+    /// adds the wake-up (a completion, a thread, a futex) to the latency.
+    pub spin: std::time::Duration,
 }
+
+/// Default reader spin on verbs: about ten times a soft-RoCE round trip
+/// under emulation, a few hundred on hardware.
+pub(crate) const DEFAULT_SPIN: std::time::Duration = std::time::Duration::from_micros(1000);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -39,6 +47,7 @@ impl Default for Settings {
             timeout_exp: DEFAULT_TIMEOUT_EXP,
             retry: DEFAULT_RETRY,
             staging: DEFAULT_STAGING,
+            spin: DEFAULT_SPIN,
         }
     }
 }
@@ -104,6 +113,9 @@ impl Settings {
         }
         if let Some(r) = number(env, "MALT_RDMA_RETRY", 0u8..=7, "a retry count")? {
             s.retry = r;
+        }
+        if let Some(us) = number(env, "MALT_RDMA_SPIN_US", 0u64..=1_000_000, "microseconds")? {
+            s.spin = std::time::Duration::from_micros(us);
         }
         if let Some(v) = env.get("MALT_RDMA_STAGING") {
             match bytes(&v) {
