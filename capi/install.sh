@@ -14,6 +14,7 @@
 #   cc prog.c $(pkg-config --cflags --libs --static malt) -static-libgcc   # static
 #
 # usage: capi/install.sh [--no-build] PREFIX
+# (MALT_CAPI_FEATURES=verbs: with the verbs transport)
 set -euo pipefail
 
 usage() { echo "usage: $0 [--no-build] PREFIX" >&2; exit 2; }
@@ -27,7 +28,8 @@ prefix=$(cd "$1" && pwd)
 cd "$root"
 
 if ((build)); then
-    cargo build --release -p malt-capi
+    # MALT_CAPI_FEATURES=verbs builds libmalt with the verbs transport.
+    cargo build --release -p malt-capi ${MALT_CAPI_FEATURES:+--features "$MALT_CAPI_FEATURES"}
 fi
 target=${CARGO_TARGET_DIR:-}
 if [[ -z $target ]]; then

@@ -6,7 +6,10 @@
 #   1. malt launch -n 4 --transport verbs -- malt check   (four "ok":true lines)
 #   2. tests/dstorm_transport.rs with MALT_TEST_TRANSPORTS=verbs
 #   3. tests/verbs_faults.rs, including the device-only tests
-#   4. tests/faults.rs: a rank of 3 SIGKILLed, the survivors regroup on verbs
+#   4. tests/faults.rs: a rank of 3 SIGKILLed, the survivors regroup on verbs;
+#      tcp ranks in two network namespaces under netem (delay, loss)
+#   5. apps/legacy-cpp through a libmalt built with verbs, 2 ranks, final
+#      objective within 2% of malt train svm on the same data
 #
 # then, unless MALT_CI_TWO_GUESTS=0, the two-guest smoke test
 # (two-guests.sh). Run from the repository root:
@@ -25,7 +28,7 @@ say() { printf '%s: %s\n' "$prog" "$*" >&2; }
 
 # --------------------------------------------------- inside the guest
 if [[ ${1:-} == --guest-suite ]]; then
-    malt=$2 transport_tests=$3 fault_tests=$4 regroup_tests=$5
+    malt=$2 transport_tests=$3 fault_tests=$4 regroup_tests=$5 capi_dir=$6 rust_loss=$7
     step() {
         local name=$1 t0=$SECONDS rc=0
         shift
@@ -51,6 +54,25 @@ if [[ ${1:-} == --guest-suite ]]; then
     step "verbs fault tests" "$fault_tests" --include-ignored --skip rank_ --test-threads=1
     step "regroup after a SIGKILL on verbs (3 ranks)" "$regroup_tests" --ignored \
         --exact verbs_sigkill_one_of_three_survivors_regroup --test-threads=1
+    step "tcp between network namespaces: delay, loss, one-way loss" "$regroup_tests" \
+        --ignored --exact tcp_between_namespaces_delay_loss_and_asymmetric_drops --test-threads=1
+    # shellcheck disable=SC2317 # invoked through step
+    legacy_cpp() {
+        local out loss
+        out=$(timeout 600 "$malt" launch -n 2 --transport verbs --timeout 120 -- \
+            "$capi_dir/svm_sgd_malt" "$capi_dir/train.libsvm" --epochs 3 --cb 2000)
+        printf '%s\n' "$out"
+        loss=$(sed -n 's/^\[0\] final objective \([-0-9.eE+]*\) .*/\1/p' <<<"$out")
+        [[ -n $loss ]] || {
+            say "no final objective from the C++ program"
+            return 1
+        }
+        awk -v c="$loss" -v r="$rust_loss" 'BEGIN {
+            d = (c - r) / r; if (d < 0) d = -d
+            printf "C++ on verbs %.6f, malt train svm %.6f: %.2f%% apart\n", c, r, 100 * d
+            exit !(d <= 0.02) }'
+    }
+    step "legacy C++ program through libmalt on verbs, 2 ranks" legacy_cpp
     exit 0
 fi
 
@@ -107,11 +129,33 @@ malt=${CARGO_TARGET_DIR:-target}/release/malt
     exit 1
 }
 malt=$(cd -- "$(dirname -- "$malt")" && pwd -P)/malt
+# The legacy C++ program against a libmalt built with verbs, and the Rust
+# trainer's objective on the same data to compare with.
+capi_dir=$(dirname -- "$malt")/capi-verbs
+for tool in g++ make pkg-config; do
+    command -v "$tool" >/dev/null || {
+        say "$tool is missing (capi/ci.sh installs it)"
+        exit 1
+    }
+done
+MALT_CAPI_FEATURES=verbs "$here/../capi/install.sh" "$capi_dir/prefix" >/dev/null
+PKG_CONFIG_PATH=$capi_dir/prefix/lib/pkgconfig make -s -C "$here/../apps/legacy-cpp" \
+    O="$capi_dir" CXX=g++
+"$malt" data synth-sparse --rows 8000 --features 2000 --nnz 20 --seed 3 \
+    --out "$capi_dir/train.libsvm" >/dev/null
+rust_loss=$("$malt" train svm --ranks 2 --transport shm --data "$capi_dir/train.libsvm" \
+    --epochs 3 --cb 2000 --json --quiet --no-plot --out "$capi_dir/rust" |
+    sed -n 's/.*"final_loss":\([-0-9.eE+]*\).*/\1/p')
+[[ -n $rust_loss ]] || {
+    say "malt train svm gave no final_loss"
+    exit 1
+}
 say "build done after $((SECONDS - start)) s"
 
 say "guest suite"
 MALT_GUEST_TIMEOUT=${MALT_GUEST_TIMEOUT:-900} \
-    "$here/in-guest.sh" "$here/ci-verbs.sh" --guest-suite "$malt" "$transport_tests" "$fault_tests" "$regroup_tests"
+    "$here/in-guest.sh" "$here/ci-verbs.sh" --guest-suite "$malt" "$transport_tests" "$fault_tests" "$regroup_tests" \
+    "$capi_dir" "$rust_loss"
 say "guest suite passed after $((SECONDS - start)) s"
 
 if [[ ${MALT_CI_TWO_GUESTS:-1} != 0 ]]; then

@@ -278,6 +278,16 @@ fn rank_zero_may_die_too() {
 }
 
 #[test]
+fn a_panicking_rank_is_announced_and_the_others_go_on() {
+    let lines = survivors_finish("panic", &[1], 3);
+    assert!(
+        lines.iter().any(|l| l.contains("rank 1 panicked")),
+        "the coordinator must hear of the panic:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
 fn tcp_transport_survivors_regroup_and_finish() {
     survivors_finish_on("tcp", 4, "gather", &[2], 3);
 }
@@ -447,8 +457,17 @@ fn fault_rank() {
                     kill_self(nix::sys::signal::Signal::SIGSTOP);
                 }
                 "scatter" => in_scatter.store(true, Ordering::Release),
-                // The harness cuts the network when it sees this line.
-                "partition" => say(format!("KILLED {}", unix_now())),
+                "panic" => {
+                    say(format!("KILLED {}", unix_now()));
+                    panic!("rank {rank} fails on purpose");
+                }
+                // The harness cuts the network when it sees this line, then
+                // answers on stdin.
+                "partition" => {
+                    say(format!("KILLED {}", unix_now()));
+                    let mut go = String::new();
+                    let _ = std::io::stdin().read_line(&mut go);
+                }
                 _ => {}
             }
         }
@@ -746,6 +765,7 @@ fn namespaced_job(iters: u64, cut: impl FnOnce()) -> (Vec<String>, Vec<serde_jso
     let token = format!("netns-{}", std::process::id());
     let (tx, rx) = mpsc::channel::<(usize, String)>();
     let mut children = Vec::new();
+    let mut victim_stdin = None;
     for rank in 0..4usize {
         let mut cmd = if rank == 3 {
             let mut c = Command::new("ip");
@@ -777,10 +797,17 @@ fn namespaced_job(iters: u64, cut: impl FnOnce()) -> (Vec<String>, Vec<serde_jso
         .env("FAULT_SCENARIO", "partition")
         .env("FAULT_VICTIMS", "3")
         .env("FAULT_ITERS", iters.to_string())
-        .stdin(Stdio::null())
+        .stdin(if rank == 3 {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn rank");
+        if rank == 3 {
+            victim_stdin = child.stdin.take();
+        }
         let out = child.stdout.take().expect("stdout");
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -803,6 +830,11 @@ fn namespaced_job(iters: u64, cut: impl FnOnce()) -> (Vec<String>, Vec<serde_jso
         if rank == 3 && l.contains("KILLED ") {
             if let Some(c) = cut.take() {
                 c();
+                // Rank 3 waits for this before it goes on.
+                if let Some(mut stdin) = victim_stdin.take() {
+                    use std::io::Write;
+                    let _ = writeln!(stdin, "go");
+                }
             }
         }
         if rank != 3 && l.starts_with("RESULT ") {
