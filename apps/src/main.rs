@@ -138,6 +138,27 @@ enum BenchCmd {
     Write(WriteArgs),
     /// scatter + gather rounds of a dense f32 vector over a graph.
     Gather(GatherArgs),
+    /// Tables, ratios and a plot from the lines benches/peers/run.sh collected.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// The collected JSON lines.
+    #[arg(long)]
+    input: PathBuf,
+    /// Directory for report.md, report.json, peers.png and peers.svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// Date of the measurement, as written in the report.
+    #[arg(long, default_value = "")]
+    date: String,
+    /// One line describing the machine.
+    #[arg(long, default_value = "")]
+    machine: String,
+    /// The measurement was the quick (smoke) mode.
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Args, Debug)]
@@ -166,6 +187,12 @@ struct GatherArgs {
     /// Add a control-channel barrier between scatter and gather.
     #[arg(long)]
     control_barrier: bool,
+    /// Several lengths in one job: LEN:ROUNDS,LEN:ROUNDS,... (overrides --len, --rounds).
+    #[arg(long)]
+    plan: Option<bench::Plan>,
+    /// Pin each rank to one CPU (rank mod the CPUs allowed).
+    #[arg(long)]
+    pin: bool,
 }
 
 #[derive(Args, Debug)]
@@ -182,6 +209,15 @@ struct WriteArgs {
     /// One JSON line per size.
     #[arg(long)]
     json: bool,
+    /// Sizes with their update counts: BYTES:UPDATES,... (overrides --size, --iters).
+    #[arg(long)]
+    plan: Option<bench::Plan>,
+    /// Throughput only: no latency run, no baseline.
+    #[arg(long)]
+    throughput_only: bool,
+    /// Pin each rank to one CPU (rank mod the CPUs allowed).
+    #[arg(long)]
+    pin: bool,
 }
 
 /// Prints a data command's summary as one JSON line, or its error.
@@ -359,12 +395,42 @@ fn main() -> ExitCode {
                 ranks: a.ranks,
                 transport: a.transport,
                 control_barrier: a.control_barrier,
+                plan: a.plan,
+                pin: a.pin,
             });
             ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Cmd::Bench(BenchCmd::Report(a)) => {
+            let opts = bench::report::ReportOptions {
+                input: a.input,
+                out: a.out,
+                date: a.date,
+                machine: a.machine,
+                quick: a.quick,
+            };
+            match bench::report::run(&opts) {
+                Ok(summary) => match serde_json::to_string(&summary) {
+                    Ok(line) => {
+                        println!("{line}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("malt bench report: {e}");
+                        ExitCode::from(2)
+                    }
+                },
+                Err(e) => {
+                    eprintln!("malt bench report: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Cmd::Bench(BenchCmd::Write(a)) => {
             if !launch::inside_job() {
                 return relaunch(2, a.transport);
+            }
+            if a.pin {
+                bench::usage::pin_from_env("malt bench write");
             }
             let group = match join(a.transport) {
                 Ok(g) => g,
@@ -377,6 +443,8 @@ fn main() -> ExitCode {
                 size: a.size,
                 iters: a.iters,
                 json: a.json,
+                plan: a.plan,
+                throughput_only: a.throughput_only,
             };
             match bench::write::bench(&group, &opts) {
                 Ok(results) => {

@@ -9,7 +9,13 @@
 //!
 //! Outside a job, [`run`] launches itself on `ranks` local ranks (default
 //! 2), the way `malt bench write` does.
+//!
+//! Every result carries the CPU time all ranks spent in the measured rounds
+//! (getrusage) next to their wall time. A plan (`--plan LEN:ROUNDS,...`)
+//! measures several lengths in one job, one result per length.
 
+use super::usage::{cpu_secs, pin_from_env};
+use super::Plan;
 use crate::check::percentile;
 use crate::launch;
 use dstorm::{Group, Object, ObjectSpec, TransportKind};
@@ -37,6 +43,11 @@ pub struct GatherOptions {
     /// Add a control-channel barrier between scatter and gather (to compare
     /// the one-sided BSP with a barrier-based one; use with `sync` async).
     pub control_barrier: bool,
+    /// Lengths with their round counts, measured one after the other in the
+    /// same job; when set, `len` and `rounds` are not used by [`run`].
+    pub plan: Option<Plan>,
+    /// Pin every rank to one CPU ([`super::usage::pin`]).
+    pub pin: bool,
 }
 
 impl Default for GatherOptions {
@@ -50,6 +61,8 @@ impl Default for GatherOptions {
             ranks: None,
             transport: None,
             control_barrier: false,
+            plan: None,
+            pin: false,
         }
     }
 }
@@ -67,6 +80,8 @@ struct RankResult {
     lapped: u64,
     torn: u64,
     wait_ns: u64,
+    cpu_secs: f64,
+    wall_secs: f64,
 }
 
 /// The job's result, printed by rank 0.
@@ -110,6 +125,10 @@ pub struct GatherResult {
     pub torn: u64,
     /// Time spent in consistency waits, all ranks, nanoseconds.
     pub wait_ns: u64,
+    /// CPU seconds (user + system) all ranks spent in the measured rounds.
+    pub cpu_secs: f64,
+    /// Rank 0's wall seconds for the measured rounds.
+    pub wall_secs: f64,
 }
 
 /// Why the benchmark failed.
@@ -143,6 +162,11 @@ fn validate(opts: &GatherOptions) -> Result<(), GatherError> {
     if opts.ranks == Some(0) {
         return Err(GatherError::Invalid("--ranks must be at least 1".into()));
     }
+    if opts.len == 0 || opts.plan.as_ref().is_some_and(|p| p.0.is_empty()) {
+        return Err(GatherError::Invalid(
+            "the vector needs at least one element".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -170,7 +194,31 @@ pub fn command_line(opts: &GatherOptions) -> Vec<String> {
     if opts.control_barrier {
         a.push("--control-barrier".into());
     }
+    if let Some(p) = &opts.plan {
+        a.push("--plan".into());
+        a.push(p.to_string());
+    }
+    if opts.pin {
+        a.push("--pin".into());
+    }
     a
+}
+
+/// The options of each measurement: one per plan entry, or `opts` itself.
+fn steps(opts: &GatherOptions) -> Vec<GatherOptions> {
+    match &opts.plan {
+        Some(plan) => plan
+            .0
+            .iter()
+            .map(|&(len, rounds)| GatherOptions {
+                len,
+                rounds,
+                plan: None,
+                ..opts.clone()
+            })
+            .collect(),
+        None => vec![opts.clone()],
+    }
 }
 
 /// Runs `malt bench gather`: inside a job, measures and (on rank 0) prints;
@@ -183,6 +231,9 @@ pub fn run(opts: &GatherOptions) -> i32 {
     }
     if !launch::inside_job() {
         return relaunch(opts);
+    }
+    if opts.pin {
+        pin_from_env("malt bench gather");
     }
     let group = match join(opts.transport) {
         Ok(g) => g,
@@ -198,19 +249,25 @@ pub fn run(opts: &GatherOptions) -> i32 {
             return 2;
         }
     };
-    match bench(&group, opts) {
-        Ok(result) => {
-            if let Some(r) = result {
-                print(&r, opts.json);
-            }
-            match finish(group, leave) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("malt bench gather: {e}");
-                    1
-                }
+    let mut measured = Ok(());
+    for (i, step) in steps(opts).iter().enumerate() {
+        match bench(&group, step) {
+            Ok(Some(r)) => print(&r, opts.json, i == 0),
+            Ok(None) => {}
+            Err(e) => {
+                measured = Err(e);
+                break;
             }
         }
+    }
+    match measured {
+        Ok(()) => match finish(group, leave) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("malt bench gather: {e}");
+                1
+            }
+        },
         Err(e) => {
             eprintln!("malt bench gather: rank {}: {e}", group.rank());
             1
@@ -297,7 +354,8 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
         .map(|i| ((rank * 31 + i) % 1000) as f32 * 1e-3)
         .collect();
     let name = format!(
-        "bench-gather:{}:{}:{}",
+        "bench-gather:{}:{}:{}:{}",
+        opts.len,
         opts.graph,
         opts.sync,
         if opts.control_barrier { "barrier" } else { "" }
@@ -317,11 +375,15 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
     group.barrier()?;
     let before = v.stats().clone();
     let mut times = Vec::with_capacity(opts.rounds);
+    let cpu0 = cpu_secs();
+    let start = Instant::now();
     for _ in 0..opts.rounds {
         let t0 = Instant::now();
         round(&mut v)?;
         times.push(t0.elapsed().as_secs_f64() * 1e6);
     }
+    let wall_secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
     let after = v.stats().clone();
     times.sort_by(f64::total_cmp);
     let mine = RankResult {
@@ -335,6 +397,8 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
         lapped: after.lapped,
         torn: after.torn,
         wait_ns: after.wait_ns - before.wait_ns,
+        cpu_secs: cpu,
+        wall_secs,
     };
     let text =
         serde_json::to_string(&mine).map_err(|source| GatherError::Result { rank, source })?;
@@ -371,30 +435,22 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
         lapped: ranks.iter().map(|r| r.lapped).sum(),
         torn: ranks.iter().map(|r| r.torn).sum(),
         wait_ns: ranks.iter().map(|r| r.wait_ns).sum(),
+        cpu_secs: ranks.iter().map(|r| r.cpu_secs).sum(),
+        wall_secs: ranks[0].wall_secs,
     }))
 }
 
-/// Prints the result: one JSON line, or a header and a row.
-pub fn print(r: &GatherResult, json: bool) {
+/// Prints the result: one JSON line, or a row (after a header when `header`).
+pub fn print(r: &GatherResult, json: bool, header: bool) {
     if json {
         println!("{}", serde_json::to_string(r).unwrap_or_default());
         return;
     }
+    if header {
+        print_header();
+    }
     println!(
-        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10} {:>14} {:>9} {:>9}",
-        "ranks",
-        "len",
-        "graph",
-        "sync",
-        "transport",
-        "p50 us",
-        "p99 us",
-        "bytes sent",
-        "merged",
-        "max stale"
-    );
-    println!(
-        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>10.1} {:>10.1} {:>14} {:>9} {:>9}",
+        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>10.1} {:>10.1} {:>9.4} {:>14} {:>9} {:>9}",
         r.ranks,
         r.len,
         r.graph,
@@ -402,8 +458,26 @@ pub fn print(r: &GatherResult, json: bool) {
         r.transport,
         r.round_us_p50,
         r.round_us_p99,
+        r.cpu_secs,
         r.bytes_sent,
         r.updates_merged,
         r.max_staleness
+    );
+}
+
+fn print_header() {
+    println!(
+        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10} {:>9} {:>14} {:>9} {:>9}",
+        "ranks",
+        "len",
+        "graph",
+        "sync",
+        "transport",
+        "p50 us",
+        "p99 us",
+        "cpu s",
+        "bytes sent",
+        "merged",
+        "max stale"
     );
 }

@@ -1,5 +1,89 @@
 //! `malt bench`: measurements that print ratios against a baseline measured
-//! in the same run.
+//! in the same run, and the report that puts malt next to Open MPI and Gloo
+//! (`benches/peers/run.sh`).
 
 pub mod gather;
+pub mod plot;
+pub mod report;
+pub mod usage;
 pub mod write;
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What the benchmarks measure at each size: `N:COUNT,N:COUNT,...`, where N
+/// is the message size (bytes for `write`, floats for `gather`) and COUNT
+/// the number of timed operations (updates, rounds) at that size. The peer
+/// programs in `benches/peers` read the same text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan(pub Vec<(usize, usize)>);
+
+/// Why a plan could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// No entries.
+    #[error("the plan is empty (want N:COUNT,N:COUNT,...)")]
+    Empty,
+    /// An entry is not `N:COUNT` with both numbers above zero.
+    #[error("bad plan entry {entry:?}: want N:COUNT with N and COUNT above zero")]
+    Entry {
+        /// The entry as written.
+        entry: String,
+    },
+}
+
+impl FromStr for Plan {
+    type Err = PlanError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = || PlanError::Entry {
+                entry: entry.to_string(),
+            };
+            let (n, c) = entry.split_once(':').ok_or_else(bad)?;
+            let n: usize = n.trim().parse().map_err(|_| bad())?;
+            let c: usize = c.trim().parse().map_err(|_| bad())?;
+            if n == 0 || c == 0 {
+                return Err(bad());
+            }
+            out.push((n, c));
+        }
+        if out.is_empty() {
+            return Err(PlanError::Empty);
+        }
+        Ok(Plan(out))
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (n, c)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{n}:{c}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_read_and_print_back() {
+        let p: Plan = "1024:1000, 1048576:64".parse().expect("plan");
+        assert_eq!(p.0, vec![(1024, 1000), (1_048_576, 64)]);
+        assert_eq!(p.to_string(), "1024:1000,1048576:64");
+        assert_eq!("".parse::<Plan>(), Err(PlanError::Empty));
+        for bad in ["12", "a:3", "4:0", "0:4", "4:3:2", "4:-1"] {
+            assert!(
+                matches!(bad.parse::<Plan>(), Err(PlanError::Entry { .. })),
+                "{bad} was accepted"
+            );
+        }
+    }
+}

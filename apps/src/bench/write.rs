@@ -7,7 +7,14 @@
 //! is complete in rank 1's segment. Latency: ping-pong of single updates,
 //! half the round trip, i.e. the time from `write` until the update is
 //! visible (and copied out) at the receiver.
+//!
+//! Every result carries the CPU time all ranks spent during the throughput
+//! run (getrusage), next to its wall time. `--plan` fixes the sizes and the
+//! update counts (the way `benches/peers/run.sh` gives every system the same
+//! work), and `--throughput-only` skips the latency and baseline parts.
 
+use super::usage::cpu_secs;
+use super::Plan;
 use crate::check::percentile;
 use dstorm::{Group, ObjectSpec, TransportKind};
 use serde::Serialize;
@@ -24,6 +31,10 @@ pub struct WriteOptions {
     pub iters: Option<usize>,
     /// One JSON line per size.
     pub json: bool,
+    /// Sizes with their update counts; overrides `size` and `iters`.
+    pub plan: Option<Plan>,
+    /// Measure throughput only: no latency run, no baseline.
+    pub throughput_only: bool,
 }
 
 /// The default sweep: 64 B to 64 MiB in steps of 4.
@@ -40,12 +51,18 @@ fn default_iters(size: usize) -> usize {
 pub struct WriteResult {
     /// Transport measured.
     pub transport: String,
+    /// Ranks in the job.
+    pub ranks: usize,
     /// Update size in bytes.
     pub size: usize,
     /// Updates in the throughput run.
     pub iters: usize,
     /// malt's throughput in gigabits (1e9 bits) per second.
     pub gbps: f64,
+    /// Wall seconds of the throughput run.
+    pub secs: f64,
+    /// CPU seconds (user + system) all ranks spent in the throughput run.
+    pub cpu_secs: f64,
     /// The baseline's throughput, same unit.
     pub baseline_gbps: f64,
     /// What the baseline is.
@@ -65,40 +82,63 @@ fn gbps(bytes: usize, iters: usize, secs: f64) -> f64 {
     (bytes as f64 * iters as f64 * 8.0) / secs / 1e9
 }
 
-fn throughput(group: &Group, size: usize, iters: usize, timeout: Duration) -> dstorm::Result<f64> {
+/// Updates written (and acknowledged) before the clock starts, so that the
+/// pages of both segments are mapped, as the peers' warm-up does.
+const WARM_UP: u64 = 3;
+
+/// The throughput run: rank 0's wall seconds (0 elsewhere) and this rank's
+/// CPU seconds.
+fn throughput(
+    group: &Group,
+    size: usize,
+    iters: usize,
+    timeout: Duration,
+) -> dstorm::Result<(f64, f64)> {
     let rank = group.rank();
     let mut obj = group.create_object(
         &ObjectSpec::new(format!("bench-write-{size}"), size).graph(pair_graph(group.world())),
     )?;
     let buf = vec![0x5au8; size];
     let mut ack = vec![0u8; size];
-    group.barrier()?;
-    let mut secs = 0.0;
-    if rank == 0 {
-        let t0 = Instant::now();
-        for i in 1..=iters {
-            obj.write(1, &buf, i as u64)?;
-        }
-        match obj.poll_from_timeout(1, &mut ack, timeout)? {
-            Some(u) if u.iteration == iters as u64 => secs = t0.elapsed().as_secs_f64(),
-            other => {
-                return Err(dstorm::Error::Protocol(format!(
-                    "bench: expected the completion notice, got {other:?}"
-                )))
+    // Rank 0 writes iterations 1..=last; rank 1 answers the warm-up's last
+    // and the run's last.
+    let mut run = |obj: &mut dstorm::Object, first: u64, last: u64| -> dstorm::Result<()> {
+        if rank == 0 {
+            for i in first..=last {
+                obj.write(1, &buf, i)?;
             }
+            match obj.poll_from_timeout(1, &mut ack, timeout)? {
+                Some(u) if u.iteration == last => Ok(()),
+                other => Err(dstorm::Error::Protocol(format!(
+                    "bench: expected the completion notice of {last}, got {other:?}"
+                ))),
+            }
+        } else if rank == 1 {
+            if obj.wait_visible(0, last, timeout)?.is_none() {
+                return Err(dstorm::Error::Timeout {
+                    op: "bench write: waiting for the last update".into(),
+                    waited: timeout,
+                    missing: vec![0],
+                });
+            }
+            obj.write(0, &buf[..8.min(size)], last)
+        } else {
+            Ok(())
         }
-    } else if rank == 1 {
-        if obj.wait_visible(0, iters as u64, timeout)?.is_none() {
-            return Err(dstorm::Error::Timeout {
-                op: "bench write: waiting for the last update".into(),
-                waited: timeout,
-                missing: vec![0],
-            });
-        }
-        obj.write(0, &buf[..8.min(size)], iters as u64)?;
-    }
+    };
+    run(&mut obj, 1, WARM_UP)?;
     group.barrier()?;
-    Ok(gbps(size, iters, secs))
+    let cpu0 = cpu_secs();
+    let t0 = Instant::now();
+    run(&mut obj, WARM_UP + 1, WARM_UP + iters as u64)?;
+    let secs = if rank == 0 {
+        t0.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+    let cpu = cpu_secs() - cpu0;
+    group.barrier()?;
+    Ok((secs, cpu))
 }
 
 fn latency(
@@ -233,13 +273,47 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
         ));
     }
     let timeout = group.config().timeout;
-    let sizes = opts.size.map(|s| vec![s]).unwrap_or_else(default_sizes);
+    let steps: Vec<(usize, usize)> = match &opts.plan {
+        Some(plan) => plan.0.clone(),
+        None => opts
+            .size
+            .map(|s| vec![s])
+            .unwrap_or_else(default_sizes)
+            .into_iter()
+            .map(|s| (s, opts.iters.unwrap_or_else(|| default_iters(s.max(1)))))
+            .collect(),
+    };
     let mut out = Vec::new();
-    for size in sizes {
+    for (size, iters) in steps {
         let size = size.max(1);
-        let iters = opts.iters.unwrap_or_else(|| default_iters(size)).max(1);
+        let iters = iters.max(1);
         let pings = iters.min(2000);
-        let g = throughput(group, size, iters, timeout)?;
+        let (secs, cpu) = throughput(group, size, iters, timeout)?;
+        let cpus = group.allgather(&cpu.to_string())?;
+        let cpu_all: f64 = cpus.iter().filter_map(|c| c.parse::<f64>().ok()).sum();
+        let g = if secs > 0.0 {
+            gbps(size, iters, secs)
+        } else {
+            0.0
+        };
+        if opts.throughput_only {
+            out.push(WriteResult {
+                transport: group.transport().to_string(),
+                ranks: group.world(),
+                size,
+                iters,
+                gbps: g,
+                secs,
+                cpu_secs: cpu_all,
+                baseline_gbps: 0.0,
+                baseline: "none (--throughput-only)",
+                ratio: 0.0,
+                lat_us_p50: 0.0,
+                lat_us_p99: 0.0,
+                baseline_lat_us_p50: None,
+            });
+            continue;
+        }
         let lat = latency(group, size, pings, timeout)?;
         let (base, base_lat, what) = match group.transport() {
             TransportKind::Tcp => {
@@ -260,9 +334,12 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
         group.barrier()?;
         out.push(WriteResult {
             transport: group.transport().to_string(),
+            ranks: group.world(),
             size,
             iters,
             gbps: g,
+            secs,
+            cpu_secs: cpu_all,
             baseline_gbps: base,
             baseline: what,
             ratio: if base > 0.0 { g / base } else { 0.0 },
@@ -283,15 +360,16 @@ pub fn print(results: &[WriteResult], json: bool) {
         return;
     }
     println!(
-        "{:>10} {:>8} {:>10} {:>10} {:>7} {:>10} {:>10}  baseline",
-        "size", "iters", "Gbit/s", "base", "ratio", "p50 us", "p99 us"
+        "{:>10} {:>8} {:>10} {:>9} {:>10} {:>7} {:>10} {:>10}  baseline",
+        "size", "iters", "Gbit/s", "cpu s", "base", "ratio", "p50 us", "p99 us"
     );
     for r in results {
         println!(
-            "{:>10} {:>8} {:>10.2} {:>10.2} {:>7.3} {:>10.2} {:>10.2}  {}",
+            "{:>10} {:>8} {:>10.2} {:>9.4} {:>10.2} {:>7.3} {:>10.2} {:>10.2}  {}",
             r.size,
             r.iters,
             r.gbps,
+            r.cpu_secs,
             r.baseline_gbps,
             r.ratio,
             r.lat_us_p50,
