@@ -95,7 +95,7 @@ launch() {
 
 step "C quick start"
 readme=README.md
-grep -q 'malt_dense_create_f32' "$readme" || readme=capi/README-section.md
+grep -q 'malt_dense_create_f32' "$readme" || fail "README.md has no C quick start"
 awk '/^```c$/ { inside = 1; next } inside && /^```$/ { exit } inside { print }' "$readme" \
     >"$work/quick_start.c"
 [[ -s $work/quick_start.c ]] || fail "no C quick start in $readme"
