@@ -578,7 +578,7 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
     let last = res.points.last().copied();
     let summary = RunSummary {
         app: "mf".into(),
-        ranks: world,
+        ranks: sync.world(),
         epochs: res.epochs_done,
         seconds: res.train_seconds,
         wall_seconds: wall.elapsed().as_secs_f64(),
