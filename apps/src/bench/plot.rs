@@ -8,11 +8,9 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
-const FAMILY: &str = "sans-serif";
+use crate::train::plot::{font_available, FAMILY};
 const PANEL: (u32, u32) = (1000, 460);
 const COLORS: [RGBColor; 4] = [
     RGBColor(30, 90, 200),
@@ -39,60 +37,6 @@ pub struct Panel {
     pub y_label: String,
     /// Lines.
     pub series: Vec<Series>,
-}
-
-fn font_available() -> bool {
-    static FOUND: OnceLock<bool> = OnceLock::new();
-    *FOUND.get_or_init(|| {
-        let mut candidates: Vec<PathBuf> = std::env::var_os(crate::train::plot::FONT_ENV)
-            .map(PathBuf::from)
-            .into_iter()
-            .collect();
-        let mut all = Vec::new();
-        for d in ["/usr/share/fonts", "/usr/local/share/fonts"] {
-            ttf_files(Path::new(d), 4, &mut all);
-        }
-        for name in [
-            "DejaVuSans.ttf",
-            "LiberationSans-Regular.ttf",
-            "NotoSans-Regular.ttf",
-        ] {
-            candidates.extend(
-                all.iter()
-                    .filter(|p| p.file_name().is_some_and(|f| f == name))
-                    .cloned(),
-            );
-        }
-        candidates.extend(all);
-        for path in candidates {
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            // Registered fonts live as long as the process.
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if register_font(FAMILY, FontStyle::Normal, bytes).is_ok() {
-                return true;
-            }
-        }
-        false
-    })
-}
-
-fn ttf_files(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            if depth > 0 {
-                ttf_files(&p, depth - 1, out);
-            }
-        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("ttf")) {
-            out.push(p);
-        }
-    }
 }
 
 /// Axis label of a byte count at a power of ten: 10 kB, 1 MB, ...

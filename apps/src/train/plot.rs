@@ -20,7 +20,7 @@ use super::metrics::MetricPoint;
 use super::TrainError;
 
 /// Family name under which the font found is registered.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 /// Environment variable naming a `.ttf` file to draw text with.
 pub const FONT_ENV: &str = "MALT_PLOT_FONT";
 
@@ -111,7 +111,7 @@ pub fn plot_objective(stem: &Path, spec: &PlotSpec<'_>) -> Result<PlotFiles, Tra
 }
 
 /// Registers a font once per process; whether one was found.
-fn font_available() -> bool {
+pub(crate) fn font_available() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {
         for path in font_candidates() {
