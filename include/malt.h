@@ -234,7 +234,7 @@ enum malt_status malt_barrier(void);
 
 // After a call returned MALT_ERR_REGROUPED: joins the surviving ranks in
 // the new membership epoch, stored in `*epoch` if it is not NULL. Then
-// rejoin every dense vector (`malt_vector_rejoin`) and re-assign the
+// rejoin every vector (`malt_vector_rejoin`) and re-assign the
 // departed ranks' work (`malt_members`). Ranks keep their numbers.
 //
 // Thread safety: a collective among the survivors (see `malt_barrier`).
@@ -268,11 +268,10 @@ enum malt_status malt_members(size_t *ranks, size_t capacity, size_t *count);
 // `epoch` must be NULL (MALT_ERR_NULL) or writable.
 enum malt_status malt_epoch(uint32_t *epoch);
 
-// After `malt_regroup`: creates a dense vector's queues again among the
-// survivors, with its graph laid out over them. The local values (and the
-// data pointer) are kept; the iteration moves to the highest any survivor
-// had reached. Sparse vectors cannot rejoin yet (MALT_ERR_TYPE): free and
-// create them again.
+// After `malt_regroup`: creates a vector's queues again among the
+// survivors, with its graph laid out over them. The local values (and a
+// dense vector's data pointer) are kept; the iteration moves to the
+// highest any survivor had reached.
 //
 // Thread safety: a collective among the survivors (see `malt_barrier`);
 // every survivor rejoins the same vectors in the same order.

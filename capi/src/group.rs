@@ -96,7 +96,7 @@ pub extern "C" fn malt_barrier() -> malt_status {
 
 /// After a call returned MALT_ERR_REGROUPED: joins the surviving ranks in
 /// the new membership epoch, stored in `*epoch` if it is not NULL. Then
-/// rejoin every dense vector (`malt_vector_rejoin`) and re-assign the
+/// rejoin every vector (`malt_vector_rejoin`) and re-assign the
 /// departed ranks' work (`malt_members`). Ranks keep their numbers.
 ///
 /// Thread safety: a collective among the survivors (see `malt_barrier`).
@@ -180,11 +180,10 @@ pub unsafe extern "C" fn malt_epoch(epoch: *mut u32) -> malt_status {
     })
 }
 
-/// After `malt_regroup`: creates a dense vector's queues again among the
-/// survivors, with its graph laid out over them. The local values (and the
-/// data pointer) are kept; the iteration moves to the highest any survivor
-/// had reached. Sparse vectors cannot rejoin yet (MALT_ERR_TYPE): free and
-/// create them again.
+/// After `malt_regroup`: creates a vector's queues again among the
+/// survivors, with its graph laid out over them. The local values (and a
+/// dense vector's data pointer) are kept; the iteration moves to the
+/// highest any survivor had reached.
 ///
 /// Thread safety: a collective among the survivors (see `malt_barrier`);
 /// every survivor rejoins the same vectors in the same order.
@@ -192,13 +191,11 @@ pub unsafe extern "C" fn malt_epoch(epoch: *mut u32) -> malt_status {
 pub extern "C" fn malt_vector_rejoin(vector: *mut malt_vector) -> malt_status {
     call("malt_vector_rejoin", || {
         runtime::with_vector(vector, |v| {
-            let kind = v.kind();
             runtime::with_group(|g| match v {
                 Vector::DenseF32(d) => Ok(d.rejoin(g)?),
                 Vector::DenseF64(d) => Ok(d.rejoin(g)?),
-                _ => Err(Error::Type(format!(
-                    "malt_vector_rejoin needs a dense vector; this is a {kind}"
-                ))),
+                Vector::SparseF32(sv) => Ok(sv.rejoin(g)?),
+                Vector::SparseF64(sv) => Ok(sv.rejoin(g)?),
             })
         })
     })

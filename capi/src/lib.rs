@@ -25,7 +25,7 @@
 //!
 //! Faults: in a fault-tolerant job (`MALT_MIN_RANKS` below the world size)
 //! a rank's death makes calls return `MALT_ERR_REGROUPED`; the survivors
-//! call `malt_regroup`, `malt_vector_rejoin` every dense vector and go on
+//! call `malt_regroup`, `malt_vector_rejoin` every vector and go on
 //! (`malt_members` tells who is left).
 
 #![allow(non_camel_case_types)]
