@@ -225,6 +225,9 @@ fn survivors_finish_on(
     for r in &res {
         assert_eq!(r["iterations"], ITERS, "{scenario}: {r}");
         assert_eq!(r["uniform"], true, "{scenario}: a half-applied update: {r}");
+        if scenario == "gather" {
+            assert_eq!(r["sparse_uniform"], true, "{scenario}: sparse vector: {r}");
+        }
         let dead: Vec<u64> = r["members"]
             .as_array()
             .map(|m| {
@@ -417,6 +420,15 @@ fn fault_rank() {
         .consistency(consistency);
     let init = vec![(rank * 10 + 1) as f32; len];
     let mut w = DenseVector::<f32>::from_slice(&group, "w", &init, &opts).expect("vector");
+    // For "gather": a sparse vector too, with the same entries on every rank.
+    let mut sv = (scenario == "gather").then(|| {
+        let mut sv =
+            vol::SparseVec::<u32, f32>::new(&group, "sv", 1 << 20, 64, &opts).expect("sparse");
+        for i in 0..16u32 {
+            sv.insert(i * 4099, (rank * 10 + 1) as f32).expect("insert");
+        }
+        sv
+    });
     // For "scatter": a thread that kills this rank while it is writing.
     let in_scatter = Arc::new(AtomicBool::new(false));
     if victim && scenario == "scatter" {
@@ -481,6 +493,10 @@ fn fault_rank() {
             }
             w.scatter()?;
             w.gather(Udf::Avg)?;
+            if let Some(sv) = sv.as_mut() {
+                sv.scatter()?;
+                sv.gather(Udf::Avg)?;
+            }
             Ok::<(), vol::VolError>(())
         })();
         match step {
@@ -494,7 +510,11 @@ fn fault_rank() {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
                     group.regroup().expect("regroup");
-                    match w.rejoin(&group) {
+                    let rejoined = w.rejoin(&group).and_then(|()| match sv.as_mut() {
+                        Some(sv) => sv.rejoin(&group),
+                        None => Ok(()),
+                    });
+                    match rejoined {
                         Ok(()) => break,
                         Err(e) if e.is_regrouped() && Instant::now() < deadline => continue,
                         Err(e) => panic!("rejoin: {e}"),
@@ -521,11 +541,16 @@ fn fault_rank() {
         "rank": rank,
         "iterations": w.iteration(),
         "uniform": uniform,
+        "sparse_uniform": sv.as_ref().map(|sv| {
+            let first = sv.as_sparse().iter().next().map(|(_, v)| v);
+            sv.nnz() == 16 && sv.as_sparse().iter().all(|(_, v)| Some(v) == first)
+        }),
         "value": first,
         "members": group.members(),
         "regroups": resumed.len(),
         "resumed": resumed,
     }));
+    drop(sv);
     drop(w);
     group.finish().expect("finish");
 }
