@@ -114,7 +114,7 @@ cargo test --release -p dstorm --features verbs --lib verbs
 cargo clippy -p dstorm -p malt --features malt/verbs --all-targets -- -D warnings
 # The test executables' paths, from cargo's report.
 tests=$(cargo test --release -p malt --features verbs --no-run \
-    --test dstorm_transport --test verbs_faults --test faults 2>&1 | tee /dev/stderr |
+    --test dstorm_transport --test verbs_faults --test faults 2>&1 | tee -a /dev/stderr |
     sed -n 's/^ *Executable .*(\(.*\))$/\1/p')
 transport_tests=$(grep '/dstorm_transport-' <<<"$tests" || true)
 fault_tests=$(grep '/verbs_faults-' <<<"$tests" || true)
