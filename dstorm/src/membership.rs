@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::segment::Region;
 use crate::transport::Transport;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ struct State {
 pub(crate) struct View {
     rank: usize,
     epoch: AtomicU32,
+    /// `state.end` is set: lets the data path check without the lock.
+    over: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
     regions: Mutex<Vec<Weak<Region>>>,
@@ -57,6 +59,7 @@ impl View {
         View {
             rank,
             epoch: AtomicU32::new(epoch),
+            over: AtomicBool::new(false),
             state: Mutex::new(State {
                 members: (0..world).collect(),
                 dead: Vec::new(),
@@ -93,6 +96,11 @@ impl View {
     /// `Ok` while the group is intact and still in `epoch`; otherwise the
     /// typed reason (regrouped, evicted, quorum lost, aborted).
     pub fn check(&self, epoch: u32) -> Result<()> {
+        // Every write and every wait asks: answer the common case with two
+        // loads, not a lock.
+        if !self.over.load(Ordering::Acquire) && self.epoch() == epoch {
+            return Ok(());
+        }
         let st = lock(&self.state);
         if let Some(end) = &st.end {
             return Err(match end.clone() {
@@ -122,7 +130,7 @@ impl View {
 
     /// Whether the group has ended for this rank.
     pub fn ended(&self) -> bool {
-        lock(&self.state).end.is_some()
+        self.over.load(Ordering::Acquire)
     }
 
     /// Waits (bounded) until the epoch moves past `epoch` or the group ends.
@@ -221,6 +229,7 @@ impl View {
             }
             _ => return,
         }
+        self.over.store(st.end.is_some(), Ordering::Release);
         drop(st);
         self.wake();
     }
@@ -234,6 +243,7 @@ impl View {
         st.end.get_or_insert(End::Lost(
             "the coordinator closed the control channel".into(),
         ));
+        self.over.store(true, Ordering::Release);
         drop(st);
         self.wake();
     }
