@@ -245,8 +245,10 @@ impl Group {
         // Every rank's transport is connected before anyone writes.
         g.barrier()?;
         if g.cfg.fault_policy().tolerant(g.cfg.world) {
-            let beats =
+            let mut beats =
                 g.create_object(&ObjectSpec::new(crate::monitor::HEARTBEAT_OBJECT, 8).depth(2))?;
+            // Heartbeats flow whatever the epoch.
+            beats.ignore_membership();
             g.monitor = Some(crate::monitor::Monitor::start(
                 beats,
                 g.view.clone(),
@@ -460,7 +462,7 @@ impl Group {
             rank,
             epoch,
             view: self.view.clone(),
-            tracks: spec.name != crate::monitor::HEARTBEAT_OBJECT,
+            tracks: true,
             tolerant: self.fault_tolerant(),
             spin: self.transport.spin(),
             timeout: self.cfg.timeout,
@@ -622,8 +624,8 @@ pub struct Object {
     rank: usize,
     epoch: u32,
     view: Arc<View>,
-    /// Refuses use once the group has moved to another epoch (all objects
-    /// but the fault monitor's own).
+    /// Refuses use once the group has moved to another epoch (unless
+    /// [`ignore_membership`](Object::ignore_membership) was called).
     tracks: bool,
     /// The job survives failures: a failed write waits for the regroup.
     tolerant: bool,
@@ -735,9 +737,9 @@ impl Object {
         Ok(())
     }
 
-    /// Test hook: from now on this object reports what its transport sees
-    /// and ignores the group's membership news (regroup, abort), as a
-    /// transport test needs.
+    /// From now on this object reports what its transport sees and ignores
+    /// the group's membership news (regroup, abort): for objects that live
+    /// across epochs (the fault monitor's heartbeats) and transport tests.
     #[doc(hidden)]
     pub fn ignore_membership(&mut self) {
         self.tracks = false;
