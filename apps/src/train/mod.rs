@@ -421,16 +421,14 @@ pub(crate) fn run_loop<L: Learner>(
     // Rounds are numbered across epochs: round g is round g % rounds of
     // epoch g / rounds, and its sync is the model vector's iteration g.
     let total = u64::from(cfg.epochs) * rounds;
-    let mut epochs_done = 0.0;
+    // Set when training stops at the goal, part way through an epoch.
+    let mut stopped_at = None;
     let mut current: Option<u32> = None;
     let mut g = 0u64;
     while g < total {
         let epoch = (g / rounds) as u32;
         let k = g % rounds;
         if current != Some(epoch) {
-            if current.is_some() {
-                epochs_done = f64::from(epoch);
-            }
             current = Some(epoch);
             learner.begin_epoch(epoch);
             if cfg.shuffle {
@@ -476,7 +474,7 @@ pub(crate) fn run_loop<L: Learner>(
         }
         if evals.contains(&k) {
             clock.pause();
-            epochs_done = f64::from(epoch) + (k + 1) as f64 / rounds as f64;
+            let epochs_done = f64::from(epoch) + (k + 1) as f64 / rounds as f64;
             let p = evaluate(learner, sync, examples_local, clock.seconds(), epochs_done)?;
             if let Some(m) = metrics.as_deref_mut() {
                 m.write(&p)?;
@@ -498,14 +496,13 @@ pub(crate) fn run_loop<L: Learner>(
             }
             clock.resume();
             if reached && cfg.stop_at_goal {
+                stopped_at = Some(epochs_done);
                 break;
             }
         }
         g += 1;
-        if g.is_multiple_of(rounds) {
-            epochs_done = (g / rounds) as f64;
-        }
     }
+    let epochs_done = stopped_at.unwrap_or((g.min(total) / rounds) as f64);
     clock.pause();
     progress.finish();
     let mut totals = [sync.bytes_sent() as f64];
