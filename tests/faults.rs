@@ -46,6 +46,24 @@ fn kill_self(signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), signal);
 }
 
+/// Stops a `malt launch` that overran its deadline: SIGTERM, which it
+/// forwards to its ranks before they are stopped for good, then SIGKILL if
+/// it is still there after 10 s.
+fn stop_launcher(child: &mut Child) {
+    use nix::sys::signal::{kill, Signal};
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let (tx, rx) = mpsc::channel();
+    let watchdog = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    });
+    let _ = child.wait();
+    let _ = tx.send(());
+    let _ = watchdog.join();
+}
+
 /// A job whose output lines arrive as they are printed.
 struct Streaming {
     child: Child,
@@ -151,8 +169,7 @@ impl Streaming {
                     }
                 }
                 _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
+                    stop_launcher(&mut self.child);
                     break None;
                 }
             }
@@ -634,6 +651,7 @@ fn train_with_a_kill(
 
     let out = base.join("faulty");
     let mut child = train_job(&out, app_args).spawn().expect("spawn");
+    let launcher = child.id();
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let to = std::thread::spawn(move || {
@@ -646,36 +664,49 @@ fn train_with_a_kill(
         let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
         s
     });
+    // The job's exit arrives on a channel; a thread owns the launcher.
+    let (done_tx, done) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait().ok();
+        let _ = done_tx.send(status);
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut killed_at = None;
+    let mut status = None;
     while Instant::now() < deadline {
         let lines = std::fs::read_to_string(out.join("metrics.csv"))
             .map(|s| s.lines().count())
             .unwrap_or(0);
         if lines >= half {
-            let pid = rank_pid(child.id(), 2).expect("rank 2 is running");
+            let pid = rank_pid(launcher, 2).expect("rank 2 is running");
             kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill rank 2");
             killed_at = Some(unix_now());
             break;
         }
-        if child.try_wait().ok().flatten().is_some() {
+        // metrics.csv has no notification: look again after 5 ms, unless
+        // the job ends first.
+        if let Ok(s) = done.recv_timeout(Duration::from_millis(5)) {
+            status = Some(s);
             break;
         }
-        // metrics.csv has no notification: look again shortly.
-        std::thread::sleep(Duration::from_millis(5));
     }
-    let killed_at = killed_at.expect("the job reached half its epochs");
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let status = match status {
+        Some(s) => s,
+        None => match done.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(s) => s,
+            Err(_) => {
+                // Stop it as malt launch is stopped: its ranks with it.
+                let pid = Pid::from_raw(launcher as i32);
+                let _ = kill(pid, Signal::SIGTERM);
+                if done.recv_timeout(Duration::from_secs(5)).is_err() {
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+                None
+            }
+        },
     };
+    let _ = waiter.join();
+    let killed_at = killed_at.expect("the job reached half its epochs");
     let (stdout, stderr) = (to.join().unwrap(), te.join().unwrap());
     assert_eq!(
         status.and_then(|s| s.code()),
