@@ -81,12 +81,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::ratings::{load_shard, Rating, RatingsFormat};
 use crate::data::synth::{synth_ratings, SynthRatingsOptions, DEFAULT_RATING_NOISE_STDDEV};
 
-use super::metrics::{MetricsWriter, RunSummary, TestMetric};
+use super::metrics::TestMetric;
 use super::prepare::split_synthetic;
 use super::sync::{allreduce_max, ModelSync};
 use super::{
-    create_out, load_rng, run_loop, short_number, Clock, Finish, Learner, LoopConfig, RunOutput,
-    TrainError, Udf,
+    create_out, load_rng, metrics_writer, run_loop, short_number, Clock, Finish, Learner,
+    LoopConfig, RunFacts, RunOutput, TrainError, Udf,
 };
 
 /// The largest model accepted (4 GiB of `f32`): ids are used as indices, so
@@ -555,14 +555,7 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         eta: opts.lr as f32,
         source,
     };
-    let mut metrics = if rank == 0 {
-        Some(MetricsWriter::create(
-            &opts.out.join("metrics.csv"),
-            TestMetric::Rmse,
-        )?)
-    } else {
-        None
-    };
+    let mut metrics = metrics_writer(rank, &opts.out, TestMetric::Rmse)?;
     let cfg = LoopConfig {
         epochs: opts.epochs,
         cb: opts.cb,
@@ -575,30 +568,21 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         quiet: opts.quiet,
     };
     let res = run_loop(&mut learner, sync, &cfg, &mut clock, metrics.as_mut())?;
-    let last = res.points.last().copied();
-    let summary = RunSummary {
-        app: "mf".into(),
-        ranks: sync.world(),
-        epochs: res.epochs_done,
-        seconds: res.train_seconds,
-        wall_seconds: wall.elapsed().as_secs_f64(),
-        final_loss: last.map_or(f64::NAN, |p| p.objective),
-        test_error: None,
-        test_rmse: last.and_then(|p| p.test),
-        goal_loss: opts.goal_loss,
-        time_to_goal_s: res.time_to_goal,
-        examples: res.examples,
-        examples_per_s: res.examples as f64 / res.train_seconds.max(1e-9),
-        bytes_sent: res.bytes_sent,
-        train_examples: n_train,
-        test_examples: sums[2].round() as u64,
-        parameters: learner.model.m.len() as u64,
-        lambda: opts.lambda,
-        udf: opts.udf.name().into(),
-        cb: opts.cb,
-        comparison: None,
-        regroups: res.regroups.clone(),
-    };
+    let summary = res.summary(
+        RunFacts {
+            app: "mf",
+            metric: TestMetric::Rmse,
+            train_examples: n_train,
+            test_examples: sums[2].round() as u64,
+            parameters: learner.model.m.len() as u64,
+            lambda: opts.lambda,
+            udf: opts.udf,
+            cb: opts.cb,
+            goal_loss: opts.goal_loss,
+        },
+        sync.world(),
+        wall,
+    );
     // The lowest surviving rank reports (rank 0 unless it has left).
     if sync.part().0 == 0 {
         Finish {

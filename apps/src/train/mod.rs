@@ -237,6 +237,63 @@ pub(crate) struct LoopResult {
     pub regroups: Vec<Regroup>,
 }
 
+/// The facts of a run that only the trainer knows, for its summary.
+pub(crate) struct RunFacts {
+    pub app: &'static str,
+    pub metric: TestMetric,
+    pub train_examples: u64,
+    pub test_examples: u64,
+    pub parameters: u64,
+    pub lambda: f64,
+    pub udf: Udf,
+    pub cb: u64,
+    pub goal_loss: Option<f64>,
+}
+
+impl LoopResult {
+    /// The run's summary: what the loop measured and the trainer's facts,
+    /// for `ranks` ranks at the end, `wall` being when the run started.
+    pub(crate) fn summary(&self, facts: RunFacts, ranks: usize, wall: Instant) -> RunSummary {
+        let last = self.points.last().copied();
+        let test = last.and_then(|p| p.test);
+        RunSummary {
+            app: facts.app.into(),
+            ranks,
+            epochs: self.epochs_done,
+            seconds: self.train_seconds,
+            wall_seconds: wall.elapsed().as_secs_f64(),
+            final_loss: last.map_or(f64::NAN, |p| p.objective),
+            test_error: test.filter(|_| facts.metric == TestMetric::Error),
+            test_rmse: test.filter(|_| facts.metric == TestMetric::Rmse),
+            goal_loss: facts.goal_loss,
+            time_to_goal_s: self.time_to_goal,
+            examples: self.examples,
+            examples_per_s: self.examples as f64 / self.train_seconds.max(1e-9),
+            bytes_sent: self.bytes_sent,
+            train_examples: facts.train_examples,
+            test_examples: facts.test_examples,
+            parameters: facts.parameters,
+            lambda: facts.lambda,
+            udf: facts.udf.name().into(),
+            cb: facts.cb,
+            comparison: None,
+            regroups: self.regroups.clone(),
+        }
+    }
+}
+
+/// Rank 0's `metrics.csv` in `out` (other ranks write none).
+pub(crate) fn metrics_writer(
+    rank: usize,
+    out: &Path,
+    metric: TestMetric,
+) -> Result<Option<MetricsWriter>, TrainError> {
+    if rank != 0 {
+        return Ok(None);
+    }
+    MetricsWriter::create(&out.join("metrics.csv"), metric).map(Some)
+}
+
 /// Examples visited consecutively in a shuffled epoch.
 ///
 /// With `shuffle`, a rank shuffles its examples once when it loads them

@@ -77,12 +77,12 @@ use std::time::Instant;
 use crate::data::libsvm::{binary_sign, one_vs_rest, Feature, SparseDataset};
 use crate::data::synth::{synth_sparse, SynthSparseOptions, DEFAULT_LABEL_NOISE};
 
-use super::metrics::{MetricsWriter, RunSummary, TestMetric};
+use super::metrics::TestMetric;
 use super::prepare::split_synthetic;
 use super::sync::{allreduce_max, allreduce_scalar, broadcast_from, first_rank_where, ModelSync};
 use super::{
-    create_out, load_rng, run_loop, short_number, shuffle_once, Clock, Finish, Learner, LoopConfig,
-    RunOutput, TrainError, Udf,
+    create_out, load_rng, metrics_writer, run_loop, short_number, shuffle_once, Clock, Finish,
+    Learner, LoopConfig, RunFacts, RunOutput, TrainError, Udf,
 };
 
 /// The bias learns at this fraction of the weights' learning rate.
@@ -743,14 +743,7 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         files: (train_path, test_path),
         rank,
     };
-    let mut metrics = if rank == 0 {
-        Some(MetricsWriter::create(
-            &opts.out.join("metrics.csv"),
-            TestMetric::Error,
-        )?)
-    } else {
-        None
-    };
+    let mut metrics = metrics_writer(rank, &opts.out, TestMetric::Error)?;
     let cfg = LoopConfig {
         epochs: opts.epochs,
         cb: opts.cb,
@@ -763,30 +756,21 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         quiet: opts.quiet,
     };
     let res = run_loop(&mut learner, sync, &cfg, &mut clock, metrics.as_mut())?;
-    let last = res.points.last().copied();
-    let summary = RunSummary {
-        app: "svm".into(),
-        ranks: sync.world(),
-        epochs: res.epochs_done,
-        seconds: res.train_seconds,
-        wall_seconds: wall.elapsed().as_secs_f64(),
-        final_loss: last.map_or(f64::NAN, |p| p.objective),
-        test_error: last.and_then(|p| p.test),
-        test_rmse: None,
-        goal_loss: opts.goal_loss,
-        time_to_goal_s: res.time_to_goal,
-        examples: res.examples,
-        examples_per_s: res.examples as f64 / res.train_seconds.max(1e-9),
-        bytes_sent: res.bytes_sent,
-        train_examples: n_train,
-        test_examples: n_test.round() as u64,
-        parameters: learner.st.m.len() as u64,
-        lambda,
-        udf: opts.udf.name().into(),
-        cb: opts.cb,
-        comparison: None,
-        regroups: res.regroups.clone(),
-    };
+    let summary = res.summary(
+        RunFacts {
+            app: "svm",
+            metric: TestMetric::Error,
+            train_examples: n_train,
+            test_examples: n_test.round() as u64,
+            parameters: learner.st.m.len() as u64,
+            lambda,
+            udf: opts.udf,
+            cb: opts.cb,
+            goal_loss: opts.goal_loss,
+        },
+        sync.world(),
+        wall,
+    );
     // The lowest surviving rank reports (rank 0 unless it has left).
     if sync.part().0 == 0 {
         Finish {
