@@ -1015,7 +1015,7 @@ impl Object {
 
 /// Spins for a moment, then parks on `region`'s doorbell until it moves or
 /// `deadline` passes.
-fn park(region: &Region, bell: u32, deadline: Instant, spin: Duration) {
+fn park(region: &Region, bell: u64, deadline: Instant, spin: Duration) {
     let spin_until = (Instant::now() + spin).min(deadline);
     while Instant::now() < spin_until {
         if region.doorbell() != bell {

@@ -28,9 +28,15 @@ pub(crate) mod ctl {
     pub const START_TIME: usize = 24;
     pub const JOB: usize = 32;
     pub const SIZE: usize = 40;
+    /// Bumped (never stored) by whoever makes data visible, then futex-woken:
+    /// only ever incremented, so a parked reader cannot miss a change.
     pub const DOORBELL: usize = 48; // u32
     pub const WAITERS: usize = 52; // u32
     pub const OBJECT: usize = 56;
+    /// Stored by remote writers (verbs) with whatever value they choose, so
+    /// that a reader spinning on it sees new data before the local ring.
+    /// Never slept on: its values may repeat.
+    pub const REMOTE_BELL: usize = 64; // u32
     pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"MALTSEG1");
 }
 
@@ -271,13 +277,19 @@ impl Region {
         }
     }
 
-    /// The doorbell's current value.
-    pub fn doorbell(&self) -> u32 {
-        self.word32(ctl::DOORBELL).load(Ordering::SeqCst)
+    /// A snapshot of the doorbell (low 32 bits) and of the word remote
+    /// writers store into (high 32 bits): it changes whenever either does.
+    pub fn doorbell(&self) -> u64 {
+        let local = self.word32(ctl::DOORBELL).load(Ordering::SeqCst);
+        let remote = self.word32(ctl::REMOTE_BELL).load(Ordering::SeqCst);
+        u64::from(remote) << 32 | u64::from(local)
     }
 
-    /// Parks until the doorbell differs from `seen` or `timeout` passes.
-    pub fn park(&self, seen: u32, timeout: Duration) {
+    /// Parks until the doorbell has been rung since the snapshot `seen` was
+    /// taken, or `timeout` passes. Only the rung (monotonic) half counts
+    /// here: a remotely stored value may come back to an earlier one.
+    pub fn park(&self, seen: u64, timeout: Duration) {
+        let seen = seen as u32;
         let waiters = self.word32(ctl::WAITERS);
         let bell = self.word32(ctl::DOORBELL);
         waiters.fetch_add(1, Ordering::SeqCst);
@@ -398,5 +410,30 @@ mod tests {
         });
         r.ring();
         assert_ne!(h.join().unwrap(), seen);
+    }
+
+    /// A remote writer stores its own values into the remote bell; even when
+    /// its store and the ring that follows bring a word back to the value a
+    /// reader saw, the reader does not sleep through the ring.
+    #[test]
+    fn a_repeated_remote_bell_value_does_not_hide_a_ring() {
+        let r = Region::anon(4096).unwrap();
+        let remote = r.word32(ctl::REMOTE_BELL);
+        remote.store(7, Ordering::SeqCst);
+        r.ring();
+        let seen = r.doorbell();
+        // Another sender stores a value one below, the ring makes it +1...
+        remote.store(6, Ordering::SeqCst);
+        r.ring();
+        // ...and a third store brings the remote word back.
+        remote.store(7, Ordering::SeqCst);
+        assert_ne!(r.doorbell(), seen);
+        let t = std::time::Instant::now();
+        r.park(seen, Duration::from_secs(10));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "parked through a ring for {:?}",
+            t.elapsed()
+        );
     }
 }

@@ -24,7 +24,7 @@
 //! per-peer staging ring and posts one RDMA WRITE of the whole slot (split
 //! into at most quarter-ring pieces for very large updates, posted in order
 //! on the same queue pair), followed, in the same post, by a 4-byte RDMA
-//! WRITE WITH IMMEDIATE into the receiver's doorbell word; the immediate
+//! WRITE WITH IMMEDIATE into the receiver's remote-bell word; the immediate
 //! value is the object id. Acknowledgement words go the same way. Work
 //! requests are signalled selectively (see `ring`), and the completion of a
 //! signalled request releases its staging bytes and those of every older
@@ -38,13 +38,15 @@
 //!   are executed in order, so the trailer, the last bytes of the slot's
 //!   last write, lands after the rest. The reader's checks reject anything
 //!   else as torn.
-//! - The doorbell write changes the receiver's doorbell value, so a reader
-//!   that spins on the doorbell sees new data at once (as with shm).
+//! - The 4-byte write changes the receiver's remote-bell word, so a reader
+//!   that spins on the segment's bells sees new data at once (as with shm).
 //! - The immediate data consumes a posted receive; the receive thread, which
 //!   sleeps on the receive completion channel, rings the object's doorbell
-//!   (increment and futex wake), which wakes parked readers. Every write
-//!   therefore wakes a parked reader even if the doorbell value written by
-//!   the sender happened to equal the one the reader parked on.
+//!   (increment and futex wake), which wakes parked readers. Parking uses
+//!   only the doorbell, which nothing but increments ever changes: the
+//!   remote-bell values of different senders may repeat an earlier value,
+//!   and a reader parked on such a word could sleep through new data (an
+//!   early version stored them into the doorbell itself and did, rarely).
 //!
 //! # Releasing a segment
 //! `destroy` deregisters nothing at once: it sends `Gone` to every peer,

@@ -1153,7 +1153,7 @@ impl VerbsLinks {
                     local: s.buf.addr() + (r.start + pad8(n)) as u64,
                     len: 4,
                     lkey: s.mr.lkey(),
-                    remote: remote.addr + ctl::DOORBELL as u64,
+                    remote: remote.addr + ctl::REMOTE_BELL as u64,
                     rkey: remote.rkey,
                     signalled: false,
                 },
