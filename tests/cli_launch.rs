@@ -168,3 +168,59 @@ fn check_on_verbs_without_support_explains_and_exits_2() {
     );
     assert!(job.stderr.contains("rxe"), "{}", job.stderr);
 }
+
+/// The fault options may come from the environment, as under other
+/// launchers: an exported `MALT_MIN_RANKS` makes the job tolerate a failed
+/// rank and reaches every rank, and the flag still wins over it.
+#[test]
+fn fault_options_are_read_from_the_environment_and_flags_win() {
+    let script = "echo \"$MALT_MIN_RANKS $MALT_FAIL_TIMEOUT $MALT_MAX_REGROUPS\"; \
+                  if [ \"$MALT_RANK\" = 1 ]; then exit 3; fi";
+    let mut cmd = Command::new(malt());
+    cmd.args([
+        "launch",
+        "-n",
+        "3",
+        "--timeout",
+        "5",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+    .env("MALT_MIN_RANKS", "2")
+    .env("MALT_FAIL_TIMEOUT", "1.5")
+    .env("MALT_MAX_REGROUPS", "4");
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(0), "two of three succeeded: {job:?}");
+    let mut lines: Vec<&str> = job.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["[0] 2 1.5 4", "[1] 2 1.5 4", "[2] 2 1.5 4"],
+        "{job:?}"
+    );
+
+    let mut cmd = Command::new(malt());
+    cmd.args([
+        "launch",
+        "-n",
+        "3",
+        "--min-ranks",
+        "3",
+        "--timeout",
+        "5",
+        "--",
+    ])
+    .args(["sh", "-c", script])
+    .env("MALT_MIN_RANKS", "2");
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(3), "--min-ranks 3 wins: {job:?}");
+
+    let mut cmd = Command::new(malt());
+    cmd.args(["launch", "-n", "2", "--", "true"])
+        .env("MALT_MIN_RANKS", "two");
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(job.stderr.contains("--min-ranks"), "{}", job.stderr);
+}

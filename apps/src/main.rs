@@ -105,14 +105,14 @@ struct LaunchArgs {
     /// Fault tolerance: the job succeeds when at least this many ranks
     /// finish successfully; when ranks die, the survivors regroup and go on
     /// (default: every rank must succeed, any failure stops the job).
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", env = "MALT_MIN_RANKS")]
     min_ranks: Option<usize>,
     /// Failure timeout T in seconds: a rank whose heartbeat has not moved
     /// for T is evicted (default 5; a crashed rank is noticed at once).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "MALT_FAIL_TIMEOUT")]
     fail_timeout: Option<f64>,
     /// Regroups allowed before the job stops (default: the number of ranks).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "MALT_MAX_REGROUPS")]
     max_regroups: Option<u32>,
     /// The program to run, then its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
