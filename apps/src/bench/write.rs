@@ -4,7 +4,12 @@
 //!
 //! Throughput: rank 0 writes `iters` updates back to back; the clock stops
 //! when rank 0 learns (through a one-sided write back) that the last update
-//! is complete in rank 1's segment. Latency: ping-pong of single updates,
+//! is complete in rank 1's segment. Rank 1 is a passive target, as for
+//! `MPI_Put` or `ib_write_bw`: it looks at its segment every
+//! [`WATCH_EVERY`] without parking on it, so the writes never wake it. A
+//! second run (`woken_*`) has rank 1 parked on the segment instead, so that
+//! every write also wakes it, which is what a reader blocked in `gather`
+//! costs the writer. Latency: ping-pong of single updates,
 //! half the round trip, i.e. the time from `write` until the update is
 //! visible (and copied out) at the receiver.
 //!
@@ -69,6 +74,13 @@ pub struct WriteResult {
     pub baseline: &'static str,
     /// `gbps / baseline_gbps`.
     pub ratio: f64,
+    /// Throughput with the receiver parked on its segment (every write
+    /// wakes it); absent with `--throughput-only`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub woken_gbps: Option<f64>,
+    /// `woken_gbps / baseline_gbps`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub woken_ratio: Option<f64>,
     /// Median write-until-visible latency in microseconds.
     pub lat_us_p50: f64,
     /// 99th percentile of the same.
@@ -86,6 +98,18 @@ fn gbps(bytes: usize, iters: usize, secs: f64) -> f64 {
 /// pages of both segments are mapped, as the peers' warm-up does.
 const WARM_UP: u64 = 3;
 
+/// How often a passive receiver looks at its segment.
+pub const WATCH_EVERY: Duration = Duration::from_micros(100);
+
+/// How rank 1 waits for the last update of a throughput run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receiver {
+    /// Looks every [`WATCH_EVERY`], never parked: writes do not wake it.
+    Watching,
+    /// Parked on the segment's doorbell: every write wakes it.
+    Parked,
+}
+
 /// The throughput run: rank 0's wall seconds (0 elsewhere) and this rank's
 /// CPU seconds.
 fn throughput(
@@ -93,11 +117,15 @@ fn throughput(
     size: usize,
     iters: usize,
     timeout: Duration,
+    receiver: Receiver,
 ) -> dstorm::Result<(f64, f64)> {
     let rank = group.rank();
-    let mut obj = group.create_object(
-        &ObjectSpec::new(format!("bench-write-{size}"), size).graph(pair_graph(group.world())),
-    )?;
+    let name = match receiver {
+        Receiver::Watching => format!("bench-write-{size}"),
+        Receiver::Parked => format!("bench-write-woken-{size}"),
+    };
+    let mut obj =
+        group.create_object(&ObjectSpec::new(name, size).graph(pair_graph(group.world())))?;
     let buf = vec![0x5au8; size];
     let mut ack = vec![0u8; size];
     // Rank 0 writes iterations 1..=last; rank 1 answers the warm-up's last
@@ -114,7 +142,7 @@ fn throughput(
                 ))),
             }
         } else if rank == 1 {
-            if obj.wait_visible(0, last, timeout)?.is_none() {
+            if wait_last(obj, last, timeout, receiver)?.is_none() {
                 return Err(dstorm::Error::Timeout {
                     op: "bench write: waiting for the last update".into(),
                     waited: timeout,
@@ -139,6 +167,29 @@ fn throughput(
     let cpu = cpu_secs() - cpu0;
     group.barrier()?;
     Ok((secs, cpu))
+}
+
+/// Rank 1's wait for update `last` of rank 0, the way `receiver` says.
+fn wait_last(
+    obj: &mut dstorm::Object,
+    last: u64,
+    timeout: Duration,
+    receiver: Receiver,
+) -> dstorm::Result<Option<dstorm::Update>> {
+    if receiver == Receiver::Parked {
+        return obj.wait_visible(0, last, timeout);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        // A zero timeout looks once and never parks.
+        if let Some(u) = obj.wait_visible(0, last, Duration::ZERO)? {
+            return Ok(Some(u));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(WATCH_EVERY);
+    }
 }
 
 fn latency(
@@ -288,7 +339,7 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
         let size = size.max(1);
         let iters = iters.max(1);
         let pings = iters.min(2000);
-        let (secs, cpu) = throughput(group, size, iters, timeout)?;
+        let (secs, cpu) = throughput(group, size, iters, timeout, Receiver::Watching)?;
         let cpus = group.allgather(&cpu.to_string())?;
         let cpu_all: f64 = cpus.iter().filter_map(|c| c.parse::<f64>().ok()).sum();
         let g = if secs > 0.0 {
@@ -308,12 +359,20 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
                 baseline_gbps: 0.0,
                 baseline: "none (--throughput-only)",
                 ratio: 0.0,
+                woken_gbps: None,
+                woken_ratio: None,
                 lat_us_p50: 0.0,
                 lat_us_p99: 0.0,
                 baseline_lat_us_p50: None,
             });
             continue;
         }
+        let (woken_secs, _) = throughput(group, size, iters, timeout, Receiver::Parked)?;
+        let woken = if woken_secs > 0.0 {
+            gbps(size, iters, woken_secs)
+        } else {
+            0.0
+        };
         let lat = latency(group, size, pings, timeout)?;
         let (base, base_lat, what) = match group.transport() {
             TransportKind::Tcp => {
@@ -343,6 +402,8 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             baseline_gbps: base,
             baseline: what,
             ratio: if base > 0.0 { g / base } else { 0.0 },
+            woken_gbps: Some(woken),
+            woken_ratio: Some(if base > 0.0 { woken / base } else { 0.0 }),
             lat_us_p50: percentile(&lat, 50.0),
             lat_us_p99: percentile(&lat, 99.0),
             baseline_lat_us_p50: base_lat,
@@ -360,18 +421,21 @@ pub fn print(results: &[WriteResult], json: bool) {
         return;
     }
     println!(
-        "{:>10} {:>8} {:>10} {:>9} {:>10} {:>7} {:>10} {:>10}  baseline",
-        "size", "iters", "Gbit/s", "cpu s", "base", "ratio", "p50 us", "p99 us"
+        "{:>10} {:>8} {:>10} {:>9} {:>10} {:>7} {:>7} {:>10} {:>10}  baseline",
+        "size", "iters", "Gbit/s", "cpu s", "base", "ratio", "woken", "p50 us", "p99 us"
     );
     for r in results {
         println!(
-            "{:>10} {:>8} {:>10.2} {:>9.4} {:>10.2} {:>7.3} {:>10.2} {:>10.2}  {}",
+            "{:>10} {:>8} {:>10.2} {:>9.4} {:>10.2} {:>7.3} {:>7} {:>10.2} {:>10.2}  {}",
             r.size,
             r.iters,
             r.gbps,
             r.cpu_secs,
             r.baseline_gbps,
             r.ratio,
+            r.woken_ratio
+                .map(|w| format!("{w:.3}"))
+                .unwrap_or_else(|| "-".into()),
             r.lat_us_p50,
             r.lat_us_p99,
             r.baseline
