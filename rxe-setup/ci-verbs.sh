@@ -4,7 +4,8 @@
 # guest suite in one soft-RoCE guest boot:
 #
 #   1. malt launch -n 4 --transport verbs -- malt check   (four "ok":true lines)
-#   2. tests/dstorm_transport.rs with MALT_TEST_TRANSPORTS=verbs
+#   2. tests/dstorm_transport.rs with MALT_TEST_TRANSPORTS=verbs (not its
+#      shm-only torn-write race test, which runs on the host)
 #   3. tests/verbs_faults.rs, including the device-only tests
 #   4. tests/faults.rs: a rank of 3 SIGKILLed, the survivors regroup on verbs;
 #      tcp ranks in two network namespaces under netem (delay, loss)
@@ -49,8 +50,12 @@ if [[ ${1:-} == --guest-suite ]]; then
         }
     }
     step "malt check, 4 ranks" check4
+    # The torn-write race test always runs on shm (it needs stores into
+    # live memory) and already runs on the host; under TCG the race it
+    # waits for may not happen within its 20 s.
     step "transport-generic tests on verbs" \
-        env MALT_TEST_TRANSPORTS=verbs "$transport_tests" --test-threads=1
+        env MALT_TEST_TRANSPORTS=verbs "$transport_tests" --test-threads=1 \
+        --skip concurrent_writes_are_detected_as_torn_and_never_accepted
     step "verbs fault tests" "$fault_tests" --include-ignored --skip rank_ --test-threads=1
     step "regroup after a SIGKILL on verbs (3 ranks)" "$regroup_tests" --ignored \
         --exact verbs_sigkill_one_of_three_survivors_regroup --test-threads=1
