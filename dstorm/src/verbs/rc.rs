@@ -178,6 +178,8 @@ struct Peer {
     failed: OnceLock<Failure>,
     pending_acks: Mutex<Vec<u32>>,
     has_pending: AtomicBool,
+    /// Left the group (`forget`): no new segment is announced to it.
+    left: AtomicBool,
 }
 
 struct Shared {
@@ -347,6 +349,7 @@ impl VerbsTransport {
                 failed: OnceLock::new(),
                 pending_acks: Mutex::new(Vec::new()),
                 has_pending: AtomicBool::new(false),
+                left: AtomicBool::new(false),
             }));
         }
         // SAFETY: as for the send side: `Shared` keeps these alive together.
@@ -893,6 +896,26 @@ impl Transport for VerbsTransport {
         self.shared.settings.spin
     }
 
+    fn forget(&self, peers: &[usize]) {
+        for &rank in peers {
+            if let Some(p) = self.shared.peers.get(rank).and_then(Option::as_ref) {
+                p.left.store(true, Ordering::Release);
+            }
+            // A writer waiting for this peer's completions (a full staging
+            // ring or send queue) gives up within one wait slice instead of
+            // the adapter's retry time; until then it holds the peer's send
+            // lock, and the fault monitor's heartbeats to everybody else
+            // would wait behind it.
+            self.shared.peer_failed(
+                rank,
+                Failure {
+                    kind: io::ErrorKind::ConnectionAborted,
+                    what: "the peer left the group".into(),
+                },
+            );
+        }
+    }
+
     fn local_endpoint(&self) -> Option<String> {
         Some(self.local.clone())
     }
@@ -937,7 +960,12 @@ impl Transport for VerbsTransport {
             len,
             rkey,
         };
+        // Survivors create the next epoch's objects while departed ranks'
+        // connections are failing or failed: those get no announcement.
         for p in sh.peers.iter().flatten() {
+            if p.left.load(Ordering::Acquire) {
+                continue;
+            }
             if let Err(e) = sh.send_msg(p, announce, "announce verbs segment") {
                 self.destroy(object);
                 return Err(e);
