@@ -62,11 +62,12 @@
 //! unreachable, remote access error, ...) fails the peer's connection: that
 //! write or the next one returns [`Error::Peer`] naming the peer and the
 //! completion status, and so does every later write to it. A dead peer is
-//! detected after about `4.096 µs × 2^MALT_RDMA_TIMEOUT × (MALT_RDMA_RETRY
-//! + 1)` of unacknowledged traffic. In a fault-tolerant job the group's
-//! regroup usually comes first: a rank it declares dead is forgotten at
-//! once (its connection counts as failed, writers waiting on it return, and
-//! the next epoch's segments are not announced to it).
+//! detected after about
+//! `4.096 µs × 2^MALT_RDMA_TIMEOUT × (MALT_RDMA_RETRY + 1)` of
+//! unacknowledged traffic. In a fault-tolerant job the group's regroup
+//! usually comes first: a rank it declares dead is forgotten at once (its
+//! connection counts as failed, writers waiting on it return, and the next
+//! epoch's segments are not announced to it).
 //!
 //! # Environment
 //! | variable | default | meaning |
