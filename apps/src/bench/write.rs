@@ -90,8 +90,22 @@ pub struct WriteResult {
     pub baseline_lat_us_p50: Option<f64>,
 }
 
+/// Gigabits per second; 0 where no time was taken (ranks other than 0).
 fn gbps(bytes: usize, iters: usize, secs: f64) -> f64 {
-    (bytes as f64 * iters as f64 * 8.0) / secs / 1e9
+    if secs > 0.0 {
+        (bytes as f64 * iters as f64 * 8.0) / secs / 1e9
+    } else {
+        0.0
+    }
+}
+
+/// `a / base`, or 0 without a baseline.
+fn ratio(a: f64, base: f64) -> f64 {
+    if base > 0.0 {
+        a / base
+    } else {
+        0.0
+    }
 }
 
 /// Updates written (and acknowledged) before the clock starts, so that the
@@ -342,37 +356,29 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
         let (secs, cpu) = throughput(group, size, iters, timeout, Receiver::Watching)?;
         let cpus = group.allgather(&cpu.to_string())?;
         let cpu_all: f64 = cpus.iter().filter_map(|c| c.parse::<f64>().ok()).sum();
-        let g = if secs > 0.0 {
-            gbps(size, iters, secs)
-        } else {
-            0.0
+        let mut r = WriteResult {
+            transport: group.transport().to_string(),
+            ranks: group.world(),
+            size,
+            iters,
+            gbps: gbps(size, iters, secs),
+            secs,
+            cpu_secs: cpu_all,
+            baseline_gbps: 0.0,
+            baseline: "none (--throughput-only)",
+            ratio: 0.0,
+            woken_gbps: None,
+            woken_ratio: None,
+            lat_us_p50: 0.0,
+            lat_us_p99: 0.0,
+            baseline_lat_us_p50: None,
         };
         if opts.throughput_only {
-            out.push(WriteResult {
-                transport: group.transport().to_string(),
-                ranks: group.world(),
-                size,
-                iters,
-                gbps: g,
-                secs,
-                cpu_secs: cpu_all,
-                baseline_gbps: 0.0,
-                baseline: "none (--throughput-only)",
-                ratio: 0.0,
-                woken_gbps: None,
-                woken_ratio: None,
-                lat_us_p50: 0.0,
-                lat_us_p99: 0.0,
-                baseline_lat_us_p50: None,
-            });
+            out.push(r);
             continue;
         }
         let (woken_secs, _) = throughput(group, size, iters, timeout, Receiver::Parked)?;
-        let woken = if woken_secs > 0.0 {
-            gbps(size, iters, woken_secs)
-        } else {
-            0.0
-        };
+        let woken = gbps(size, iters, woken_secs);
         let lat = latency(group, size, pings, timeout)?;
         let (base, base_lat, what) = match group.transport() {
             TransportKind::Tcp => {
@@ -391,23 +397,15 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             TransportKind::Verbs => (0.0, None, "ib_write_bw (run rxe-setup/bench-verbs.sh)"),
         };
         group.barrier()?;
-        out.push(WriteResult {
-            transport: group.transport().to_string(),
-            ranks: group.world(),
-            size,
-            iters,
-            gbps: g,
-            secs,
-            cpu_secs: cpu_all,
-            baseline_gbps: base,
-            baseline: what,
-            ratio: if base > 0.0 { g / base } else { 0.0 },
-            woken_gbps: Some(woken),
-            woken_ratio: Some(if base > 0.0 { woken / base } else { 0.0 }),
-            lat_us_p50: percentile(&lat, 50.0),
-            lat_us_p99: percentile(&lat, 99.0),
-            baseline_lat_us_p50: base_lat,
-        });
+        r.baseline_gbps = base;
+        r.baseline = what;
+        r.ratio = ratio(r.gbps, base);
+        r.woken_gbps = Some(woken);
+        r.woken_ratio = Some(ratio(woken, base));
+        r.lat_us_p50 = percentile(&lat, 50.0);
+        r.lat_us_p99 = percentile(&lat, 99.0);
+        r.baseline_lat_us_p50 = base_lat;
+        out.push(r);
     }
     Ok(out)
 }
