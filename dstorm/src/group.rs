@@ -164,7 +164,7 @@ impl Membership {
 /// second job started with the same token while the first still runs gets
 /// [`Error::ShmInUse`] instead of writing into the first job's segments.
 fn job_hash(cfg: &Config) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(cfg.token.as_bytes())
+    twox_hash::XxHash3_64::oneshot(cfg.token.as_bytes())
 }
 
 fn make_transport(cfg: &Config) -> Result<Arc<dyn Transport>> {
