@@ -1,5 +1,6 @@
 //! `malt bench write`: the fields its JSON lines promise, on shm and tcp,
-//! with and without `--throughput-only`.
+//! with and without `--throughput-only`, and the alternating runs of
+//! `--repeat`.
 
 mod common;
 
@@ -10,15 +11,29 @@ use std::time::Duration;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 fn bench_write(transport: &str, extra: &[&str]) -> serde_json::Value {
-    let mut cmd = Command::new(malt());
-    cmd.args(["bench", "write", "--transport", transport])
-        .args(["--size", "4096", "--iters", "200", "--json"])
-        .args(extra);
-    let job = run_with_deadline(cmd, DEADLINE);
+    let job = run_bench_write(transport, extra);
     assert_eq!(job.code, Some(0), "{job:?}");
     let lines = job.json_lines();
     assert_eq!(lines.len(), 1, "one size, one line: {}", job.stdout);
     lines.into_iter().next().unwrap_or_default()
+}
+
+fn run_bench_write(transport: &str, extra: &[&str]) -> common::Job {
+    let mut cmd = Command::new(malt());
+    cmd.args(["bench", "write", "--transport", transport])
+        .args(["--size", "4096", "--iters", "200", "--json"])
+        .args(extra);
+    run_with_deadline(cmd, DEADLINE)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn positive(v: &serde_json::Value, field: &str) -> f64 {
@@ -37,11 +52,20 @@ fn write_reports_passive_and_woken_throughput_next_to_its_baseline() {
         assert_eq!(v["baseline"], baseline, "{v}");
         assert_eq!(v["size"], 4096, "{v}");
         assert_eq!(v["iters"], 200, "{v}");
-        let g = positive(&v, "gbps");
+        assert_eq!(v["repeat"], 5, "the default: {v}");
+        positive(&v, "gbps");
         let w = positive(&v, "woken_gbps");
         let base = positive(&v, "baseline_gbps");
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
-        assert!(close(positive(&v, "ratio"), g / base), "{v}");
+        let ratios: Vec<f64> = v["ratios"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no ratios: {v}"))
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect();
+        assert_eq!(ratios.len(), 5, "one ratio per pair of runs: {v}");
+        assert!(ratios.iter().all(|&r| r > 0.0 && r.is_finite()), "{v}");
+        assert!(close(positive(&v, "ratio"), median(ratios)), "{v}");
         assert!(close(positive(&v, "woken_ratio"), w / base), "{v}");
         positive(&v, "secs");
         positive(&v, "lat_us_p50");
@@ -60,4 +84,16 @@ fn throughput_only_skips_the_woken_run_latency_and_baseline() {
     assert!(v.get("woken_ratio").is_none(), "{v}");
     assert_eq!(v["lat_us_p50"], 0.0, "{v}");
     assert_eq!(v["ratio"], 0.0, "{v}");
+    assert_eq!(v["repeat"], 1, "one run without a baseline: {v}");
+    assert_eq!(v["ratios"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn repeat_sets_the_number_of_alternating_runs_and_refuses_zero() {
+    let v = bench_write("tcp", &["--repeat", "2"]);
+    assert_eq!(v["repeat"], 2, "{v}");
+    assert_eq!(v["ratios"].as_array().map(Vec::len), Some(2), "{v}");
+    let job = run_bench_write("shm", &["--repeat", "0"]);
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(job.stderr.contains("--repeat"), "{job:?}");
 }

@@ -215,6 +215,10 @@ struct WriteArgs {
     /// Throughput only: no latency run, no baseline.
     #[arg(long)]
     throughput_only: bool,
+    /// Throughput runs per size, alternating with baseline runs; the
+    /// results are medians (default 5, or 1 with --throughput-only).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: Option<u32>,
     /// Pin each rank to one CPU (rank mod the CPUs allowed).
     #[arg(long)]
     pin: bool,
@@ -445,6 +449,7 @@ fn main() -> ExitCode {
                 json: a.json,
                 plan: a.plan,
                 throughput_only: a.throughput_only,
+                repeat: a.repeat.map(|n| n as usize),
             };
             match bench::write::bench(&group, &opts) {
                 Ok(results) => {

@@ -13,11 +13,17 @@
 //! half the round trip, i.e. the time from `write` until the update is
 //! visible (and copied out) at the receiver.
 //!
+//! Throughput and its baseline are measured `--repeat` times, alternating
+//! (malt, baseline, malt, baseline, ...), so that both see the same moments
+//! of a noisy machine: `gbps` and `baseline_gbps` are the medians, `ratios`
+//! the ratio of each adjacent pair, and `ratio` the median of those.
+//!
 //! Every result carries the CPU time all ranks spent during the throughput
 //! run (getrusage), next to its wall time. `--plan` fixes the sizes and the
 //! update counts (the way `benches/peers/run.sh` gives every system the same
 //! work), and `--throughput-only` skips the latency and baseline parts.
 
+use super::report::Spread;
 use super::usage::cpu_secs;
 use super::Plan;
 use crate::check::percentile;
@@ -40,7 +46,14 @@ pub struct WriteOptions {
     pub plan: Option<Plan>,
     /// Measure throughput only: no latency run, no baseline.
     pub throughput_only: bool,
+    /// Throughput runs per size, each (but with `throughput_only`) followed
+    /// by a baseline run; `None` means [`DEFAULT_REPEAT`], or 1 with
+    /// `throughput_only`.
+    pub repeat: Option<usize>,
 }
+
+/// Alternating throughput and baseline runs per size by default.
+pub const DEFAULT_REPEAT: usize = 5;
 
 /// The default sweep: 64 B to 64 MiB in steps of 4.
 pub fn default_sizes() -> Vec<usize> {
@@ -60,25 +73,30 @@ pub struct WriteResult {
     pub ranks: usize,
     /// Update size in bytes.
     pub size: usize,
-    /// Updates in the throughput run.
+    /// Updates in each throughput run.
     pub iters: usize,
-    /// malt's throughput in gigabits (1e9 bits) per second.
+    /// Throughput runs (each followed by a baseline run, but with
+    /// `--throughput-only`).
+    pub repeat: usize,
+    /// malt's throughput in gigabits (1e9 bits) per second, median of the runs.
     pub gbps: f64,
-    /// Wall seconds of the throughput run.
+    /// Wall seconds of the median throughput run.
     pub secs: f64,
-    /// CPU seconds (user + system) all ranks spent in the throughput run.
+    /// CPU seconds (user + system) all ranks spent in that run.
     pub cpu_secs: f64,
-    /// The baseline's throughput, same unit.
+    /// The baseline's throughput, same unit, median of its runs.
     pub baseline_gbps: f64,
     /// What the baseline is.
     pub baseline: &'static str,
-    /// `gbps / baseline_gbps`.
+    /// malt's throughput over the baseline's, run by run (adjacent pairs).
+    pub ratios: Vec<f64>,
+    /// The median of `ratios`: above 1 means malt is faster.
     pub ratio: f64,
     /// Throughput with the receiver parked on its segment (every write
     /// wakes it); absent with `--throughput-only`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub woken_gbps: Option<f64>,
-    /// `woken_gbps / baseline_gbps`.
+    /// `woken_gbps / baseline_gbps` (the median baseline).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub woken_ratio: Option<f64>,
     /// Median write-until-visible latency in microseconds.
@@ -132,10 +150,11 @@ fn throughput(
     iters: usize,
     timeout: Duration,
     receiver: Receiver,
+    round: usize,
 ) -> dstorm::Result<(f64, f64)> {
     let rank = group.rank();
     let name = match receiver {
-        Receiver::Watching => format!("bench-write-{size}"),
+        Receiver::Watching => format!("bench-write-{size}-{round}"),
         Receiver::Parked => format!("bench-write-woken-{size}"),
     };
     let mut obj =
@@ -348,66 +367,100 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             .map(|s| (s, opts.iters.unwrap_or_else(|| default_iters(s.max(1)))))
             .collect(),
     };
+    let repeat = opts
+        .repeat
+        .unwrap_or(if opts.throughput_only {
+            1
+        } else {
+            DEFAULT_REPEAT
+        })
+        .max(1);
     let mut out = Vec::new();
     for (size, iters) in steps {
         let size = size.max(1);
         let iters = iters.max(1);
         let pings = iters.min(2000);
-        let (secs, cpu) = throughput(group, size, iters, timeout, Receiver::Watching)?;
-        let cpus = group.allgather(&cpu.to_string())?;
-        let cpu_all: f64 = cpus.iter().filter_map(|c| c.parse::<f64>().ok()).sum();
+        let what = match group.transport() {
+            _ if opts.throughput_only => "none (--throughput-only)",
+            TransportKind::Tcp => "tcp socket",
+            TransportKind::Shm => "memcpy",
+            TransportKind::Verbs => "ib_write_bw (run rxe-setup/bench-verbs.sh)",
+        };
+        let (mut runs, mut secs, mut cpus, mut bases) = (vec![], vec![], vec![], vec![]);
+        let mut base_lat = None;
+        for round in 0..repeat {
+            let (s, cpu) = throughput(group, size, iters, timeout, Receiver::Watching, round)?;
+            let cpu_all: f64 = group
+                .allgather(&cpu.to_string())?
+                .iter()
+                .filter_map(|c| c.parse::<f64>().ok())
+                .sum();
+            runs.push(gbps(size, iters, s));
+            secs.push(s);
+            cpus.push(cpu_all);
+            if opts.throughput_only {
+                continue;
+            }
+            // The baseline's latency is measured once, after its last run.
+            let last = round + 1 == repeat;
+            bases.push(match group.transport() {
+                TransportKind::Tcp => {
+                    let (g, l) = socket_baseline(group, size, iters, if last { pings } else { 0 })?;
+                    if last {
+                        base_lat = Some(l);
+                    }
+                    g
+                }
+                TransportKind::Shm if group.rank() == 0 => memcpy_baseline(size, iters),
+                _ => 0.0,
+            });
+            group.barrier()?;
+        }
+        let ratios: Vec<f64> = runs
+            .iter()
+            .zip(&bases)
+            .map(|(&g, &b)| ratio(g, b))
+            .filter(|&x| x > 0.0)
+            .collect();
+        let base = median(&bases);
         let mut r = WriteResult {
             transport: group.transport().to_string(),
             ranks: group.world(),
             size,
             iters,
-            gbps: gbps(size, iters, secs),
-            secs,
-            cpu_secs: cpu_all,
-            baseline_gbps: 0.0,
-            baseline: "none (--throughput-only)",
-            ratio: 0.0,
+            repeat,
+            gbps: median(&runs),
+            secs: median(&secs),
+            cpu_secs: median(&cpus),
+            baseline_gbps: base,
+            baseline: what,
+            ratio: median(&ratios),
+            ratios,
             woken_gbps: None,
             woken_ratio: None,
             lat_us_p50: 0.0,
             lat_us_p99: 0.0,
-            baseline_lat_us_p50: None,
+            baseline_lat_us_p50: base_lat,
         };
         if opts.throughput_only {
             out.push(r);
             continue;
         }
-        let (woken_secs, _) = throughput(group, size, iters, timeout, Receiver::Parked)?;
+        let (woken_secs, _) = throughput(group, size, iters, timeout, Receiver::Parked, 0)?;
         let woken = gbps(size, iters, woken_secs);
         let lat = latency(group, size, pings, timeout)?;
-        let (base, base_lat, what) = match group.transport() {
-            TransportKind::Tcp => {
-                let (g, l) = socket_baseline(group, size, iters, pings)?;
-                (g, Some(l), "tcp socket")
-            }
-            TransportKind::Shm => (
-                if group.rank() == 0 {
-                    memcpy_baseline(size, iters)
-                } else {
-                    0.0
-                },
-                None,
-                "memcpy",
-            ),
-            TransportKind::Verbs => (0.0, None, "ib_write_bw (run rxe-setup/bench-verbs.sh)"),
-        };
-        group.barrier()?;
-        r.baseline_gbps = base;
-        r.baseline = what;
-        r.ratio = ratio(r.gbps, base);
         r.woken_gbps = Some(woken);
         r.woken_ratio = Some(ratio(woken, base));
         r.lat_us_p50 = percentile(&lat, 50.0);
         r.lat_us_p99 = percentile(&lat, 99.0);
-        r.baseline_lat_us_p50 = base_lat;
         out.push(r);
     }
     Ok(out)
+}
+
+/// The median of `values`, 0 when there are none.
+fn median(values: &[f64]) -> f64 {
+    Spread::of(values).map_or(0.0, |s| s.median)
 }
 
 /// Prints results as JSON lines or a table.
