@@ -8,7 +8,9 @@
 #      shm-only torn-write race test, which runs on the host)
 #   3. tests/verbs_faults.rs, including the device-only tests
 #   4. tests/faults.rs: a rank of 3 SIGKILLed, the survivors regroup on verbs;
-#      tcp ranks in two network namespaces under netem (delay, loss)
+#      tcp ranks in two network namespaces under netem (delay, loss), and
+#      tcp on a loopback limited by tbf so that one update takes longer
+#      than the failure timeout (nobody may be suspected)
 #   5. apps/legacy-cpp through a libmalt built with verbs, 2 ranks, final
 #      objective within 2% of malt train svm on the same data
 #
@@ -61,6 +63,9 @@ if [[ ${1:-} == --guest-suite ]]; then
         --exact verbs_sigkill_one_of_three_survivors_regroup --test-threads=1
     step "tcp between network namespaces: delay, loss, one-way loss" "$regroup_tests" \
         --ignored --exact tcp_between_namespaces_delay_loss_and_asymmetric_drops --test-threads=1
+    step "tcp on a link slower than T per update: nobody suspected" "$regroup_tests" \
+        --ignored --exact an_update_that_takes_longer_than_t_on_a_slow_link_is_not_a_failure \
+        --test-threads=1
     # shellcheck disable=SC2317 # invoked through step
     legacy_cpp() {
         local out loss

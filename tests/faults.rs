@@ -1004,3 +1004,84 @@ fn tcp_between_namespaces_delay_loss_and_asymmetric_drops() {
         drop(ns);
     }
 }
+
+/// A network namespace whose loopback is limited to `rate` by tbf (with an
+/// MTU of 1500, so that every packet fits the bucket). Removed on drop.
+struct SlowLoopback;
+
+const SLOW_NETNS: &str = "malt-slow";
+
+impl SlowLoopback {
+    fn new(rate: &str) -> SlowLoopback {
+        let _ = Command::new("ip")
+            .args(["netns", "del", SLOW_NETNS])
+            .output();
+        sh(&["ip", "netns", "add", SLOW_NETNS]);
+        let inns = |a: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", SLOW_NETNS];
+            v.extend_from_slice(a);
+            sh(&v);
+        };
+        inns(&["ip", "link", "set", "lo", "mtu", "1500"]);
+        inns(&["ip", "link", "set", "lo", "up"]);
+        inns(&[
+            "tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", "64kbit",
+            "latency", "200ms",
+        ]);
+        SlowLoopback
+    }
+}
+
+impl Drop for SlowLoopback {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", SLOW_NETNS])
+            .output();
+    }
+}
+
+/// A link so slow that one update takes longer than T to cross it is slow,
+/// not dead: the heartbeats that would queue behind the update on the same
+/// tcp connection are skipped, and the update's bytes count as signs of
+/// life. Run by CI inside the soft-RoCE guest (root, namespaces, tbf).
+#[test]
+#[ignore = "needs root, network namespaces and tbf"]
+fn an_update_that_takes_longer_than_t_on_a_slow_link_is_not_a_failure() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _ns = SlowLoopback::new("16mbit");
+    let malt = malt();
+    let t = T.to_string();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", SLOW_NETNS])
+        .arg(malt)
+        .args([
+            "launch",
+            "-n",
+            "2",
+            "--transport",
+            "tcp",
+            "--min-ranks",
+            "1",
+        ])
+        .args(["--fail-timeout", &t, "--timeout", "60", "--"])
+        .arg(malt)
+        // 4 MiB each way through 2 MB/s: about 4 s per round, twice T.
+        .args(["check", "--size", "4194304", "--rounds", "2"]);
+    let job = common::run_with_deadline(cmd, Duration::from_secs(120));
+    let lines = job.json_lines();
+    assert_eq!(job.code, Some(0), "{job:?}");
+    assert_eq!(lines.len(), 2, "{job:?}");
+    for l in &lines {
+        assert_eq!(l["ok"], true, "{l}");
+        // The premise: every round really took longer than T.
+        let round_us = l["lat_us_p50"].as_f64().unwrap_or(0.0);
+        assert!(
+            round_us > T * 1e6,
+            "a round took {round_us} µs, not more than T: {l}"
+        );
+    }
+    assert!(
+        !job.stderr.contains("suspecting a peer") && !job.stdout.contains("suspecting a peer"),
+        "nobody may be suspected: {job:?}"
+    );
+}

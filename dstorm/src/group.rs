@@ -715,10 +715,49 @@ impl Object {
         if self.flow == FlowControl::Backpressure && seq > self.layout.depth as u64 {
             self.wait_ack(peer, seq - self.layout.depth as u64)?;
         }
+        self.send(peer, q, seq, payload, iteration, true)
+            .map(|_| ())
+    }
+
+    /// Like [`write`](Self::write), but returns `Ok(false)` at once, writing
+    /// nothing, when the link to `peer` is busy with another write: the
+    /// fault monitor's heartbeats, which must neither wait behind a large
+    /// update nor stop beating to the other peers meanwhile. Ignores
+    /// backpressure (heartbeat objects have none).
+    pub(crate) fn try_write(
+        &mut self,
+        peer: usize,
+        payload: &[u8],
+        iteration: u64,
+    ) -> Result<bool> {
+        self.check()?;
+        let q = self.target(peer, payload.len())?;
+        let seq = self.send_seq[peer] + 1;
+        self.send(peer, q, seq, payload, iteration, false)
+    }
+
+    /// Writes update `seq` into queue `q` of `peer` (waiting for a busy link,
+    /// or not) and counts it; `Ok(false)` when the link was busy.
+    fn send(
+        &mut self,
+        peer: usize,
+        q: usize,
+        seq: u64,
+        payload: &[u8],
+        iteration: u64,
+        wait: bool,
+    ) -> Result<bool> {
         let off = self.layout.seq_offset(q, seq);
         let h = self.header(seq, iteration, payload.len());
-        if let Err(e) = self.links.write_slot(peer, off, &h, payload) {
-            return Err(self.write_failed(peer, e));
+        let sent = if wait {
+            self.links.write_slot(peer, off, &h, payload).map(|()| true)
+        } else {
+            self.links.try_write_slot(peer, off, &h, payload)
+        };
+        match sent {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => return Err(self.write_failed(peer, e)),
         }
         self.send_seq[peer] = seq;
         let c = &mut self.counters;
@@ -726,7 +765,14 @@ impl Object {
         c.bytes_written += payload.len() as u64;
         c.peers[peer].written += 1;
         c.peers[peer].bytes_written += payload.len() as u64;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Bytes received from `peer` so far on this object's transport, counted
+    /// as they arrive (all objects), where the transport can see a write in
+    /// progress; `None` where it cannot.
+    pub(crate) fn received_bytes(&self, peer: usize) -> Option<u64> {
+        self.links.received_bytes(peer)
     }
 
     /// Writes `payload` to every out-neighbour.

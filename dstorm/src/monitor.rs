@@ -7,6 +7,13 @@
 //! The heartbeat comes from this thread, not from the training loop, so a
 //! long computation between two `scatter()` calls is not a failure; a
 //! stopped or hung process, a dead host or a cut link is.
+//!
+//! On a stream transport (tcp) a heartbeat would queue behind a large
+//! update on the same connection: an update that takes longer than `T` to
+//! cross a slow link would look like silence. So a heartbeat to a peer whose
+//! link is busy is skipped rather than queued (the monitor keeps beating to
+//! everyone else), and bytes arriving from a peer count as a heartbeat from
+//! it.
 
 use crate::error::{Error, Result};
 use crate::group::Object;
@@ -61,6 +68,10 @@ fn run(mut beats: Object, view: Arc<View>, t: Duration, stopped: mpsc::Receiver<
     let world = beats.counters().peers.len();
     let start = Instant::now();
     let mut last_seen = vec![start; world];
+    // Bytes received from each peer at the last look: progress through a
+    // long update counts as a heartbeat, since the peer's heartbeats wait
+    // behind that update on a stream transport.
+    let mut received: Vec<Option<u64>> = (0..world).map(|p| beats.received_bytes(p)).collect();
     let mut reported: Vec<Option<Instant>> = vec![None; world];
     let mut buf = vec![0u8; beats.capacity()];
     let mut beat: u64 = 0;
@@ -75,7 +86,9 @@ fn run(mut beats: Object, view: Arc<View>, t: Duration, stopped: mpsc::Receiver<
         beat += 1;
         let members = view.members();
         for &p in members.iter().filter(|p| **p != rank) {
-            if let Err(e) = beats.write(p, &beat.to_le_bytes(), beat) {
+            // A busy link carries an update to `p` right now; its bytes tell
+            // `p` that this rank lives, so the beat is skipped, not queued.
+            if let Err(e) = beats.try_write(p, &beat.to_le_bytes(), beat) {
                 report(
                     &view,
                     &mut reported,
@@ -94,6 +107,11 @@ fn run(mut beats: Object, view: Arc<View>, t: Duration, stopped: mpsc::Receiver<
         }
         let now = Instant::now();
         for &p in members.iter().filter(|p| **p != rank) {
+            let bytes = beats.received_bytes(p);
+            if bytes != received[p] {
+                received[p] = bytes;
+                last_seen[p] = now;
+            }
             let silent = now.saturating_duration_since(last_seen[p]);
             if silent >= t {
                 report(

@@ -43,6 +43,8 @@ struct Shared {
     rejects: RejectCounters,
     closed: AtomicBool,
     hello_timeout: Duration,
+    /// Bytes received from each sender, counted as they arrive.
+    received: Vec<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,7 @@ impl TcpTransport {
             rejects: RejectCounters::default(),
             closed: AtomicBool::new(false),
             hello_timeout: timeout,
+            received: (0..world).map(|_| AtomicU64::new(0)).collect(),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -142,6 +145,20 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// A reader that adds the bytes it returns to a counter.
+struct Counting<'a, R> {
+    inner: R,
+    bytes: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// Reads and discards `n` bytes without allocating.
 fn discard(r: &mut impl Read, mut n: u64) -> io::Result<()> {
     let mut buf = [0u8; 4096];
@@ -186,6 +203,13 @@ fn serve(conn: TcpStream, shared: &Shared) -> io::Result<()> {
         return Err(invalid(format!("hello from impossible rank {sender}")));
     }
     conn.set_read_timeout(None)?;
+    // Every read from here on counts towards the sender's progress, so that a
+    // frame that takes longer than the failure timeout to arrive is not taken
+    // for silence.
+    let mut r = Counting {
+        inner: r,
+        bytes: &shared.received[sender],
+    };
     loop {
         if let Err(e) = r.read_exact(&mut hb) {
             return if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -476,6 +500,33 @@ impl Drop for TcpTransport {
     }
 }
 
+/// Sends one frame on a connection whose lock the caller holds.
+fn send_frame(
+    rank: usize,
+    out: &mut (TcpStream, Vec<u8>),
+    f: FrameHeader,
+    payload: &[u8],
+) -> Result<()> {
+    let mut hb = [0u8; HEADER_BYTES];
+    f.encode(&mut hb);
+    let (stream, buf) = out;
+    let res = if payload.len() <= COALESCE_BYTES {
+        buf.clear();
+        buf.extend_from_slice(&hb);
+        buf.extend_from_slice(payload);
+        stream.write_all(buf)
+    } else {
+        stream
+            .write_all(&hb)
+            .and_then(|_| stream.write_all(payload))
+    };
+    res.map_err(|source| Error::Peer {
+        op: "tcp write",
+        peer: rank,
+        source,
+    })
+}
+
 #[derive(Debug)]
 struct TcpLinks {
     object: u32,
@@ -487,31 +538,17 @@ struct TcpLinks {
 }
 
 impl TcpLinks {
-    fn send(&mut self, peer: usize, f: FrameHeader, payload: &[u8]) -> Result<()> {
-        let p = self
-            .peers
+    fn peer(&self, peer: usize) -> Result<&Arc<Peer>> {
+        self.peers
             .get(peer)
             .and_then(Option::as_ref)
-            .ok_or_else(|| Error::Protocol(format!("no tcp link to rank {peer}")))?;
-        let mut hb = [0u8; HEADER_BYTES];
-        f.encode(&mut hb);
+            .ok_or_else(|| Error::Protocol(format!("no tcp link to rank {peer}")))
+    }
+
+    fn send(&mut self, peer: usize, f: FrameHeader, payload: &[u8]) -> Result<()> {
+        let p = self.peer(peer)?;
         let mut out = p.out.lock().unwrap_or_else(|e| e.into_inner());
-        let (stream, buf) = &mut *out;
-        let res = if payload.len() <= COALESCE_BYTES {
-            buf.clear();
-            buf.extend_from_slice(&hb);
-            buf.extend_from_slice(payload);
-            stream.write_all(buf)
-        } else {
-            stream
-                .write_all(&hb)
-                .and_then(|_| stream.write_all(payload))
-        };
-        res.map_err(|source| Error::Peer {
-            op: "tcp write",
-            peer: p.rank,
-            source,
-        })
+        send_frame(p.rank, &mut out, f, payload)
     }
 
     fn slot_frame(&self, offset: usize, h: &SlotHeader, payload: &[u8]) -> FrameHeader {
@@ -552,6 +589,53 @@ impl Links for TcpLinks {
         let mut f = self.slot_frame(offset, h, payload);
         f.checksum ^= 1;
         self.send(peer, f, payload)
+    }
+
+    fn try_write_slot(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let f = self.slot_frame(offset, h, payload);
+        let p = self.peer(peer)?;
+        let mut out = match p.out.try_lock() {
+            Ok(out) => out,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+        };
+        let (stream, buf) = &mut *out;
+        let mut hb = [0u8; HEADER_BYTES];
+        f.encode(&mut hb);
+        buf.clear();
+        buf.extend_from_slice(&hb);
+        buf.extend_from_slice(payload);
+        let io = |source| Error::Peer {
+            op: "tcp write",
+            peer: p.rank,
+            source,
+        };
+        // Nobody else writes while the lock is held, so a full send buffer
+        // (the tail of an update still draining) is the only thing that could
+        // block here: then the frame is not sent at all.
+        stream.set_nonblocking(true).map_err(io)?;
+        let first = stream.write(buf);
+        stream.set_nonblocking(false).map_err(io)?;
+        match first {
+            Ok(n) if n == buf.len() => Ok(true),
+            // Part of the frame is in the stream: the rest must follow.
+            Ok(n) => stream.write_all(&buf[n..]).map(|()| true).map_err(io),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn received_bytes(&self, peer: usize) -> Option<u64> {
+        self.shared
+            .received
+            .get(peer)
+            .map(|b| b.load(Ordering::Relaxed))
     }
 
     fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()> {

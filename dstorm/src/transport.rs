@@ -71,6 +71,27 @@ pub(crate) trait Links: Send + Debug {
     ) -> Result<()>;
     /// Writes one 8-byte word at `offset` of `peer`'s segment and rings its doorbell.
     fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()>;
+    /// Like [`write_slot`](Self::write_slot), but returns `Ok(false)` at
+    /// once, writing nothing, when the link to `peer` is busy with another
+    /// write (a large update on a stream transport): for heartbeats, which
+    /// must not queue behind model updates. Transports whose writes never
+    /// wait for each other write as usual.
+    fn try_write_slot(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<bool> {
+        self.write_slot(peer, offset, h, payload).map(|()| true)
+    }
+    /// Bytes received from `peer` so far, counted as they arrive, where the
+    /// transport can see a write in progress (tcp); `None` where a write is
+    /// visible only once complete. The fault monitor counts progress as a
+    /// sign of life while a long update holds the link.
+    fn received_bytes(&self, _peer: usize) -> Option<u64> {
+        None
+    }
 }
 
 /// Frames dropped by a receiver, by reason.
