@@ -638,6 +638,60 @@ fn rank_auto() {
 // Bad collective calls: typed errors on every rank, and no hang.
 
 #[test]
+fn a_failing_merge_function_reports_its_reason_and_loses_no_update() {
+    for r in run(2, "shm", "rank_failing_merge", &[]) {
+        assert_eq!(
+            r["error"], "the merge function failed: refused on purpose",
+            "{r}"
+        );
+        assert_eq!(r["iteration_after_failure"], 0, "{r}");
+        assert_eq!(r["untouched"], true, "{r}");
+        // The retried gather merges the update the failed one had read.
+        assert_eq!(r["merged"], 1, "{r}");
+        assert_eq!(r["values"], json!([1.5, 1.5, 1.5, 1.5]), "{r}");
+        assert_eq!(r["iteration"], 1, "{r}");
+    }
+}
+
+/// A merge function of the application's own that refuses its input.
+struct Refuse;
+
+impl vol::Merge<f64> for Refuse {
+    fn merge_dense(&mut self, _: &mut [f64], _: &[&[f64]]) -> Result<(), vol::MergeError> {
+        Err(vol::MergeError::Failed("refused on purpose".into()))
+    }
+}
+
+#[test]
+#[ignore = "rank program: run by the multi-process tests"]
+fn rank_failing_merge() {
+    let group = join();
+    let rank = group.rank();
+    let init = vec![(rank + 1) as f64; 4];
+    let opts = VectorOptions::new().graph(Graph::All);
+    let mut v = DenseVector::<f64>::from_slice(&group, "model", &init, &opts).expect("create");
+    v.scatter().expect("scatter");
+    let error = match v.gather(Refuse) {
+        Err(VolError::Merge(e @ vol::MergeError::Failed(_))) => e.to_string(),
+        other => format!("unexpected: {other:?}"),
+    };
+    let iteration_after_failure = v.iteration();
+    let untouched = v.iter().eq(init.iter());
+    let info = v.gather(Udf::Avg).expect("gather after the failure");
+    report(json!({
+        "rank": rank,
+        "error": error,
+        "iteration_after_failure": iteration_after_failure,
+        "untouched": untouched,
+        "merged": info.merged,
+        "values": v.iter().copied().collect::<Vec<f64>>(),
+        "iteration": v.iteration(),
+    }));
+    group.finish().expect("finish");
+    drop(v);
+}
+
+#[test]
 fn bad_collective_calls_give_typed_errors_on_every_rank() {
     let results = run(3, "shm", "rank_errors", &[]);
     for r in &results {

@@ -328,6 +328,11 @@ pub enum MergeError {
         /// Position of the first sparse update.
         update: usize,
     },
+    /// A merge function of the application's own refused its input, for the
+    /// reason given. As with every merge error, the gather leaves the
+    /// iteration where it was and keeps the updates for the next gather.
+    #[error("the merge function failed: {0}")]
+    Failed(String),
 }
 
 /// A textual option could not be parsed.

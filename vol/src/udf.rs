@@ -36,10 +36,13 @@
 //! (lengths are checked before it is called). [`PerIndex`] wraps a closure
 //! `FnMut(&mut T, &[T])` called once per index with the values carried for
 //! that index, which handles sparse updates too. For full control implement
-//! [`Merge`] directly.
+//! [`Merge`] directly; such a function reports its own failures as
+//! [`MergeError::Failed`].
 //!
 //! All merges check every input before changing anything: on error the local
-//! vector is untouched.
+//! vector is untouched. A gather whose merge fails returns the error
+//! (`VolError::Merge`), does not advance the iteration and keeps the updates
+//! it read: the next gather merges them.
 
 use std::fmt;
 use std::str::FromStr;
