@@ -1125,7 +1125,17 @@ struct VerbsLinks {
 }
 
 impl VerbsLinks {
-    fn write_image(&mut self, peer: usize, offset: usize, img: &Image<'_>) -> Result<()> {
+    /// Writes `img` at `offset` of `peer`'s segment. Without `wait`, returns
+    /// `Ok(false)` at once, writing nothing, when another write holds the
+    /// link or the staging memory is full (single-chunk images only; a
+    /// larger one always waits).
+    fn write_image(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        img: &Image<'_>,
+        wait: bool,
+    ) -> Result<bool> {
         const OP: &str = "rdma write";
         let sh = &*self.shared;
         let remote = self
@@ -1140,7 +1150,15 @@ impl VerbsLinks {
             )));
         }
         let p = sh.peer(peer)?;
-        let mut guard = lock(&p.send);
+        let mut guard = if wait {
+            lock(&p.send)
+        } else {
+            match p.send.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            }
+        };
         let s = &mut *guard;
         if let Some(f) = p.failed.get() {
             return Err(f.to_error(OP, peer));
@@ -1149,18 +1167,29 @@ impl VerbsLinks {
         if remote.gone.load(Ordering::SeqCst) {
             // The peer released the segment: like a frame for a missing
             // object over tcp, the write goes nowhere.
-            return Ok(());
+            return Ok(true);
         }
         let deadline = Instant::now() + sh.timeout;
         let max = s.ring.max_reservation() - 64;
         let chunks = img.total.div_ceil(max).max(1);
+        let wait = wait || chunks > 1;
         let chunk = img.total.div_ceil(chunks).div_ceil(64) * 64;
         let mut at = 0;
         while at < img.total {
             let n = chunk.min(img.total - at);
             let last = at + n == img.total;
             let len = if last { pad8(n) + BELL_BYTES } else { n };
-            let r = sh.reserve(p, s, len, if last { 2 } else { 1 }, deadline, OP)?;
+            let wrs = if last { 2 } else { 1 };
+            let r = if wait {
+                sh.reserve(p, s, len, wrs, deadline, OP)?
+            } else {
+                // One image, one chunk: nothing is posted yet, so giving up
+                // here leaves the stream of writes as it was.
+                match s.ring.reserve(len, wrs) {
+                    Some(r) => r,
+                    None => return Ok(false),
+                }
+            };
             // SAFETY: the reservation lies inside the staging buffer and no
             // posted request reads it; the image parts are caller memory.
             unsafe { img.copy_to(s.buf.ptr().add(r.start), at, n) };
@@ -1209,7 +1238,28 @@ impl VerbsLinks {
             }
             at += n;
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+impl VerbsLinks {
+    /// Writes a whole slot (header, payload, padding, trailer) as one image.
+    fn put_slot(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+        wait: bool,
+    ) -> Result<bool> {
+        let hb = header_bytes(h);
+        let tb = crate::segment::trailer_value(h.seq, payload.len() as u64).to_ne_bytes();
+        let pad = pad8(payload.len()) - payload.len();
+        let img = Image {
+            parts: [&hb, payload, &ZEROS[..pad], &tb],
+            total: HEADER_BYTES + pad8(payload.len()) + 8,
+        };
+        self.write_image(peer, offset, &img, wait)
     }
 }
 
@@ -1229,14 +1279,17 @@ impl Links for VerbsLinks {
         h: &SlotHeader,
         payload: &[u8],
     ) -> Result<()> {
-        let hb = header_bytes(h);
-        let tb = crate::segment::trailer_value(h.seq, payload.len() as u64).to_ne_bytes();
-        let pad = pad8(payload.len()) - payload.len();
-        let img = Image {
-            parts: [&hb, payload, &ZEROS[..pad], &tb],
-            total: HEADER_BYTES + pad8(payload.len()) + 8,
-        };
-        self.write_image(peer, offset, &img)
+        self.put_slot(peer, offset, h, payload, true).map(|_| ())
+    }
+
+    fn try_write_slot(
+        &mut self,
+        peer: usize,
+        offset: usize,
+        h: &SlotHeader,
+        payload: &[u8],
+    ) -> Result<bool> {
+        self.put_slot(peer, offset, h, payload, false)
     }
 
     fn write_slot_torn(
@@ -1251,7 +1304,7 @@ impl Links for VerbsLinks {
             parts: [&hb, payload, &[], &[]],
             total: HEADER_BYTES + payload.len(),
         };
-        self.write_image(peer, offset, &img)
+        self.write_image(peer, offset, &img, true).map(|_| ())
     }
 
     fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()> {
@@ -1260,7 +1313,7 @@ impl Links for VerbsLinks {
             parts: [&v, &[], &[], &[]],
             total: 8,
         };
-        self.write_image(peer, offset, &img)
+        self.write_image(peer, offset, &img, true).map(|_| ())
     }
 }
 
