@@ -624,6 +624,7 @@ impl Links for TcpLinks {
         stream.set_nonblocking(false).map_err(io)?;
         match first {
             Ok(n) if n == buf.len() => Ok(true),
+            Ok(0) => Ok(false),
             // Part of the frame is in the stream: the rest must follow.
             Ok(n) => stream.write_all(&buf[n..]).map(|()| true).map_err(io),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
