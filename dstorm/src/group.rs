@@ -853,7 +853,7 @@ impl Object {
                     missing: vec![peer],
                 });
             }
-            park(&self.region, bell, deadline, self.spin);
+            park(&self.region, &*self.links, bell, deadline, self.spin);
         }
     }
 
@@ -935,7 +935,7 @@ impl Object {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            park(&self.region, bell, deadline, self.spin);
+            park(&self.region, &*self.links, bell, deadline, self.spin);
         }
     }
 
@@ -1060,8 +1060,8 @@ impl Object {
 }
 
 /// Spins for a moment, then parks on `region`'s doorbell until it moves or
-/// `deadline` passes.
-fn park(region: &Region, bell: u64, deadline: Instant, spin: Duration) {
+/// `deadline` passes, telling `links` while it is parked.
+fn park(region: &Region, links: &dyn Links, bell: u64, deadline: Instant, spin: Duration) {
     let spin_until = (Instant::now() + spin).min(deadline);
     while Instant::now() < spin_until {
         if region.doorbell() != bell {
@@ -1071,7 +1071,9 @@ fn park(region: &Region, bell: u64, deadline: Instant, spin: Duration) {
     }
     let now = Instant::now();
     if now < deadline {
+        links.parking(true);
         region.park(bell, deadline - now);
+        links.parking(false);
     }
 }
 

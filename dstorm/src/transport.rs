@@ -92,6 +92,11 @@ pub(crate) trait Links: Send + Debug {
     fn received_bytes(&self, _peer: usize) -> Option<u64> {
         None
     }
+    /// A reader of this object is about to park on its doorbell (`true`), or
+    /// is back (`false`): for transports whose doorbell is rung by a receive
+    /// thread that only needs to be woken by the adapter while somebody is
+    /// parked.
+    fn parking(&self, _parked: bool) {}
 }
 
 /// Frames dropped by a receiver, by reason.

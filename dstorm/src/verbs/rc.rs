@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -49,6 +49,15 @@ const MIN_RNR_TIMER: u8 = 6;
 const RNR_RETRY: u8 = 7;
 /// Longest wait in one `poll(2)`, so that deadlines are checked.
 const MAX_WAIT_MS: i32 = 100;
+/// How often the receive thread looks at its completions while no reader
+/// is parked (and completions raise no events).
+const QUIET_MS: i32 = 10;
+/// After a look that found this share of a peer's receive queue used,
+/// completions raise events again for [`BUSY_HOLD`], so that a fast stream
+/// of writes never waits for receives to be reposted.
+const BUSY_SHARE: usize = 8;
+/// See [`BUSY_SHARE`].
+const BUSY_HOLD: Duration = Duration::from_millis(100);
 
 /// Locks a mutex, ignoring poisoning (state stays consistent: every
 /// critical section here either completes or only records a failure).
@@ -207,6 +216,8 @@ struct Shared {
     closed: AtomicBool,
     wakeup: Wakeup,
     bell: AtomicU32,
+    /// Readers parked on a doorbell of this rank, any object.
+    parked: AtomicUsize,
 }
 
 impl fmt::Debug for Shared {
@@ -381,6 +392,7 @@ impl VerbsTransport {
             closed: AtomicBool::new(false),
             wakeup,
             bell: AtomicU32::new(0),
+            parked: AtomicUsize::new(0),
         });
         for p in shared.peers.iter().flatten() {
             for i in 0..rq_depth {
@@ -678,6 +690,18 @@ impl Shared {
         }
     }
 
+    /// A thread of this rank starts (`true`) or stops waiting for the
+    /// receive thread: while any does, completions raise events.
+    fn set_parked(&self, parked: bool) {
+        if parked {
+            self.parked.fetch_add(1, Ordering::SeqCst);
+            // After the count: the receive thread reads it once woken.
+            self.wakeup.wake();
+        } else {
+            self.parked.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     /// Posts requests whose bytes are in reservation `r`, and records them.
     fn post(
         &self,
@@ -716,9 +740,35 @@ impl Shared {
     fn recv_loop(self: Arc<Self>) {
         // SAFETY: the channel lives as long as `self`.
         let ch_fd = unsafe { ffi::channel_fd(self.recv_channel) };
+        let mut busy_until = Instant::now();
         while !self.closed.load(Ordering::Acquire) {
-            self.drain_recv();
+            let drained = self.drain_recv();
             self.flush_acks();
+            if drained >= self.rq_depth / BUSY_SHARE {
+                busy_until = Instant::now() + BUSY_HOLD;
+            }
+            let pending = || {
+                self.peers
+                    .iter()
+                    .flatten()
+                    .any(|p| p.has_pending.load(Ordering::Acquire))
+            };
+            if self.parked.load(Ordering::SeqCst) == 0 && Instant::now() >= busy_until {
+                // Nobody is parked: a spinning reader watches the bell word
+                // the writers store into, so completions need not raise
+                // events (each one a wake-up of this thread, taking a core
+                // from the ranks). Look again within QUIET_MS to repost
+                // receives and read control messages; a reader about to park
+                // or to wait for a control message wakes this thread at once
+                // (`parking`), and a burst of completions brings events back
+                // (BUSY_SHARE).
+                let ms = if pending() { 2 } else { QUIET_MS };
+                let [wake] = ffi::wait_readable([self.wakeup.fd()], ms);
+                if wake {
+                    self.wakeup.clear();
+                }
+                continue;
+            }
             // Arm, then look once more: a completion that came before the
             // arming raises no event.
             // SAFETY: the receive CQ lives as long as `self`.
@@ -729,12 +779,7 @@ impl Shared {
             if self.drain_recv() > 0 {
                 continue;
             }
-            let pending = self
-                .peers
-                .iter()
-                .flatten()
-                .any(|p| p.has_pending.load(Ordering::Acquire));
-            let ms = if pending { 2 } else { 1000 };
+            let ms = if pending() { 2 } else { 1000 };
             let [ev, wake] = ffi::wait_readable([ch_fd, self.wakeup.fd()], ms);
             if ev {
                 // SAFETY: live non-blocking channel with a live CQ.
@@ -1002,11 +1047,15 @@ impl Transport for VerbsTransport {
                         missing: vec![*peer],
                     });
                 }
+                // The announcement comes as a control message: have the
+                // receive thread wake for it.
+                sh.set_parked(true);
                 table = sh
                     .remote_cv
                     .wait_timeout(table, deadline - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+                sh.set_parked(false);
             };
             if seg.len != layout.total as u64 {
                 return Err(Error::SegmentMismatch {
@@ -1272,6 +1321,10 @@ fn header_bytes(h: &SlotHeader) -> [u8; HEADER_BYTES] {
 }
 
 impl Links for VerbsLinks {
+    fn parking(&self, parked: bool) {
+        self.shared.set_parked(parked);
+    }
+
     fn write_slot(
         &mut self,
         peer: usize,
