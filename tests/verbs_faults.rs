@@ -1,9 +1,11 @@
 //! Failures of the verbs transport: a peer killed with SIGKILL becomes a
-//! typed error naming it at the writer within a bounded time, and a missing
-//! device or bad setting is refused with a message that says what to do.
+//! typed error naming it at the writer within a bounded time, an update
+//! slower than the failure timeout is not taken for a dead peer, and a
+//! missing device or bad setting is refused with a message that says what
+//! to do.
 //!
-//! Built only with the `verbs` feature. The multi-process test needs an RDMA
-//! device and is ignored elsewhere; run it in the soft-RoCE guest:
+//! Built only with the `verbs` feature. The multi-process tests need an RDMA
+//! device and are ignored elsewhere; run it in the soft-RoCE guest:
 //! `rxe-setup/in-guest.sh <test binary> --ignored --skip rank_`
 //! (rxe-setup/ci-verbs.sh does).
 
@@ -119,6 +121,35 @@ fn a_killed_peer_is_a_peer_error_at_the_writer_within_a_bound() {
     assert_eq!(r["other_object_peer"], 1, "{r}");
     assert_eq!(r["again_peer"], 1, "{r}");
     assert!(r["followups_ms"].as_u64().unwrap_or(u64::MAX) < 1000, "{r}");
+}
+
+/// An update that takes longer than the failure timeout to arrive is slow,
+/// not dead: its chunks tell the receiver's fault monitor that the writer
+/// lives, while the heartbeats wait behind it. Two ranks exchange 64 MiB
+/// updates (about 2 s each way in the soft-RoCE guest) with T = 1 s.
+#[test]
+#[ignore = "requires an RDMA device (run in the guest: rxe-setup/ci-verbs.sh)"]
+fn an_update_that_takes_longer_than_t_is_not_a_failure() {
+    let malt = common::malt();
+    let mut cmd = Command::new(malt);
+    cmd.args(["launch", "-n", "2", "--transport", "verbs", "--min-ranks", "1"])
+        .args(["--fail-timeout", "1", "--timeout", "60", "--"])
+        .arg(malt)
+        .args(["check", "--size", "67108864", "--rounds", "2"]);
+    let job = run_with_deadline(cmd, Duration::from_secs(120));
+    let lines = job.json_lines();
+    assert_eq!(job.code, Some(0), "{job:?}");
+    assert_eq!(lines.len(), 2, "{job:?}");
+    for l in &lines {
+        assert_eq!(l["ok"], true, "{l}");
+        // The premise: every round really took longer than T.
+        let round_us = l["lat_us_p50"].as_f64().unwrap_or(0.0);
+        assert!(round_us > 1e6, "a round took {round_us} µs, not more than T: {l}");
+    }
+    assert!(
+        !job.stderr.contains("suspecting a peer") && !job.stdout.contains("suspecting a peer"),
+        "nobody may be suspected: {job:?}"
+    );
 }
 
 /// `malt check --transport verbs` with a device that does not exist, or a

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,6 +47,9 @@ const MIN_RNR_TIMER: u8 = 6;
 /// receive thread always reposts; a dead peer shows up as a transport
 /// retry error instead).
 const RNR_RETRY: u8 = 7;
+/// Immediate data with this bit marks a chunk of a longer write: counted as
+/// a sign of life from the peer, not a doorbell ring (object ids stay below).
+const PROGRESS_IMM: u32 = 1 << 31;
 /// Longest wait in one `poll(2)`, so that deadlines are checked.
 const MAX_WAIT_MS: i32 = 100;
 /// How often the receive thread looks at its completions while no reader
@@ -189,6 +192,9 @@ struct Peer {
     has_pending: AtomicBool,
     /// Left the group (`forget`): no new segment is announced to it.
     left: AtomicBool,
+    /// Immediate-data writes received from this peer: grows while a long
+    /// update arrives chunk by chunk (the fault monitor's sign of life).
+    arrivals: AtomicU64,
 }
 
 struct Shared {
@@ -361,6 +367,7 @@ impl VerbsTransport {
                 pending_acks: Mutex::new(Vec::new()),
                 has_pending: AtomicBool::new(false),
                 left: AtomicBool::new(false),
+                arrivals: AtomicU64::new(0),
             }));
         }
         // SAFETY: as for the send side: `Shared` keeps these alive together.
@@ -830,10 +837,14 @@ impl Shared {
         }
         match c.opcode {
             ibv_wc_opcode::IBV_WC_RECV_RDMA_WITH_IMM => {
-                let local = self.local.read().unwrap_or_else(|e| e.into_inner());
-                match local.get(c.imm as usize).and_then(Option::as_ref) {
-                    Some(seg) => seg.region.ring(),
-                    None => RejectCounters::bump(&self.rejects.bad_object),
+                p.arrivals.fetch_add(1, Ordering::Relaxed);
+                // A chunk of a longer write only says the peer lives.
+                if c.imm & PROGRESS_IMM == 0 {
+                    let local = self.local.read().unwrap_or_else(|e| e.into_inner());
+                    match local.get(c.imm as usize).and_then(Option::as_ref) {
+                        Some(seg) => seg.region.ring(),
+                        None => RejectCounters::bump(&self.rejects.bad_object),
+                    }
                 }
             }
             ibv_wc_opcode::IBV_WC_RECV => {
@@ -1245,7 +1256,13 @@ impl VerbsLinks {
             let mut wrs = [
                 SendWr {
                     id: 0,
-                    op: Op::Write,
+                    // A chunk of a longer image says so to the receiver, whose
+                    // fault monitor counts it as a sign of life.
+                    op: if last {
+                        Op::Write
+                    } else {
+                        Op::WriteImm(PROGRESS_IMM | self.object)
+                    },
                     local: s.buf.addr() + r.start as u64,
                     len: n as u32,
                     lkey: s.mr.lkey(),
@@ -1323,6 +1340,11 @@ fn header_bytes(h: &SlotHeader) -> [u8; HEADER_BYTES] {
 impl Links for VerbsLinks {
     fn parking(&self, parked: bool) {
         self.shared.set_parked(parked);
+    }
+
+    fn received_bytes(&self, peer: usize) -> Option<u64> {
+        let p = self.shared.peers.get(peer).and_then(Option::as_ref)?;
+        Some(p.arrivals.load(Ordering::Relaxed))
     }
 
     fn write_slot(
