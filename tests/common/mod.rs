@@ -53,6 +53,52 @@ impl Job {
     }
 }
 
+/// Runs `malt launch -n 2 --transport TRANSPORT --min-ranks 1
+/// --fail-timeout T -- malt check --size SIZE --rounds 2`, behind `prefix`
+/// (such as `ip netns exec NS`), and checks that a link slow enough for
+/// every round to take longer than T is not taken for a failure: both ranks
+/// finish with every byte right, every round took longer than T (the
+/// premise), and nobody was suspected.
+pub fn slow_updates_are_not_failures(prefix: &[&str], transport: &str, t_secs: u32, size: usize) {
+    let (t, size) = (t_secs.to_string(), size.to_string());
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(malt());
+            c
+        }
+        None => Command::new(malt()),
+    };
+    cmd.args(["launch", "-n", "2", "--transport", transport])
+        .args([
+            "--min-ranks",
+            "1",
+            "--fail-timeout",
+            &t,
+            "--timeout",
+            "60",
+            "--",
+        ])
+        .arg(malt())
+        .args(["check", "--size", &size, "--rounds", "2"]);
+    let job = run_with_deadline(cmd, Duration::from_secs(120));
+    let lines = job.json_lines();
+    assert_eq!(job.code, Some(0), "{job:?}");
+    assert_eq!(lines.len(), 2, "{job:?}");
+    for l in &lines {
+        assert_eq!(l["ok"], true, "{l}");
+        let round_us = l["lat_us_p50"].as_f64().unwrap_or(0.0);
+        assert!(
+            round_us > f64::from(t_secs) * 1e6,
+            "a round took {round_us} µs, not more than T = {t_secs} s: {l}"
+        );
+    }
+    assert!(
+        !job.stderr.contains("suspecting a peer") && !job.stdout.contains("suspecting a peer"),
+        "nobody may be suspected: {job:?}"
+    );
+}
+
 /// Runs `cmd` with a hard deadline. A process still running then gets
 /// SIGTERM (which `malt launch` forwards to its ranks), then SIGKILL, and the
 /// job is reported with `code: None`.
