@@ -768,11 +768,11 @@ impl Object {
         Ok(true)
     }
 
-    /// Bytes received from `peer` so far on this object's transport, counted
-    /// as they arrive (all objects), where the transport can see a write in
-    /// progress; `None` where it cannot.
-    pub(crate) fn received_bytes(&self, peer: usize) -> Option<u64> {
-        self.links.received_bytes(peer)
+    /// A count that grows while data from `peer` arrives on this object's
+    /// transport (all objects; see `Links::arrivals`); `None` where the
+    /// transport cannot see a write in progress.
+    pub(crate) fn arrivals(&self, peer: usize) -> Option<u64> {
+        self.links.arrivals(peer)
     }
 
     /// Writes `payload` to every out-neighbour.

@@ -68,10 +68,10 @@ fn run(mut beats: Object, view: Arc<View>, t: Duration, stopped: mpsc::Receiver<
     let world = beats.counters().peers.len();
     let start = Instant::now();
     let mut last_seen = vec![start; world];
-    // Bytes received from each peer at the last look: progress through a
+    // What had arrived from each peer at the last look: progress through a
     // long update counts as a heartbeat, since the peer's heartbeats wait
-    // behind that update on a stream transport.
-    let mut received: Vec<Option<u64>> = (0..world).map(|p| beats.received_bytes(p)).collect();
+    // behind that update.
+    let mut arrived: Vec<Option<u64>> = (0..world).map(|p| beats.arrivals(p)).collect();
     let mut reported: Vec<Option<Instant>> = vec![None; world];
     let mut buf = vec![0u8; beats.capacity()];
     let mut beat: u64 = 0;
@@ -107,9 +107,9 @@ fn run(mut beats: Object, view: Arc<View>, t: Duration, stopped: mpsc::Receiver<
         }
         let now = Instant::now();
         for &p in members.iter().filter(|p| **p != rank) {
-            let bytes = beats.received_bytes(p);
-            if bytes != received[p] {
-                received[p] = bytes;
+            let now_arrived = beats.arrivals(p);
+            if now_arrived != arrived[p] {
+                arrived[p] = now_arrived;
                 last_seen[p] = now;
             }
             let silent = now.saturating_duration_since(last_seen[p]);

@@ -500,31 +500,50 @@ impl Drop for TcpTransport {
     }
 }
 
-/// Sends one frame on a connection whose lock the caller holds.
+/// Sends one frame on a connection whose lock the caller holds. Without
+/// `wait` the frame goes out only if the socket takes it at once (nobody else
+/// writes while the lock is held, so only the tail of an update still
+/// draining could block it): `Ok(false)`, nothing sent, otherwise.
 fn send_frame(
     rank: usize,
     out: &mut (TcpStream, Vec<u8>),
     f: FrameHeader,
     payload: &[u8],
-) -> Result<()> {
+    wait: bool,
+) -> Result<bool> {
     let mut hb = [0u8; HEADER_BYTES];
     f.encode(&mut hb);
     let (stream, buf) = out;
-    let res = if payload.len() <= COALESCE_BYTES {
-        buf.clear();
-        buf.extend_from_slice(&hb);
-        buf.extend_from_slice(payload);
-        stream.write_all(buf)
-    } else {
-        stream
-            .write_all(&hb)
-            .and_then(|_| stream.write_all(payload))
-    };
-    res.map_err(|source| Error::Peer {
+    let io = |source| Error::Peer {
         op: "tcp write",
         peer: rank,
         source,
-    })
+    };
+    if wait && payload.len() > COALESCE_BYTES {
+        stream
+            .write_all(&hb)
+            .and_then(|_| stream.write_all(payload))
+            .map_err(io)?;
+        return Ok(true);
+    }
+    buf.clear();
+    buf.extend_from_slice(&hb);
+    buf.extend_from_slice(payload);
+    if wait {
+        stream.write_all(buf).map_err(io)?;
+        return Ok(true);
+    }
+    stream.set_nonblocking(true).map_err(io)?;
+    let first = stream.write(buf);
+    stream.set_nonblocking(false).map_err(io)?;
+    match first {
+        Ok(n) if n == buf.len() => Ok(true),
+        Ok(0) => Ok(false),
+        // Part of the frame is in the stream: the rest must follow.
+        Ok(n) => stream.write_all(&buf[n..]).map(|()| true).map_err(io),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(io(e)),
+    }
 }
 
 #[derive(Debug)]
@@ -548,7 +567,7 @@ impl TcpLinks {
     fn send(&mut self, peer: usize, f: FrameHeader, payload: &[u8]) -> Result<()> {
         let p = self.peer(peer)?;
         let mut out = p.out.lock().unwrap_or_else(|e| e.into_inner());
-        send_frame(p.rank, &mut out, f, payload)
+        send_frame(p.rank, &mut out, f, payload, true).map(|_| ())
     }
 
     fn slot_frame(&self, offset: usize, h: &SlotHeader, payload: &[u8]) -> FrameHeader {
@@ -605,34 +624,10 @@ impl Links for TcpLinks {
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
         };
-        let (stream, buf) = &mut *out;
-        let mut hb = [0u8; HEADER_BYTES];
-        f.encode(&mut hb);
-        buf.clear();
-        buf.extend_from_slice(&hb);
-        buf.extend_from_slice(payload);
-        let io = |source| Error::Peer {
-            op: "tcp write",
-            peer: p.rank,
-            source,
-        };
-        // Nobody else writes while the lock is held, so a full send buffer
-        // (the tail of an update still draining) is the only thing that could
-        // block here: then the frame is not sent at all.
-        stream.set_nonblocking(true).map_err(io)?;
-        let first = stream.write(buf);
-        stream.set_nonblocking(false).map_err(io)?;
-        match first {
-            Ok(n) if n == buf.len() => Ok(true),
-            Ok(0) => Ok(false),
-            // Part of the frame is in the stream: the rest must follow.
-            Ok(n) => stream.write_all(&buf[n..]).map(|()| true).map_err(io),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(io(e)),
-        }
+        send_frame(p.rank, &mut out, f, payload, false)
     }
 
-    fn received_bytes(&self, peer: usize) -> Option<u64> {
+    fn arrivals(&self, peer: usize) -> Option<u64> {
         self.shared
             .received
             .get(peer)

@@ -85,11 +85,12 @@ pub(crate) trait Links: Send + Debug {
     ) -> Result<bool> {
         self.write_slot(peer, offset, h, payload).map(|()| true)
     }
-    /// Bytes received from `peer` so far, counted as they arrive, where the
-    /// transport can see a write in progress (tcp); `None` where a write is
-    /// visible only once complete. The fault monitor counts progress as a
-    /// sign of life while a long update holds the link.
-    fn received_bytes(&self, _peer: usize) -> Option<u64> {
+    /// A count that grows while data from `peer` arrives (tcp: bytes read;
+    /// verbs: immediate-data writes, one per chunk of a long update); `None`
+    /// where the transport sees nothing until a write is complete. The fault
+    /// monitor counts progress as a sign of life while a long update holds
+    /// the link.
+    fn arrivals(&self, _peer: usize) -> Option<u64> {
         None
     }
     /// A reader of this object is about to park on its doorbell (`true`), or

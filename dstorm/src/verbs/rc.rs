@@ -1342,7 +1342,7 @@ impl Links for VerbsLinks {
         self.shared.set_parked(parked);
     }
 
-    fn received_bytes(&self, peer: usize) -> Option<u64> {
+    fn arrivals(&self, peer: usize) -> Option<u64> {
         let p = self.shared.peers.get(peer).and_then(Option::as_ref)?;
         Some(p.arrivals.load(Ordering::Relaxed))
     }
