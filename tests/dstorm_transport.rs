@@ -7,6 +7,7 @@ mod common;
 use common::{launch_self, report, Job};
 use dstorm::{FlowControl, Group, ObjectSpec};
 use serde_json::json;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -268,5 +269,159 @@ fn lapping_is_counted_and_the_newest_updates_are_returned() {
         let r = &job.results()[0];
         assert_eq!(r["got"], json!([[9, 9], [10, 10]]), "{t}: {r}");
         assert_eq!(r["lapped"], 8, "{t}: {r}");
+    }
+}
+
+/// Byte `i` of the update of iteration `it` in the read-together test.
+fn together_byte(it: u64, i: usize) -> u8 {
+    (it as usize * 131 + i * 7 + i / 4093) as u8
+}
+
+/// Rank 0 writes updates of 3 parts and a bit into a depth-2 queue; rank 1
+/// reads them with `read_together`: once whole, once while rank 0
+/// overwrites the update between two parts, once after it was lapped.
+#[test]
+#[ignore = "rank program: run by the multi-process tests"]
+fn rank_read_together() {
+    const PART: usize = 4096;
+    const LEN: usize = 3 * PART + 100;
+    let g = group();
+    let mut data = g
+        .create_object(
+            &ObjectSpec::new("together", LEN)
+                .depth(2)
+                .graph(vec![vec![1], vec![]]),
+        )
+        .unwrap();
+    let mut signal = g.create_object(&ObjectSpec::new("signal", 8)).unwrap();
+    let wait = Duration::from_secs(20);
+    let update = |it: u64| -> Vec<u8> { (0..LEN).map(|i| together_byte(it, i)).collect() };
+    let mut word = [0u8; 8];
+    if g.rank() == 0 {
+        data.write(1, &update(1), 1).unwrap();
+        data.write(1, &update(2), 2).unwrap();
+        // Overwrite 2 (3 goes to the other slot, 4 to 2's) while it is read.
+        signal
+            .poll_from_timeout(1, &mut word, wait)
+            .unwrap()
+            .unwrap();
+        data.write(1, &update(3), 3).unwrap();
+        data.write(1, &update(4), 4).unwrap();
+        signal.write(1, &[1; 8], 1).unwrap();
+        g.barrier().unwrap();
+        // 5, 6, 7 before rank 1 reads: 7 overwrites 5 in the slot that
+        // rank 1 reads next.
+        for it in 5..=7 {
+            data.write(1, &update(it), it).unwrap();
+        }
+        g.barrier().unwrap();
+    } else {
+        let mut stage = vec![0u8; PART];
+        let mut found = [dstorm::Update::default(); 1];
+        let mut buf = vec![0u8; LEN];
+        // 1. Whole, after refusing the wrong iteration or length.
+        data.wait_visible(0, 2, wait).unwrap().unwrap();
+        let mut got = Vec::new();
+        let mut collect = |from: usize, n: usize, stage: &[u8]| {
+            assert_eq!(from, got.len());
+            got.extend_from_slice(&stage[..n]);
+            Ok::<_, dstorm::Error>(ControlFlow::Continue(()))
+        };
+        let wrong_iteration = data
+            .read_together(&[0], 2, LEN, PART, &mut stage, &mut found, &mut collect)
+            .unwrap();
+        let wrong_len = data
+            .read_together(&[0], 1, LEN - 1, PART, &mut stage, &mut found, &mut collect)
+            .unwrap();
+        let whole = data
+            .read_together(&[0], 1, LEN, PART, &mut stage, &mut found, &mut collect)
+            .unwrap();
+        let first = json!({
+            "refused": [wrong_iteration, wrong_len],
+            "read": whole,
+            "exact": got == update(1),
+            "found": [found[0].sender, found[0].seq, found[0].iteration, found[0].len],
+            "received": data.counters().received,
+        });
+        // 2. Overwritten between the first and the second part.
+        let mut parts = 0;
+        let overwritten = data.read_together(
+            &[0],
+            2,
+            LEN,
+            PART,
+            &mut stage,
+            &mut found,
+            |from: usize, _n: usize, stage: &[u8]| {
+                parts += 1;
+                if from == 0 {
+                    assert_eq!(stage[..PART], update(2)[..PART]);
+                    signal.write(0, &[1; 8], 1)?;
+                    signal.poll_from_timeout(0, &mut word, wait)?;
+                }
+                Ok::<_, dstorm::Error>(ControlFlow::Continue(()))
+            },
+        );
+        let second = json!({
+            "error": format!("{overwritten:?}"),
+            "parts": parts,
+            "torn": data.counters().torn,
+            "next": data.poll_from(0, &mut buf).unwrap().map(|u| u.iteration),
+            "next_exact": buf == update(3),
+            "then": data.poll_from(0, &mut buf).unwrap().map(|u| u.iteration),
+        });
+        g.barrier().unwrap();
+        // 3. Lapped before the read: nothing read, poll_from counts it.
+        g.barrier().unwrap();
+        data.wait_visible(0, 7, wait).unwrap().unwrap();
+        let stale = data
+            .read_together(&[0], 5, LEN, PART, &mut stage, &mut found, |_, _, _| {
+                Ok::<_, dstorm::Error>(ControlFlow::Continue(()))
+            })
+            .unwrap();
+        let mut after = Vec::new();
+        while let Some(u) = data.poll_from(0, &mut buf).unwrap() {
+            after.push(u.iteration);
+        }
+        report(json!({
+            "rank": 1,
+            "first": first,
+            "second": second,
+            "third": {"read": stale, "after": after, "lapped": data.counters().lapped},
+        }));
+    }
+    g.finish().unwrap();
+}
+
+#[test]
+fn read_together_reads_whole_updates_and_reports_one_overwritten_while_read() {
+    for t in transports() {
+        let job = launch_self(2, &t, "rank_read_together", &[], DEADLINE);
+        assert_ok(&job, &t);
+        let r = &job.results()[0];
+        let first = &r["first"];
+        assert_eq!(first["refused"], json!([false, false]), "{t}: {r}");
+        assert_eq!(first["read"], true, "{t}: {r}");
+        assert_eq!(first["exact"], true, "{t}: {r}");
+        let len = 3 * 4096 + 100;
+        assert_eq!(first["found"], json!([0, 1, 1, len]), "{t}: {r}");
+        assert_eq!(first["received"], 1, "{t}: {r}");
+        let second = &r["second"];
+        assert!(
+            second["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Err(Overwritten"),
+            "{t}: {r}"
+        );
+        assert_eq!(second["parts"], 1, "{t}: {r}");
+        assert_eq!(second["torn"], 1, "{t}: {r}");
+        assert_eq!(second["next"], 3, "{t}: {r}");
+        assert_eq!(second["next_exact"], true, "{t}: {r}");
+        assert_eq!(second["then"], 4, "{t}: {r}");
+        let third = &r["third"];
+        assert_eq!(third["read"], false, "{t}: {r}");
+        assert_eq!(third["after"], json!([6, 7]), "{t}: {r}");
+        assert_eq!(third["lapped"], 1, "{t}: {r}");
     }
 }

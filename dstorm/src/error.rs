@@ -78,6 +78,17 @@ pub enum Error {
     /// A control message could not be decoded.
     #[error("malformed control message: {0}")]
     Protocol(String),
+    /// An update read in place ([`crate::Object::read_together`]) was
+    /// overwritten by its sender before the read finished; the caller may
+    /// already have used part of it.
+    #[error(
+        "object {name:?}: update {seq} from rank {sender} was overwritten while it was read in place (its sender ran more than the queue depth ahead)"
+    )]
+    Overwritten {
+        name: String,
+        sender: usize,
+        seq: u64,
+    },
     /// Ranks disagree about a collective object creation.
     #[error(
         "object {name:?}: rank {rank} disagrees with rank 0 about {what} ({ours} vs {theirs})"

@@ -9,6 +9,7 @@ use crate::segment::{Region, SlotRead};
 use crate::transport::{Endpoint, Links, RejectCounts, Transport};
 use crate::wire::SlotHeader;
 use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -471,6 +472,7 @@ impl Group {
             queue_at,
             send_seq: vec![0; world],
             next_seq: vec![1; nq],
+            together: Vec::new(),
             cursor: 0,
             counters: Counters {
                 peers: (0..world).map(|_| PeerCounters::default()).collect(),
@@ -561,7 +563,7 @@ fn check_agreement(specs: &[ObjectSpec], members: &[usize]) -> Result<()> {
 }
 
 /// An update returned by [`Object::poll`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Update {
     /// The rank that wrote it.
     pub sender: usize,
@@ -638,6 +640,9 @@ pub struct Object {
     queue_at: Vec<Option<usize>>,
     send_seq: Vec<u64>,
     next_seq: Vec<u64>,
+    /// Queue, slot offset and header words of each update being read by
+    /// [`Object::read_together`] (kept to avoid allocating per call).
+    together: Vec<(usize, usize, [u64; 8])>,
     cursor: usize,
     counters: Counters,
     layout: Layout,
@@ -974,6 +979,149 @@ impl Object {
             }
             Ok(None)
         })
+    }
+
+    /// Reads the oldest unread update of each of `senders` together, part by
+    /// part, without copying any of them whole: for each range of `part`
+    /// payload bytes (the last one shorter) it copies that range of every
+    /// update into `stage` (update `i` at `i * part`), checks that none
+    /// changed, and calls `f(offset, len, stage)`. This is for merges that
+    /// work element by element, so that an update is read once, from the
+    /// segment, instead of being copied out first and read again.
+    ///
+    /// Reads only when every sender's oldest unread update is complete, of
+    /// this epoch, of iteration `iteration`, `len` bytes long, and follows
+    /// the previous one read from that queue (nothing lapped); otherwise
+    /// returns `Ok(false)` having read nothing, and [`poll_from`] deals with
+    /// what is there. `f` may stop at the first part (`Break`): the updates
+    /// then stay unread and the result is `Ok(false)`. After all parts the
+    /// updates count as received, `found[i]` describes sender `i`'s, and the
+    /// result is `Ok(true)`.
+    ///
+    /// The caller must know that no sender can overwrite the update while it
+    /// is read (under a consistency protocol that keeps every sender fewer
+    /// than the queue depth ahead); if one does, the parts already passed to
+    /// `f` stay passed, the update is counted torn and skipped, and the
+    /// result is [`Error::Overwritten`].
+    ///
+    /// [`poll_from`]: Self::poll_from
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_together<E: From<Error>>(
+        &mut self,
+        senders: &[usize],
+        iteration: u64,
+        len: usize,
+        part: usize,
+        stage: &mut [u8],
+        found: &mut [Update],
+        mut f: impl FnMut(usize, usize, &[u8]) -> std::result::Result<ControlFlow<()>, E>,
+    ) -> std::result::Result<bool, E> {
+        let k = senders.len();
+        if part == 0 || stage.len() < k * part || found.len() < k || len > self.layout.capacity {
+            return Err(Error::Size {
+                name: self.name.clone(),
+                what: "read_together stage",
+                got: stage.len(),
+                limit: k * part,
+            }
+            .into());
+        }
+        // Header words of each update (at most a few senders are merged per
+        // call; they are kept in `self.together` to avoid allocating).
+        let mut heads = std::mem::take(&mut self.together);
+        heads.clear();
+        for (i, &sender) in senders.iter().enumerate() {
+            let Some(q) = self.layout.queue_index(sender) else {
+                self.together = heads;
+                return Err(Error::NotNeighbor {
+                    name: self.name.clone(),
+                    rank: self.rank,
+                    peer: sender,
+                    role: "sender",
+                }
+                .into());
+            };
+            let seq = self.next_seq[q];
+            let off = self.layout.seq_offset(q, seq);
+            let ready = self
+                .region
+                .complete_words(off, self.layout.capacity)
+                .filter(|w| w[1] == seq)
+                .and_then(|w| SlotHeader::from_words(&w).ok().map(|h| (w, h)))
+                .filter(|(_, h)| {
+                    h.sender as usize == sender
+                        && h.object == self.id
+                        && h.epoch == self.epoch
+                        && h.iteration == iteration
+                        && h.len as usize == len
+                });
+            let Some((words, _)) = ready else {
+                self.together = heads;
+                return Ok(false);
+            };
+            heads.push((q, off, words));
+            found[i] = Update {
+                sender,
+                seq,
+                iteration,
+                len,
+            };
+        }
+        let mut from = 0;
+        while from < len {
+            let n = part.min(len - from);
+            for (i, (q, off, words)) in heads.iter().enumerate() {
+                let dst = &mut stage[i * part..i * part + n];
+                if !self.region.read_part(*off, words, from, dst) {
+                    let (q, seq) = (*q, words[1]);
+                    let sender = senders[i];
+                    self.together = heads;
+                    if from == 0 {
+                        // Nothing used yet: overwritten before it was read,
+                        // which poll_from counts as lapped.
+                        return Ok(false);
+                    }
+                    self.next_seq[q] = seq + 1;
+                    self.count_torn(sender);
+                    return Err(Error::Overwritten {
+                        name: self.name.clone(),
+                        sender,
+                        seq,
+                    }
+                    .into());
+                }
+            }
+            match f(from, n, stage) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(())) if from == 0 => {
+                    self.together = heads;
+                    return Ok(false);
+                }
+                Ok(ControlFlow::Break(())) => break,
+                Err(e) => {
+                    self.together = heads;
+                    return Err(e);
+                }
+            }
+            from += n;
+        }
+        let mut acked = Ok(());
+        for (i, &(q, _, words)) in heads.iter().enumerate() {
+            let (sender, seq) = (senders[i], words[1]);
+            self.next_seq[q] = seq + 1;
+            let c = &mut self.counters;
+            c.received += 1;
+            c.bytes_received += len as u64;
+            c.peers[sender].received += 1;
+            c.peers[sender].bytes_received += len as u64;
+            if self.flow == FlowControl::Backpressure && acked.is_ok() {
+                let ack = crate::layout::CONTROL_BYTES + 8 * self.rank;
+                acked = self.links.write_word(sender, ack, seq);
+            }
+        }
+        self.together = heads;
+        acked?;
+        Ok(true)
     }
 
     fn poll_queue(&mut self, q: usize, out: &mut [u8]) -> Result<Option<Update>> {

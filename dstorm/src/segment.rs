@@ -248,6 +248,13 @@ impl Region {
     /// The header of the slot at `off` if it holds a complete update, without
     /// copying the payload.
     pub fn complete_header(&self, off: usize, capacity: usize) -> Option<SlotHeader> {
+        self.complete_words(off, capacity)
+            .and_then(|h1| SlotHeader::from_words(&h1).ok())
+    }
+
+    /// The raw header words of the slot at `off` if it holds a complete
+    /// update (its trailer matches), for [`read_part`](Self::read_part).
+    pub fn complete_words(&self, off: usize, capacity: usize) -> Option<[u64; 8]> {
         let h1 = self.load_header(off);
         let (seq, len) = (h1[1], h1[4]);
         if seq == 0 || len > capacity as u64 {
@@ -260,7 +267,36 @@ impl Region {
         if t != trailer_value(seq, len) || self.load_header(off) != h1 {
             return None;
         }
-        SlotHeader::from_words(&h1).ok()
+        Some(h1)
+    }
+
+    /// Copies `out.len()` payload bytes, from payload offset `from`, of the
+    /// slot at `off`, which [`complete_words`](Self::complete_words) found
+    /// complete with header words `h1`. Returns whether the header still
+    /// reads `h1` after the copy, i.e. whether the bytes copied are that
+    /// update's: the trailer matched before, so the update was whole, and a
+    /// writer starting another one stores its header before any payload
+    /// byte (the header-trailer-header check, applied to a part).
+    pub fn read_part(&self, off: usize, h1: &[u64; 8], from: usize, out: &mut [u8]) -> bool {
+        let len = h1[4] as usize;
+        let in_update = from.checked_add(out.len()).is_some_and(|end| end <= len);
+        if !in_update {
+            return false;
+        }
+        self.check(off + HEADER_BYTES + from, out.len(), 1);
+        // SAFETY: the source range is inside the mapping (checked above) and
+        // `out` is local memory. A concurrent writer may change the source
+        // during the copy; the header re-check below detects that and the
+        // caller then discards the copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(off + HEADER_BYTES + from),
+                out.as_mut_ptr(),
+                out.len(),
+            );
+        }
+        fence(Ordering::Acquire);
+        self.load_header(off) == *h1
     }
 
     /// The sequence number in the header at `off` (0 if never written).
