@@ -1,13 +1,16 @@
 //! No heap allocation per write or per poll on the data path: a counting
 //! global allocator watches every thread of this process (two ranks, their
 //! receive threads, the coordinator) while the ranks exchange updates.
-//! This file holds a single test so that no other test allocates meanwhile.
+//! The same holds for vol's dense scatter and gather, in place and through
+//! the mirrors. This file holds a single test so that no other test
+//! allocates meanwhile.
 
 use dstorm::{Config, FlowControl, Group, ObjectSpec, TransportKind};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
+use vol::{DenseVector, Udf, VectorOptions};
 
 struct Counting;
 
@@ -101,6 +104,60 @@ fn rank(
     n
 }
 
+/// 200 scatter + gather rounds of a dense vector several ranges long, with
+/// `Udf::Avg` (merged in place) and with a closure (through the mirrors);
+/// returns the allocations counted during the rounds after the first 20
+/// (on rank 0; 0 elsewhere).
+fn vol_rank(
+    rank: usize,
+    port: u16,
+    transport: TransportKind,
+    shm_dir: String,
+    sync: Arc<Barrier>,
+) -> u64 {
+    let mut cfg = Config::local(rank, 2, port, "alloc-test-vol");
+    cfg.transport = transport;
+    cfg.shm_dir = shm_dir.into();
+    cfg.timeout = Duration::from_secs(20);
+    let g = Group::join(cfg).expect("join");
+    let opts = VectorOptions::new();
+    let mut fast = DenseVector::<f32>::new(&g, "fast", 100_003, &opts).expect("fast");
+    let mut slow = DenseVector::<f32>::new(&g, "slow", 100_003, &opts).expect("slow");
+    let mut exchange = || {
+        fast.scatter().expect("scatter");
+        let info = fast.gather(Udf::Avg).expect("gather");
+        assert!(info.in_place && info.merged == 1, "{info:?}");
+        slow.scatter().expect("scatter");
+        let info = slow
+            .gather(|l: &mut [f32], inc: &[&[f32]]| l[0] += inc[0][1])
+            .expect("gather");
+        assert!(!info.in_place && info.merged == 1, "{info:?}");
+    };
+    for _ in 0..20 {
+        exchange();
+    }
+    sync.wait();
+    if rank == 0 {
+        ALLOCS.store(0, Ordering::SeqCst);
+        ENABLED.store(true, Ordering::SeqCst);
+    }
+    sync.wait();
+    for _ in 0..200 {
+        exchange();
+    }
+    sync.wait();
+    let n = if rank == 0 {
+        ENABLED.store(false, Ordering::SeqCst);
+        ALLOCS.load(Ordering::SeqCst)
+    } else {
+        0
+    };
+    sync.wait();
+    drop((fast, slow));
+    g.finish().expect("finish");
+    n
+}
+
 #[test]
 fn writes_and_polls_do_not_allocate() {
     let dir = std::env::temp_dir().join(format!("malt-alloc-{}", std::process::id()));
@@ -123,6 +180,27 @@ fn writes_and_polls_do_not_allocate() {
         assert_eq!(
             counts[0], 0,
             "{transport}: {} heap allocations during {ROUNDS} round trips",
+            counts[0]
+        );
+    }
+    for transport in [TransportKind::Shm, TransportKind::Tcp] {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sync = Arc::new(Barrier::new(2));
+        let d = dir.display().to_string();
+        let handles: Vec<_> = (0..2)
+            .map(|r| {
+                let (s, d) = (sync.clone(), d.clone());
+                std::thread::spawn(move || vol_rank(r, port, transport, d, s))
+            })
+            .collect();
+        let counts: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            counts[0], 0,
+            "{transport}: {} heap allocations during 200 dense scatter + gather rounds",
             counts[0]
         );
     }

@@ -863,3 +863,91 @@ fn rank_bench_gather() {
     report(out);
     group.finish().expect("finish");
 }
+
+// ---------------------------------------------------------------------------
+// Under Bsp, built-in merges read the updates in place; the result is the
+// mirrors' result, bit for bit.
+
+#[test]
+fn bsp_merges_in_place_give_the_copied_result_bit_for_bit() {
+    for (ranks, transport) in [(2, "shm"), (4, "shm"), (3, "tcp")] {
+        let results = run(ranks, transport, "rank_in_place", &[]);
+        for r in &results {
+            let what = format!("{ranks} ranks over {transport}: {r}");
+            assert_eq!(r["in_place"], json!([true, true, true, true]), "{what}");
+            assert_eq!(r["copied"], json!([false, false, false, false]), "{what}");
+            assert_eq!(r["identical"], true, "{what}");
+            assert!(r["max_err"].as_f64().unwrap() < 1e-4, "{what}");
+            assert_eq!(r["merged"], (ranks - 1) as u64, "{what}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "rank program: run by the multi-process tests"]
+fn rank_in_place() {
+    let group = join();
+    let (rank, n) = (group.rank(), group.world());
+    // Several 64 KiB ranges and a short last one.
+    let len = 100_003;
+    let values: Vec<f32> = (0..len).map(|i| initial(rank, i) as f32).collect();
+    let opts = VectorOptions::new();
+    let mut fast = DenseVector::<f32>::from_slice(&group, "fast", &values, &opts).expect("fast");
+    let mut slow = DenseVector::<f32>::from_slice(&group, "slow", &values, &opts).expect("slow");
+    // The same kernel behind a closure, which is not elementwise: the
+    // updates go through the mirrors.
+    let avg = |local: &mut [f32], incoming: &[&[f32]]| {
+        vol::udf::Merge::merge_dense(&mut Udf::Avg, local, incoming).expect("avg");
+    };
+    // Every rank's model as the exact mean says it should be.
+    let delta = |r: usize, round: usize, i: usize| ((r * 31 + round * 7 + i) % 13) as f64 * 0.25;
+    let mut all: Vec<Vec<f64>> = (0..n)
+        .map(|r| (0..len).map(|i| f64::from(initial(r, i) as f32)).collect())
+        .collect();
+    let (mut in_place, mut copied) = (Vec::new(), Vec::new());
+    let (mut identical, mut max_err, mut merged) = (true, 0.0f64, 0);
+    for round in 0..4 {
+        // Every rank changes its copy differently before each exchange.
+        for v in [&mut fast, &mut slow] {
+            for (i, x) in v.iter_mut().enumerate() {
+                *x += delta(rank, round, i) as f32;
+            }
+        }
+        for (r, model) in all.iter_mut().enumerate() {
+            for (i, x) in model.iter_mut().enumerate() {
+                *x += delta(r, round, i);
+            }
+        }
+        let expect: Vec<f64> = (0..len)
+            .map(|i| all.iter().map(|m| m[i]).sum::<f64>() / n as f64)
+            .collect();
+        for model in &mut all {
+            model.copy_from_slice(&expect);
+        }
+        fast.scatter().expect("scatter fast");
+        slow.scatter().expect("scatter slow");
+        let a = fast.gather(Udf::Avg).expect("gather fast");
+        let b = slow.gather(avg).expect("gather slow");
+        in_place.push(a.in_place);
+        copied.push(b.in_place);
+        merged = a.merged;
+        identical &= a.merged == b.merged
+            && fast
+                .iter()
+                .zip(slow.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+        for (x, e) in fast.iter().zip(&expect) {
+            max_err = max_err.max((f64::from(*x) - e).abs() / (1.0 + e.abs()));
+        }
+    }
+    report(json!({
+        "rank": rank,
+        "in_place": in_place,
+        "copied": copied,
+        "identical": identical,
+        "max_err": max_err,
+        "merged": merged,
+    }));
+    group.finish().expect("finish");
+    drop((fast, slow));
+}

@@ -38,8 +38,22 @@
 //! dense update is polled straight into a spare buffer that then swaps
 //! places with the sender's mirror. After the first gather, the dense path
 //! allocates nothing.
+//!
+//! Under `Bsp`, with the dense representation and an
+//! [elementwise](crate::udf::Merge::elementwise) merge (every [`Udf`] and
+//! [`crate::udf::PerIndex`]), gather skips the mirrors: it merges the
+//! updates range by range (64 KiB of each at a time, copied into a buffer
+//! that stays in the core's cache) straight from the receive queues
+//! ([`dstorm::Object::read_together`]), so each update is read from memory
+//! once instead of being copied out and read again. `Bsp` keeps every sender
+//! within one iteration, so with queues of depth 2 or more no update can be
+//! overwritten while it is read ([`GatherInfo::in_place`] says when this
+//! path was taken). Other merges, modes and representations use the
+//! mirrors.
+//!
+//! [`Udf`]: crate::udf::Udf
 
-use std::ops::{Deref, DerefMut};
+use std::ops::{ControlFlow, Deref, DerefMut};
 use std::time::Instant;
 
 use dstorm::{Group, Update};
@@ -81,6 +95,13 @@ fn from_le_in_place<T: Element>(xs: &mut [T]) {
 
 /// Reuses the allocation of an (empty) vector of slices for slices of
 /// another lifetime.
+/// Bytes of each update per range merged in place: the ranges of all
+/// in-neighbours together stay within the core's L2 cache.
+fn in_place_part(senders: usize) -> usize {
+    const STAGE: usize = 256 << 10;
+    (STAGE / senders.max(1) / 4096).clamp(1, 16) * 4096
+}
+
 pub(crate) fn recycle<'a, 'b, T>(mut v: Vec<&'a [T]>) -> Vec<&'b [T]> {
     v.clear();
     v.into_iter().map(|_| -> &'b [T] { &[] }).collect()
@@ -122,6 +143,11 @@ pub struct DenseVector<T: Element> {
     /// Per in-neighbour: the mirror changed since the last merge.
     fresh: Vec<bool>,
     spare: Vec<T>,
+    /// Parts of every in-neighbour's update, for merging in place
+    /// ([`DenseVector::merge_in_place`]); allocated by the first such merge.
+    stage: Vec<T>,
+    /// What [`dstorm::Object::read_together`] read.
+    found: Vec<Update>,
     dec_idx: Vec<u64>,
     dec_val: Vec<T>,
     refs: Vec<&'static [T]>,
@@ -204,6 +230,8 @@ impl<T: Element> DenseVector<T> {
             } else {
                 Vec::new()
             },
+            stage: Vec::new(),
+            found: Vec::new(),
             dec_idx: Vec::new(),
             dec_val: Vec::new(),
             refs: Vec::with_capacity(k),
@@ -370,6 +398,15 @@ impl<T: Element> DenseVector<T> {
         let waited = self.core.wait_progress()?;
         let deadline = Instant::now() + self.core.timeout;
         let bsp = self.core.consistency == Consistency::Bsp;
+        let mut info = GatherInfo {
+            iteration: t,
+            wait_ns: u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            ..GatherInfo::default()
+        };
+        if bsp && self.merge_in_place(t, udf, &mut info)? {
+            self.core.finish_gather();
+            return Ok(info);
+        }
         for i in 0..self.core.senders.len() {
             let p = self.core.senders[i];
             if bsp {
@@ -403,11 +440,6 @@ impl<T: Element> DenseVector<T> {
                 }
             }
         }
-        let mut info = GatherInfo {
-            iteration: t,
-            wait_ns: u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
-            ..GatherInfo::default()
-        };
         let (hdr, n) = (self.hdr, self.len);
         let mut refs: Vec<&[T]> = recycle(std::mem::take(&mut self.refs));
         for (i, m) in self.mirrors.iter().enumerate() {
@@ -432,6 +464,97 @@ impl<T: Element> DenseVector<T> {
         }
         self.core.finish_gather();
         Ok(info)
+    }
+
+    /// The `Bsp` fast path: when every in-neighbour's next update is the
+    /// dense one of iteration `t` and `udf` is
+    /// [elementwise](Merge::elementwise), merges them range by range straight
+    /// from the receive queues ([`dstorm::Object::read_together`]): each
+    /// update is read once, instead of being copied into a mirror and read
+    /// again by the merge. `Ok(false)` when it does not apply (nothing read);
+    /// the caller then polls and merges as usual. Under `Bsp` no sender can
+    /// be a queue's depth ahead, so no update changes while it is read.
+    fn merge_in_place<M: Merge<T> + ?Sized>(
+        &mut self,
+        t: u64,
+        udf: &mut M,
+        info: &mut GatherInfo,
+    ) -> Result<bool, VolError> {
+        let k = self.core.senders.len();
+        let applies = k > 0
+            && LITTLE_ENDIAN
+            && !self.repr.needs_previous()
+            && udf.elementwise()
+            && self.received.iter().all(|&r| r == t)
+            && !self.fresh.iter().any(|&f| f);
+        if !applies {
+            return Ok(false);
+        }
+        let part = in_place_part(k);
+        let part_elems = part / T::WIDTH;
+        if self.stage.len() != k * part_elems {
+            self.stage = vec![T::zero(); k * part_elems];
+        }
+        if self.found.len() != k {
+            self.found = vec![Update::default(); k];
+        }
+        let (hdr, n, width) = (self.hdr, self.len, T::WIDTH);
+        let len = HEADER_LEN + n * width;
+        let buf = &mut self.buf;
+        let mut store: Vec<&'static [T]> = std::mem::take(&mut self.refs);
+        let merged = self.core.obj.read_together(
+            &self.core.senders,
+            t,
+            len,
+            part,
+            as_bytes_mut(&mut self.stage),
+            &mut self.found,
+            |from, bytes, stage| -> Result<ControlFlow<()>, VolError> {
+                let parts = |i: usize| &stage[i * part..i * part + bytes];
+                if from == 0 {
+                    let dense = (0..k).all(|i| {
+                        Header::parse(parts(i)).is_ok_and(|h| {
+                            h.kind == Kind::Dense
+                                && usize::from(h.value_width) == width
+                                && h.len == n as u64
+                        })
+                    });
+                    if !dense {
+                        // The usual path reads it and names what is wrong.
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                let (first, end) = (from / width, (from + bytes) / width);
+                let lo = first.max(hdr);
+                if lo < end {
+                    let mut refs: Vec<&[T]> = recycle(std::mem::take(&mut store));
+                    for i in 0..k {
+                        let values: &[T] = bytemuck::cast_slice(parts(i));
+                        refs.push(&values[lo - first..end - first]);
+                    }
+                    let r = udf.merge_dense(&mut buf[lo..end], &refs);
+                    store = recycle(refs);
+                    r?;
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        );
+        self.refs = store;
+        if !merged? {
+            return Ok(false);
+        }
+        for i in 0..k {
+            self.core.note_data(i, t);
+            self.received[i] = t + 1;
+            // The mirror was not filled; with dense updates only, nothing
+            // reads it before the next dense update replaces it.
+            self.mirror_version[i] = 0;
+            self.mirror_iter[i] = t;
+            self.core.stats.record_merged(0);
+        }
+        info.merged = k;
+        info.in_place = true;
+        Ok(true)
     }
 
     /// Applies the update just polled into `spare` from in-neighbour `i`.

@@ -166,6 +166,10 @@ pub struct GatherInfo {
     pub staleness_sum: u64,
     /// Time spent waiting for peers in this gather, in nanoseconds.
     pub wait_ns: u64,
+    /// The updates were merged straight from the receive queues, range by
+    /// range, without being copied out first (dense vectors under `Bsp`
+    /// with an [elementwise](crate::udf::Merge::elementwise) merge).
+    pub in_place: bool,
 }
 
 /// Waits until every rank has called `barrier` (through dstorm's control

@@ -95,6 +95,17 @@ pub trait Merge<T: Element> {
         }
         self.merge_dense(local, &dense)
     }
+
+    /// Whether [`merge_dense`](Merge::merge_dense) works index by index:
+    /// calling it on consecutive ranges of the vectors, in increasing order,
+    /// gives the same result as one call on the whole vectors, and it never
+    /// fails when the lengths agree. A `Bsp` gather then merges dense updates
+    /// range by range straight from the receive queues, reading each update
+    /// once instead of copying it out first. Default `false`; true for
+    /// [`Udf`] and [`PerIndex`].
+    fn elementwise(&self) -> bool {
+        false
+    }
 }
 
 /// The built-in merge functions. See the [module documentation](self) for the
@@ -299,6 +310,10 @@ impl<T: Element> Merge<T> for Udf {
         Ok(())
     }
 
+    fn elementwise(&self) -> bool {
+        true
+    }
+
     fn merge(&mut self, local: &mut [T], incoming: &[Update<'_, T>]) -> Result<(), MergeError> {
         check_updates(local.len(), incoming)?;
         if !incoming.iter().any(Update::is_sparse) {
@@ -377,6 +392,10 @@ where
     T: Element,
     F: FnMut(&mut T, &[T]),
 {
+    fn elementwise(&self) -> bool {
+        true
+    }
+
     fn merge_dense(&mut self, local: &mut [T], incoming: &[&[T]]) -> Result<(), MergeError> {
         check_dense(local.len(), incoming)?;
         if incoming.is_empty() {
