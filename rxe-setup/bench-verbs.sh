@@ -78,6 +78,9 @@ mg4m=$(field "$work/malt" verbs 4194304 gbps)
 ml8=$(field "$work/malt" verbs 8 lat_us_p50)
 for v in pb64 pb4m pl8 mg64 mg4m ml8; do
     [[ -n ${!v} ]] || die "missing a result ($v)"
+    # A zero (perftest has printed 0.00 latencies) would make a ratio inf.
+    awk -v x="${!v}" 'BEGIN { exit !(x + 0 > 0) }' ||
+        die "result $v is ${!v}, not a positive number: see the tool's output above"
 done
 
 awk -v pb64="$pb64" -v pb4m="$pb4m" -v pl8="$pl8" -v mg64="$mg64" -v mg4m="$mg4m" -v ml8="$ml8" \
