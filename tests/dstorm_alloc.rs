@@ -46,18 +46,31 @@ static GLOBAL: Counting = Counting;
 const ROUNDS: u64 = 2000;
 const SIZE: usize = 64 * 1024;
 
-fn rank(
-    rank: usize,
-    port: u16,
-    transport: TransportKind,
-    shm_dir: String,
-    sync: Arc<Barrier>,
-) -> u64 {
-    let mut cfg = Config::local(rank, 2, port, "alloc-test");
-    cfg.transport = transport;
-    cfg.shm_dir = shm_dir.into();
-    cfg.timeout = Duration::from_secs(20);
-    let g = Group::join(cfg).expect("join");
+/// Counts the allocations of every thread of the process while `work` runs
+/// on both ranks (the count is read on rank 0; 0 elsewhere).
+fn counted(rank: usize, sync: &Barrier, work: impl FnOnce()) -> u64 {
+    sync.wait();
+    if rank == 0 {
+        ALLOCS.store(0, Ordering::SeqCst);
+        ENABLED.store(true, Ordering::SeqCst);
+    }
+    sync.wait();
+    work();
+    sync.wait();
+    let n = if rank == 0 {
+        ENABLED.store(false, Ordering::SeqCst);
+        ALLOCS.load(Ordering::SeqCst)
+    } else {
+        0
+    };
+    sync.wait();
+    n
+}
+
+/// Ping-pong of 64 KiB updates with backpressure: 100 warm-up round trips,
+/// then [`ROUNDS`] counted ones.
+fn rank(g: &Group, sync: &Barrier) -> u64 {
+    let rank = g.rank();
     let mut o = g
         .create_object(&ObjectSpec::new("ping", SIZE).flow(FlowControl::Backpressure))
         .expect("create");
@@ -82,47 +95,20 @@ fn rank(
     for i in 1..=100 {
         exchange(i);
     }
-    sync.wait();
-    if rank == 0 {
-        ALLOCS.store(0, Ordering::SeqCst);
-        ENABLED.store(true, Ordering::SeqCst);
-    }
-    sync.wait();
-    for i in 101..=100 + ROUNDS {
-        exchange(i);
-    }
-    sync.wait();
-    let n = if rank == 0 {
-        ENABLED.store(false, Ordering::SeqCst);
-        ALLOCS.load(Ordering::SeqCst)
-    } else {
-        0
-    };
-    sync.wait();
-    drop(o);
-    g.finish().expect("finish");
-    n
+    counted(rank, sync, || {
+        for i in 101..=100 + ROUNDS {
+            exchange(i);
+        }
+    })
 }
 
-/// 200 scatter + gather rounds of a dense vector several ranges long, with
-/// `Udf::Avg` (merged in place) and with a closure (through the mirrors);
-/// returns the allocations counted during the rounds after the first 20
-/// (on rank 0; 0 elsewhere).
-fn vol_rank(
-    rank: usize,
-    port: u16,
-    transport: TransportKind,
-    shm_dir: String,
-    sync: Arc<Barrier>,
-) -> u64 {
-    let mut cfg = Config::local(rank, 2, port, "alloc-test-vol");
-    cfg.transport = transport;
-    cfg.shm_dir = shm_dir.into();
-    cfg.timeout = Duration::from_secs(20);
-    let g = Group::join(cfg).expect("join");
+/// Scatter + gather rounds of a dense vector several ranges long, with
+/// `Udf::Avg` (merged in place) and with a closure (through the mirrors):
+/// 20 warm-up rounds, then 200 counted ones.
+fn vol_rank(g: &Group, sync: &Barrier) -> u64 {
     let opts = VectorOptions::new();
-    let mut fast = DenseVector::<f32>::new(&g, "fast", 100_003, &opts).expect("fast");
-    let mut slow = DenseVector::<f32>::new(&g, "slow", 100_003, &opts).expect("slow");
+    let mut fast = DenseVector::<f32>::new(g, "fast", 100_003, &opts).expect("fast");
+    let mut slow = DenseVector::<f32>::new(g, "slow", 100_003, &opts).expect("slow");
     let mut exchange = || {
         fast.scatter().expect("scatter");
         let info = fast.gather(Udf::Avg).expect("gather");
@@ -136,26 +122,41 @@ fn vol_rank(
     for _ in 0..20 {
         exchange();
     }
-    sync.wait();
-    if rank == 0 {
-        ALLOCS.store(0, Ordering::SeqCst);
-        ENABLED.store(true, Ordering::SeqCst);
-    }
-    sync.wait();
-    for _ in 0..200 {
-        exchange();
-    }
-    sync.wait();
-    let n = if rank == 0 {
-        ENABLED.store(false, Ordering::SeqCst);
-        ALLOCS.load(Ordering::SeqCst)
-    } else {
-        0
-    };
-    sync.wait();
-    drop((fast, slow));
-    g.finish().expect("finish");
-    n
+    counted(g.rank(), sync, || {
+        for _ in 0..200 {
+            exchange();
+        }
+    })
+}
+
+/// [`rank`] or [`vol_rank`].
+type RankFn = fn(&Group, &Barrier) -> u64;
+
+/// Runs `f` as two ranks (threads) of a job on `transport`; rank 0's count.
+fn count_allocs(f: RankFn, transport: TransportKind, shm_dir: &std::path::Path) -> u64 {
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sync = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|r| {
+            let sync = sync.clone();
+            let mut cfg = Config::local(r, 2, port, "alloc-test");
+            cfg.transport = transport;
+            cfg.shm_dir = shm_dir.to_path_buf();
+            cfg.timeout = Duration::from_secs(20);
+            std::thread::spawn(move || {
+                let g = Group::join(cfg).expect("join");
+                let n = f(&g, &sync);
+                g.finish().expect("finish");
+                n
+            })
+        })
+        .collect();
+    let counts: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    counts[0]
 }
 
 #[test]
@@ -163,45 +164,15 @@ fn writes_and_polls_do_not_allocate() {
     let dir = std::env::temp_dir().join(format!("malt-alloc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for transport in [TransportKind::Shm, TransportKind::Tcp] {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let sync = Arc::new(Barrier::new(2));
-        let d = dir.display().to_string();
-        let handles: Vec<_> = (0..2)
-            .map(|r| {
-                let (s, d) = (sync.clone(), d.clone());
-                std::thread::spawn(move || rank(r, port, transport, d, s))
-            })
-            .collect();
-        let counts: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let n = count_allocs(rank, transport, &dir);
         assert_eq!(
-            counts[0], 0,
-            "{transport}: {} heap allocations during {ROUNDS} round trips",
-            counts[0]
+            n, 0,
+            "{transport}: {n} heap allocations during {ROUNDS} round trips"
         );
-    }
-    for transport in [TransportKind::Shm, TransportKind::Tcp] {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let sync = Arc::new(Barrier::new(2));
-        let d = dir.display().to_string();
-        let handles: Vec<_> = (0..2)
-            .map(|r| {
-                let (s, d) = (sync.clone(), d.clone());
-                std::thread::spawn(move || vol_rank(r, port, transport, d, s))
-            })
-            .collect();
-        let counts: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let n = count_allocs(vol_rank, transport, &dir);
         assert_eq!(
-            counts[0], 0,
-            "{transport}: {} heap allocations during 200 dense scatter + gather rounds",
-            counts[0]
+            n, 0,
+            "{transport}: {n} heap allocations during 200 dense scatter + gather rounds"
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
