@@ -317,7 +317,7 @@ fn rank_read_together() {
         g.barrier().unwrap();
     } else {
         let mut stage = vec![0u8; PART];
-        let mut found = [dstorm::Update::default(); 1];
+        let mut found = Vec::new();
         let mut buf = vec![0u8; LEN];
         // 1. Whole, after refusing the wrong iteration or length.
         data.wait_visible(0, 2, wait).unwrap().unwrap();

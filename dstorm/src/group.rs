@@ -995,8 +995,9 @@ impl Object {
     /// returns `Ok(false)` having read nothing, and [`poll_from`] deals with
     /// what is there. `f` may stop at the first part (`Break`): the updates
     /// then stay unread and the result is `Ok(false)`. After all parts the
-    /// updates count as received, `found[i]` describes sender `i`'s, and the
-    /// result is `Ok(true)`.
+    /// updates count as received, `found` holds them in the order of
+    /// `senders` (cleared first; it keeps its capacity from call to call),
+    /// and the result is `Ok(true)`.
     ///
     /// The caller must know that no sender can overwrite the update while it
     /// is read (under a consistency protocol that keeps every sender fewer
@@ -1013,11 +1014,18 @@ impl Object {
         len: usize,
         part: usize,
         stage: &mut [u8],
-        found: &mut [Update],
+        found: &mut Vec<Update>,
         mut f: impl FnMut(usize, usize, &[u8]) -> std::result::Result<ControlFlow<()>, E>,
     ) -> std::result::Result<bool, E> {
         let k = senders.len();
-        if part == 0 || stage.len() < k * part || found.len() < k || len > self.layout.capacity {
+        if part == 0 {
+            return Err(Error::BadObject {
+                name: self.name.clone(),
+                problem: "read_together with parts of 0 bytes".into(),
+            }
+            .into());
+        }
+        if stage.len() < k * part {
             return Err(Error::Size {
                 name: self.name.clone(),
                 what: "read_together stage",
@@ -1026,11 +1034,16 @@ impl Object {
             }
             .into());
         }
+        if len > self.layout.capacity {
+            // No slot holds an update that long.
+            return Ok(false);
+        }
         // Header words of each update (at most a few senders are merged per
         // call; they are kept in `self.together` to avoid allocating).
         let mut heads = std::mem::take(&mut self.together);
         heads.clear();
-        for (i, &sender) in senders.iter().enumerate() {
+        found.clear();
+        for &sender in senders {
             let Some(q) = self.layout.queue_index(sender) else {
                 self.together = heads;
                 return Err(Error::NotNeighbor {
@@ -1060,12 +1073,12 @@ impl Object {
                 return Ok(false);
             };
             heads.push((q, off, words));
-            found[i] = Update {
+            found.push(Update {
                 sender,
                 seq,
                 iteration,
                 len,
-            };
+            });
         }
         let mut from = 0;
         while from < len {

@@ -495,9 +495,6 @@ impl<T: Element> DenseVector<T> {
         if self.stage.len() != k * part_elems {
             self.stage = vec![T::zero(); k * part_elems];
         }
-        if self.found.len() != k {
-            self.found = vec![Update::default(); k];
-        }
         let (hdr, n, width) = (self.hdr, self.len, T::WIDTH);
         let len = HEADER_LEN + n * width;
         let buf = &mut self.buf;
