@@ -930,14 +930,19 @@ impl Object {
         timeout: Duration,
         mut try_once: impl FnMut(&mut Self) -> Result<Option<Update>>,
     ) -> Result<Option<Update>> {
-        let deadline = Instant::now() + timeout;
+        // The clock is read only once the first look found nothing: on
+        // some machines (virtual ones without a usable TSC) a read costs
+        // microseconds, as much as a whole soft-RoCE write.
+        let mut deadline = None;
         loop {
             let bell = self.region.doorbell();
             if let Some(u) = try_once(self)? {
                 return Ok(Some(u));
             }
             self.check()?;
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + timeout);
+            if now >= deadline {
                 return Ok(None);
             }
             park(&self.region, &*self.links, bell, deadline, self.spin);
@@ -1220,15 +1225,23 @@ impl Object {
     }
 }
 
+/// Doorbell looks per clock read while a reader spins (well under a
+/// microsecond of `spin_loop` hints).
+const SPIN_LOOKS: u32 = 16;
+
 /// Spins for a moment, then parks on `region`'s doorbell until it moves or
 /// `deadline` passes, telling `links` while it is parked.
 fn park(region: &Region, links: &dyn Links, bell: u64, deadline: Instant, spin: Duration) {
     let spin_until = (Instant::now() + spin).min(deadline);
+    // Looks at the doorbell [`SPIN_LOOKS`] times per clock read, so that a
+    // slow clock does not delay noticing the bell.
     while Instant::now() < spin_until {
-        if region.doorbell() != bell {
-            return;
+        for _ in 0..SPIN_LOOKS {
+            if region.doorbell() != bell {
+                return;
+            }
+            std::hint::spin_loop();
         }
-        std::hint::spin_loop();
     }
     let now = Instant::now();
     if now < deadline {

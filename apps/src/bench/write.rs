@@ -244,12 +244,19 @@ fn latency(
         waited: timeout,
         missing: vec![1 - rank],
     };
+    // One clock read per round trip, as perftest does: each round trip is
+    // the time between the starts of two consecutive pings (on virtual
+    // machines without a usable TSC a read costs microseconds).
+    let mut last = Instant::now();
     for i in 1..=pings as u64 {
         if rank == 0 {
-            let t = Instant::now();
             obj.write(1, &buf, i)?;
             match obj.poll_from_timeout(1, &mut rbuf, timeout)? {
-                Some(u) if u.iteration == i => rtt.push(t.elapsed().as_secs_f64() * 1e6 / 2.0),
+                Some(u) if u.iteration == i => {
+                    let now = Instant::now();
+                    rtt.push((now - last).as_secs_f64() * 1e6 / 2.0);
+                    last = now;
+                }
                 _ => return Err(lost(i)),
             }
         } else if rank == 1 {

@@ -62,6 +62,30 @@ const BUSY_SHARE: usize = 8;
 /// See [`BUSY_SHARE`].
 const BUSY_HOLD: Duration = Duration::from_millis(100);
 
+/// A deadline `timeout` after the first time it is needed: writes that
+/// find room in the staging memory at once never read the clock, which
+/// costs microseconds on virtual machines without a usable TSC.
+struct Deadline {
+    timeout: Duration,
+    start: Option<Instant>,
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            timeout,
+            start: None,
+        }
+    }
+
+    /// When the wait started (`now` if this is the first call) and when it
+    /// ends.
+    fn started(&mut self, now: Instant) -> (Instant, Instant) {
+        let start = *self.start.get_or_insert(now);
+        (start, start + self.timeout)
+    }
+}
+
 /// Locks a mutex, ignoring poisoning (state stays consistent: every
 /// critical section here either completes or only records a failure).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -561,7 +585,8 @@ impl Shared {
     /// Sends a control message to `p` (waits for staging room, bounded).
     fn send_msg(&self, p: &Peer, msg: Msg, op: &'static str) -> Result<()> {
         let mut s = lock(&p.send);
-        self.send_msg_locked(p, &mut s, msg, op, Some(Instant::now() + self.timeout))
+        let mut deadline = Deadline::after(self.timeout);
+        self.send_msg_locked(p, &mut s, msg, op, Some(&mut deadline))
             .map(|_| ())
     }
 
@@ -572,7 +597,7 @@ impl Shared {
         s: &mut SendSide,
         msg: Msg,
         op: &'static str,
-        deadline: Option<Instant>,
+        deadline: Option<&mut Deadline>,
     ) -> Result<bool> {
         if let Some(f) = p.failed.get() {
             return Err(f.to_error(op, p.rank));
@@ -646,10 +671,9 @@ impl Shared {
         s: &mut SendSide,
         len: usize,
         wrs: usize,
-        deadline: Instant,
+        deadline: &mut Deadline,
         op: &'static str,
     ) -> Result<Reservation> {
-        let start = Instant::now();
         loop {
             if let Some(r) = s.ring.reserve(len, wrs) {
                 return Ok(r);
@@ -665,6 +689,7 @@ impl Shared {
                 )));
             }
             let now = Instant::now();
+            let (start, deadline) = deadline.started(now);
             if now >= deadline {
                 return Err(Error::Timeout {
                     op: format!(
@@ -1229,7 +1254,7 @@ impl VerbsLinks {
             // object over tcp, the write goes nowhere.
             return Ok(true);
         }
-        let deadline = Instant::now() + sh.timeout;
+        let mut deadline = Deadline::after(sh.timeout);
         let max = s.ring.max_reservation() - 64;
         let chunks = img.total.div_ceil(max).max(1);
         let wait = wait || chunks > 1;
@@ -1241,7 +1266,7 @@ impl VerbsLinks {
             let len = if last { pad8(n) + BELL_BYTES } else { n };
             let wrs = if last { 2 } else { 1 };
             let r = if wait {
-                sh.reserve(p, s, len, wrs, deadline, OP)?
+                sh.reserve(p, s, len, wrs, &mut deadline, OP)?
             } else {
                 // One image, one chunk: nothing is posted yet, so giving up
                 // here leaves the stream of writes as it was.
