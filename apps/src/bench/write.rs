@@ -11,7 +11,8 @@
 //! every write also wakes it, which is what a reader blocked in `gather`
 //! costs the writer. Latency: ping-pong of single updates,
 //! half the round trip, i.e. the time from `write` until the update is
-//! visible (and copied out) at the receiver.
+//! visible (and copied out) at the receiver; a round trip is the gap
+//! between the starts of consecutive pings (one clock read each).
 //!
 //! Throughput and its baseline are measured `--repeat` times, alternating
 //! (malt, baseline, malt, baseline, ...), so that both see the same moments
