@@ -834,6 +834,9 @@ fn bench_gather_halton_sends_at_most_045_of_all() {
     // 7 peers per rank for all, 3 for halton: every rank merges them all.
     assert_eq!(all["updates_merged"], 8 * 7 * 4, "{all}");
     assert_eq!(halton["updates_merged"], 8 * 3 * 4, "{halton}");
+    // Bsp with Avg: every gather of every rank merged in place.
+    assert_eq!(all["gathers_in_place"], 8 * 4, "{all}");
+    assert_eq!(halton["gathers_in_place"], 8 * 4, "{halton}");
     let ratio = halton["bytes_sent"].as_f64().unwrap() / all["bytes_sent"].as_f64().unwrap();
     assert!(ratio <= 0.45, "halton / all bytes = {ratio}");
     assert!(
@@ -877,6 +880,7 @@ fn bsp_merges_in_place_give_the_copied_result_bit_for_bit() {
             assert_eq!(r["in_place"], json!([true, true, true, true]), "{what}");
             assert_eq!(r["copied"], json!([false, false, false, false]), "{what}");
             assert_eq!(r["identical"], true, "{what}");
+            assert_eq!(r["stats_in_place"], json!([4, 0]), "{what}");
             assert!(r["max_err"].as_f64().unwrap() < 1e-4, "{what}");
             assert_eq!(r["merged"], (ranks - 1) as u64, "{what}");
         }
@@ -942,6 +946,7 @@ fn rank_in_place() {
     }
     report(json!({
         "rank": rank,
+        "stats_in_place": [fast.stats().gathers_in_place, slow.stats().gathers_in_place],
         "in_place": in_place,
         "copied": copied,
         "identical": identical,

@@ -551,6 +551,7 @@ impl<T: Element> DenseVector<T> {
         }
         info.merged = k;
         info.in_place = true;
+        self.core.stats.gathers_in_place += 1;
         Ok(true)
     }
 

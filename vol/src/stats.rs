@@ -195,6 +195,9 @@ pub struct Stats {
     pub scatters: u64,
     /// `gather()` calls.
     pub gathers: u64,
+    /// Gathers that merged the updates in place, straight from the receive
+    /// queues (see [`crate::GatherInfo::in_place`]).
+    pub gathers_in_place: u64,
     /// Incoming updates merged into the local vector.
     pub updates_merged: u64,
     /// Updates skipped because they were being overwritten while read.

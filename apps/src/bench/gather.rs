@@ -76,6 +76,7 @@ struct RankResult {
     updates_sent: u64,
     clock_bytes_sent: u64,
     updates_merged: u64,
+    gathers_in_place: u64,
     max_staleness: u64,
     lapped: u64,
     torn: u64,
@@ -117,6 +118,9 @@ pub struct GatherResult {
     pub clock_bytes_sent: u64,
     /// Updates merged by all ranks.
     pub updates_merged: u64,
+    /// Gathers (all ranks) that merged in place, straight from the receive
+    /// queues: every one under `bsp`.
+    pub gathers_in_place: u64,
     /// Largest staleness of a merged update on any rank.
     pub max_staleness: u64,
     /// Updates overwritten before they were read, all ranks.
@@ -393,6 +397,7 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
         updates_sent: after.updates_sent - before.updates_sent,
         clock_bytes_sent: after.clock_bytes_sent - before.clock_bytes_sent,
         updates_merged: after.updates_merged - before.updates_merged,
+        gathers_in_place: after.gathers_in_place - before.gathers_in_place,
         max_staleness: after.max_staleness,
         lapped: after.lapped,
         torn: after.torn,
@@ -431,6 +436,7 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
         updates_sent: ranks.iter().map(|r| r.updates_sent).sum(),
         clock_bytes_sent: ranks.iter().map(|r| r.clock_bytes_sent).sum(),
         updates_merged: ranks.iter().map(|r| r.updates_merged).sum(),
+        gathers_in_place: ranks.iter().map(|r| r.gathers_in_place).sum(),
         max_staleness: ranks.iter().map(|r| r.max_staleness).max().unwrap_or(0),
         lapped: ranks.iter().map(|r| r.lapped).sum(),
         torn: ranks.iter().map(|r| r.torn).sum(),
