@@ -317,7 +317,6 @@ fn rank_read_together() {
         g.barrier().unwrap();
     } else {
         let mut stage = vec![0u8; PART];
-        let mut found = Vec::new();
         let mut buf = vec![0u8; LEN];
         // 1. Whole, after refusing the wrong iteration or length.
         data.wait_visible(0, 2, wait).unwrap().unwrap();
@@ -328,19 +327,19 @@ fn rank_read_together() {
             Ok::<_, dstorm::Error>(ControlFlow::Continue(()))
         };
         let wrong_iteration = data
-            .read_together(&[0], 2, LEN, PART, &mut stage, &mut found, &mut collect)
+            .read_together(&[0], 2, LEN, PART, &mut stage, &mut collect)
             .unwrap();
         let wrong_len = data
-            .read_together(&[0], 1, LEN - 1, PART, &mut stage, &mut found, &mut collect)
+            .read_together(&[0], 1, LEN - 1, PART, &mut stage, &mut collect)
             .unwrap();
         let whole = data
-            .read_together(&[0], 1, LEN, PART, &mut stage, &mut found, &mut collect)
+            .read_together(&[0], 1, LEN, PART, &mut stage, &mut collect)
             .unwrap();
         let first = json!({
             "refused": [wrong_iteration, wrong_len],
             "read": whole,
             "exact": got == update(1),
-            "found": [found[0].sender, found[0].seq, found[0].iteration, found[0].len],
+            "bytes_received": data.counters().peers[0].bytes_received,
             "received": data.counters().received,
         });
         // 2. Overwritten between the first and the second part.
@@ -351,7 +350,6 @@ fn rank_read_together() {
             LEN,
             PART,
             &mut stage,
-            &mut found,
             |from: usize, _n: usize, stage: &[u8]| {
                 parts += 1;
                 if from == 0 {
@@ -375,7 +373,7 @@ fn rank_read_together() {
         g.barrier().unwrap();
         data.wait_visible(0, 7, wait).unwrap().unwrap();
         let stale = data
-            .read_together(&[0], 5, LEN, PART, &mut stage, &mut found, |_, _, _| {
+            .read_together(&[0], 5, LEN, PART, &mut stage, |_, _, _| {
                 Ok::<_, dstorm::Error>(ControlFlow::Continue(()))
             })
             .unwrap();
@@ -404,7 +402,7 @@ fn read_together_reads_whole_updates_and_reports_one_overwritten_while_read() {
         assert_eq!(first["read"], true, "{t}: {r}");
         assert_eq!(first["exact"], true, "{t}: {r}");
         let len = 3 * 4096 + 100;
-        assert_eq!(first["found"], json!([0, 1, 1, len]), "{t}: {r}");
+        assert_eq!(first["bytes_received"], len, "{t}: {r}");
         assert_eq!(first["received"], 1, "{t}: {r}");
         let second = &r["second"];
         assert!(

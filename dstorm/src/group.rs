@@ -563,7 +563,7 @@ fn check_agreement(specs: &[ObjectSpec], members: &[usize]) -> Result<()> {
 }
 
 /// An update returned by [`Object::poll`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Update {
     /// The rank that wrote it.
     pub sender: usize,
@@ -998,11 +998,11 @@ impl Object {
     /// this epoch, of iteration `iteration`, `len` bytes long, and follows
     /// the previous one read from that queue (nothing lapped); otherwise
     /// returns `Ok(false)` having read nothing, and [`poll_from`] deals with
-    /// what is there. `f` may stop at the first part (`Break`): the updates
-    /// then stay unread and the result is `Ok(false)`. After all parts the
-    /// updates count as received, `found` holds them in the order of
-    /// `senders` (cleared first; it keeps its capacity from call to call),
-    /// and the result is `Ok(true)`.
+    /// what is there. `f` may decline at the first part (`Break`): the
+    /// updates then stay unread and the result is `Ok(false)`; a `Break`
+    /// at a later part ends the read early. Once `f` has accepted a part
+    /// the updates count as received (as by [`poll_from`]) and the result
+    /// is `Ok(true)`.
     ///
     /// The caller must know that no sender can overwrite the update while it
     /// is read (under a consistency protocol that keeps every sender fewer
@@ -1011,7 +1011,6 @@ impl Object {
     /// result is [`Error::Overwritten`].
     ///
     /// [`poll_from`]: Self::poll_from
-    #[allow(clippy::too_many_arguments)]
     pub fn read_together<E: From<Error>>(
         &mut self,
         senders: &[usize],
@@ -1019,8 +1018,7 @@ impl Object {
         len: usize,
         part: usize,
         stage: &mut [u8],
-        found: &mut Vec<Update>,
-        mut f: impl FnMut(usize, usize, &[u8]) -> std::result::Result<ControlFlow<()>, E>,
+        f: impl FnMut(usize, usize, &[u8]) -> std::result::Result<ControlFlow<()>, E>,
     ) -> std::result::Result<bool, E> {
         let k = senders.len();
         if part == 0 {
@@ -1039,66 +1037,79 @@ impl Object {
             }
             .into());
         }
-        if len > self.layout.capacity {
-            // No slot holds an update that long.
-            return Ok(false);
-        }
-        // Header words of each update (at most a few senders are merged per
-        // call; they are kept in `self.together` to avoid allocating).
+        // Queue, slot offset and header words per sender, in a list kept
+        // from call to call so that reading allocates nothing.
         let mut heads = std::mem::take(&mut self.together);
         heads.clear();
-        found.clear();
+        let r = self.read_heads(senders, iteration, len, &mut heads);
+        let r = match r {
+            Ok(true) => self.read_parts(senders, len, part, stage, &heads, f),
+            other => other.map_err(E::from),
+        };
+        self.together = heads;
+        r
+    }
+
+    /// The first half of [`read_together`](Self::read_together): finds each
+    /// sender's next update and checks that it is the one asked for.
+    fn read_heads(
+        &self,
+        senders: &[usize],
+        iteration: u64,
+        len: usize,
+        heads: &mut Vec<(usize, usize, [u64; 8])>,
+    ) -> Result<bool> {
         for &sender in senders {
             let Some(q) = self.layout.queue_index(sender) else {
-                self.together = heads;
                 return Err(Error::NotNeighbor {
                     name: self.name.clone(),
                     rank: self.rank,
                     peer: sender,
                     role: "sender",
-                }
-                .into());
+                });
             };
             let seq = self.next_seq[q];
             let off = self.layout.seq_offset(q, seq);
-            let ready = self
-                .region
-                .complete_words(off, self.layout.capacity)
-                .filter(|w| w[1] == seq)
-                .and_then(|w| SlotHeader::from_words(&w).ok().map(|h| (w, h)))
-                .filter(|(_, h)| {
-                    h.sender as usize == sender
-                        && h.object == self.id
-                        && h.epoch == self.epoch
-                        && h.iteration == iteration
-                        && h.len as usize == len
-                });
-            let Some((words, _)) = ready else {
-                self.together = heads;
-                return Ok(false);
+            let expected = |h: &SlotHeader| {
+                h.seq == seq
+                    && h.sender as usize == sender
+                    && h.object == self.id
+                    && h.epoch == self.epoch
+                    && h.iteration == iteration
+                    && h.len as usize == len
             };
-            heads.push((q, off, words));
-            found.push(Update {
-                sender,
-                seq,
-                iteration,
-                len,
-            });
+            match self.region.complete_words(off, self.layout.capacity) {
+                Some(w) if SlotHeader::from_words(&w).is_ok_and(|h| expected(&h)) => {
+                    heads.push((q, off, w));
+                }
+                _ => return Ok(false),
+            }
         }
+        Ok(true)
+    }
+
+    /// The second half of [`read_together`](Self::read_together): the parts.
+    fn read_parts<E: From<Error>>(
+        &mut self,
+        senders: &[usize],
+        len: usize,
+        part: usize,
+        stage: &mut [u8],
+        heads: &[(usize, usize, [u64; 8])],
+        mut f: impl FnMut(usize, usize, &[u8]) -> std::result::Result<ControlFlow<()>, E>,
+    ) -> std::result::Result<bool, E> {
         let mut from = 0;
         while from < len {
             let n = part.min(len - from);
-            for (i, (q, off, words)) in heads.iter().enumerate() {
+            for (i, &(q, off, ref words)) in heads.iter().enumerate() {
                 let dst = &mut stage[i * part..i * part + n];
-                if !self.region.read_part(*off, words, from, dst) {
-                    let (q, seq) = (*q, words[1]);
-                    let sender = senders[i];
-                    self.together = heads;
+                if !self.region.read_part(off, words, from, dst) {
                     if from == 0 {
                         // Nothing used yet: overwritten before it was read,
                         // which poll_from counts as lapped.
                         return Ok(false);
                     }
+                    let (sender, seq) = (senders[i], words[1]);
                     self.next_seq[q] = seq + 1;
                     self.count_torn(sender);
                     return Err(Error::Overwritten {
@@ -1109,37 +1120,37 @@ impl Object {
                     .into());
                 }
             }
-            match f(from, n, stage) {
-                Ok(ControlFlow::Continue(())) => {}
-                Ok(ControlFlow::Break(())) if from == 0 => {
-                    self.together = heads;
-                    return Ok(false);
-                }
-                Ok(ControlFlow::Break(())) => break,
-                Err(e) => {
-                    self.together = heads;
-                    return Err(e);
-                }
+            match f(from, n, stage)? {
+                ControlFlow::Continue(()) => from += n,
+                ControlFlow::Break(()) if from == 0 => return Ok(false),
+                ControlFlow::Break(()) => break,
             }
-            from += n;
         }
+        // Every update counts as read even when acknowledging one fails, so
+        // that none is read twice and the other senders get their acks.
         let mut acked = Ok(());
         for (i, &(q, _, words)) in heads.iter().enumerate() {
-            let (sender, seq) = (senders[i], words[1]);
-            self.next_seq[q] = seq + 1;
-            let c = &mut self.counters;
-            c.received += 1;
-            c.bytes_received += len as u64;
-            c.peers[sender].received += 1;
-            c.peers[sender].bytes_received += len as u64;
-            if self.flow == FlowControl::Backpressure && acked.is_ok() {
-                let ack = crate::layout::CONTROL_BYTES + 8 * self.rank;
-                acked = self.links.write_word(sender, ack, seq);
-            }
+            self.next_seq[q] = words[1] + 1;
+            let r = self.consumed(senders[i], words[1], len);
+            acked = acked.and(r);
         }
-        self.together = heads;
         acked?;
         Ok(true)
+    }
+
+    /// Accounts for update `seq` of `sender` (`len` bytes) having been read,
+    /// and acknowledges it under backpressure.
+    fn consumed(&mut self, sender: usize, seq: u64, len: usize) -> Result<()> {
+        let c = &mut self.counters;
+        c.received += 1;
+        c.bytes_received += len as u64;
+        c.peers[sender].received += 1;
+        c.peers[sender].bytes_received += len as u64;
+        if self.flow == FlowControl::Backpressure {
+            let ack = crate::layout::CONTROL_BYTES + 8 * self.rank;
+            self.links.write_word(sender, ack, seq)?;
+        }
+        Ok(())
     }
 
     fn poll_queue(&mut self, q: usize, out: &mut [u8]) -> Result<Option<Update>> {
@@ -1176,15 +1187,7 @@ impl Object {
                         continue;
                     }
                     let len = h.len as usize;
-                    let c = &mut self.counters;
-                    c.received += 1;
-                    c.bytes_received += len as u64;
-                    c.peers[sender].received += 1;
-                    c.peers[sender].bytes_received += len as u64;
-                    if self.flow == FlowControl::Backpressure {
-                        let ack = crate::layout::CONTROL_BYTES + 8 * self.rank;
-                        self.links.write_word(sender, ack, oldest)?;
-                    }
+                    self.consumed(sender, oldest, len)?;
                     return Ok(Some(Update {
                         sender,
                         seq: oldest,

@@ -146,8 +146,6 @@ pub struct DenseVector<T: Element> {
     /// Parts of every in-neighbour's update, for merging in place
     /// ([`DenseVector::merge_in_place`]); allocated by the first such merge.
     stage: Vec<T>,
-    /// What [`dstorm::Object::read_together`] read.
-    found: Vec<Update>,
     dec_idx: Vec<u64>,
     dec_val: Vec<T>,
     refs: Vec<&'static [T]>,
@@ -231,7 +229,6 @@ impl<T: Element> DenseVector<T> {
                 Vec::new()
             },
             stage: Vec::new(),
-            found: Vec::new(),
             dec_idx: Vec::new(),
             dec_val: Vec::new(),
             refs: Vec::with_capacity(k),
@@ -505,7 +502,6 @@ impl<T: Element> DenseVector<T> {
             len,
             part,
             as_bytes_mut(&mut self.stage),
-            &mut self.found,
             |from, bytes, stage| -> Result<ControlFlow<()>, VolError> {
                 let parts = |i: usize| &stage[i * part..i * part + bytes];
                 if from == 0 {
