@@ -11,6 +11,9 @@ use std::time::Duration;
 pub const DEFAULT_MASTER_PORT: u16 = 29517;
 /// Default bound on every wait (rendezvous, barrier, backpressure).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The largest `MALT_SPIN_US` (one second).
+const MAX_SPIN_US: u64 = 1_000_000;
 /// Default failure timeout `T`: a peer whose heartbeat has not moved for
 /// this long is suspected dead (fault-tolerant jobs only). Long enough that
 /// a loaded machine's scheduling hiccups do not evict anyone; a crashed
@@ -92,6 +95,11 @@ pub struct Config {
     /// The coordinator runs outside the ranks (`MALT_COORDINATOR=external`,
     /// set by `malt launch`): rank 0 does not start one, so any rank may die.
     pub external_coordinator: bool,
+    /// How long a waiting reader polls its segment before it parks, on
+    /// shm and tcp (`MALT_SPIN_US`, microseconds; default 30; verbs has
+    /// `MALT_RDMA_SPIN_US`). After short waits the spin grows by itself
+    /// (up to 500 µs); 0 never spins.
+    pub spin: Option<Duration>,
 }
 
 impl fmt::Debug for Config {
@@ -110,6 +118,7 @@ impl fmt::Debug for Config {
             .field("fail_timeout", &self.fail_timeout)
             .field("max_regroups", &self.max_regroups)
             .field("external_coordinator", &self.external_coordinator)
+            .field("spin", &self.spin)
             .finish()
     }
 }
@@ -229,6 +238,14 @@ impl Config {
         let data_addr = env
             .get("MALT_DATA_ADDR")
             .unwrap_or_else(|| default_data_addr(&master_addr));
+        let spin = match parse::<u64>(env, "MALT_SPIN_US")? {
+            Some(us) if us > MAX_SPIN_US => {
+                return Err(Error::Config(format!(
+                    "MALT_SPIN_US={us} is more than {MAX_SPIN_US} microseconds"
+                )))
+            }
+            us => us.map(Duration::from_micros),
+        };
         Ok(Config {
             rank,
             world,
@@ -243,6 +260,7 @@ impl Config {
             fail_timeout,
             max_regroups,
             external_coordinator,
+            spin,
         })
     }
 
@@ -270,6 +288,7 @@ impl Config {
             min_ranks: world,
             fail_timeout: DEFAULT_FAIL_TIMEOUT,
             max_regroups: world as u32,
+            spin: None,
             external_coordinator: false,
         }
     }
@@ -354,6 +373,20 @@ mod tests {
     }
 
     #[test]
+    fn malt_spin_us_is_read_in_microseconds_and_unset_by_default() {
+        let base = [
+            ("MALT_RANK", "0"),
+            ("MALT_WORLD_SIZE", "1"),
+            ("MALT_JOB_TOKEN", "t"),
+        ];
+        assert_eq!(Config::from_source(&env(&base)).unwrap().spin, None);
+        let mut with = base.to_vec();
+        with.push(("MALT_SPIN_US", "5"));
+        let c = Config::from_source(&env(&with)).unwrap();
+        assert_eq!(c.spin, Some(Duration::from_micros(5)));
+    }
+
+    #[test]
     fn launcher_order_is_torchrun_slurm_openmpi() {
         let c = Config::from_source(&env(&[
             ("SLURM_PROCID", "1"),
@@ -398,6 +431,18 @@ mod tests {
             ("MALT_TRANSPORT", "carrier-pigeon"),
         ]));
         assert!(matches!(e, Err(Error::Config(m)) if m.contains("carrier-pigeon")));
+        for bad in ["2000000", "-1", "fast"] {
+            let e = Config::from_source(&env(&[
+                ("MALT_RANK", "0"),
+                ("MALT_WORLD_SIZE", "1"),
+                ("MALT_JOB_TOKEN", "t"),
+                ("MALT_SPIN_US", bad),
+            ]));
+            assert!(
+                matches!(&e, Err(Error::Config(m)) if m.contains("MALT_SPIN_US")),
+                "{bad}: {e:?}"
+            );
+        }
         let e = Config::from_source(&env(&[("MALT_TIMEOUT", "-3")]));
         assert!(matches!(e, Err(Error::Config(m)) if m.contains("MALT_TIMEOUT")));
     }

@@ -330,6 +330,16 @@ impl Group {
         self.transport.kind()
     }
 
+    /// How long a waiting reader spins before it parks, before any
+    /// stretching: `MALT_SPIN_US` on shm and tcp, the transport's own
+    /// setting on verbs.
+    fn spin(&self) -> Duration {
+        match (self.cfg.spin, self.transport.kind()) {
+            (Some(spin), TransportKind::Shm | TransportKind::Tcp) => spin,
+            _ => self.transport.spin(),
+        }
+    }
+
     /// The configuration this group was joined with.
     pub fn config(&self) -> &Config {
         &self.cfg
@@ -465,7 +475,7 @@ impl Group {
             view: self.view.clone(),
             tracks: true,
             tolerant: self.fault_tolerant(),
-            spin: self.transport.spin(),
+            spin: Spin::new(self.spin()),
             timeout: self.cfg.timeout,
             flow: spec.flow,
             out,
@@ -631,8 +641,9 @@ pub struct Object {
     tracks: bool,
     /// The job survives failures: a failed write waits for the regroup.
     tolerant: bool,
-    /// Polling before parking, per transport.
-    spin: Duration,
+    /// Polling before parking: the transport's spin, stretched after
+    /// short waits (see [`Spin`]).
+    spin: Spin,
     timeout: Duration,
     flow: FlowControl,
     out: Vec<usize>,
@@ -858,7 +869,7 @@ impl Object {
                     missing: vec![peer],
                 });
             }
-            park(&self.region, &*self.links, bell, deadline, self.spin);
+            park(&self.region, &*self.links, bell, deadline, &mut self.spin);
         }
     }
 
@@ -945,7 +956,7 @@ impl Object {
             if now >= deadline {
                 return Ok(None);
             }
-            park(&self.region, &*self.links, bell, deadline, self.spin);
+            park(&self.region, &*self.links, bell, deadline, &mut self.spin);
         }
     }
 
@@ -1232,18 +1243,69 @@ impl Object {
 /// microsecond of `spin_loop` hints).
 const SPIN_LOOKS: u32 = 16;
 
+/// The longest a reader's spin grows to (see [`Spin`]).
+pub(crate) const SPIN_MAX: Duration = Duration::from_micros(500);
+
+/// How long a waiting reader spins before it parks.
+///
+/// A parked reader costs its writer a wake-up, and on a virtual machine a
+/// wake-up of an idle CPU takes tens of microseconds (35 µs on the 2-vCPU
+/// machine of the README's numbers), longer than the transport's spin. Two
+/// ranks in a ping-pong then stay parked for good once a hiccup parks one
+/// of them: each waits out its spin before the other's wake-up completes
+/// and parks in turn, so every message pays a wake-up. So after a wait
+/// that ended with a ring sooner than [`SPIN_MAX`], the next wait spins
+/// twice that long (at most [`SPIN_MAX`]); a wait that timed out or took
+/// longer drops back to the transport's spin, so an idle reader does not
+/// burn a core. Beyond the transport's spin the reader yields its CPU
+/// between looks, so a peer that shares the CPU still runs. A transport
+/// spin of zero (verbs with `MALT_RDMA_SPIN_US=0`) turns this off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spin {
+    /// The transport's spin: pure polling, and the floor.
+    base: Duration,
+    /// The spin of the next wait.
+    now: Duration,
+}
+
+impl Spin {
+    pub(crate) fn new(base: Duration) -> Spin {
+        Spin { base, now: base }
+    }
+
+    /// Learns from a wait that took `waited` and ended with a ring
+    /// (`rung`) or its deadline.
+    pub(crate) fn learn(&mut self, waited: Duration, rung: bool) {
+        let limit = SPIN_MAX.max(self.base);
+        self.now = if self.base.is_zero() || !rung || waited > limit {
+            self.base
+        } else {
+            (waited * 2).clamp(self.base, limit)
+        };
+    }
+}
+
 /// Spins for a moment, then parks on `region`'s doorbell until it moves or
 /// `deadline` passes, telling `links` while it is parked.
-fn park(region: &Region, links: &dyn Links, bell: u64, deadline: Instant, spin: Duration) {
-    let spin_until = (Instant::now() + spin).min(deadline);
+fn park(region: &Region, links: &dyn Links, bell: u64, deadline: Instant, spin: &mut Spin) {
+    let start = Instant::now();
+    let pure_until = (start + spin.base).min(deadline);
+    let spin_until = (start + spin.now).min(deadline);
     // Looks at the doorbell [`SPIN_LOOKS`] times per clock read, so that a
     // slow clock does not delay noticing the bell.
-    while Instant::now() < spin_until {
+    loop {
         for _ in 0..SPIN_LOOKS {
             if region.doorbell() != bell {
                 return;
             }
             std::hint::spin_loop();
+        }
+        let now = Instant::now();
+        if now >= spin_until {
+            break;
+        }
+        if now >= pure_until {
+            std::thread::yield_now();
         }
     }
     let now = Instant::now();
@@ -1252,10 +1314,54 @@ fn park(region: &Region, links: &dyn Links, bell: u64, deadline: Instant, spin: 
         region.park(bell, deadline - now);
         links.parking(false);
     }
+    spin.learn(start.elapsed(), region.doorbell() != bell);
 }
 
 impl Drop for Object {
     fn drop(&mut self) {
         self.transport.destroy(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Spin, SPIN_MAX};
+    use std::time::Duration;
+
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn a_short_wait_stretches_the_next_spin_to_twice_its_length_up_to_the_cap() {
+        let mut s = Spin::new(30 * US);
+        s.learn(70 * US, true);
+        assert_eq!(s.now, 140 * US);
+        s.learn(10 * US, true);
+        assert_eq!(s.now, 30 * US, "never below the transport's spin");
+        s.learn(400 * US, true);
+        assert_eq!(s.now, SPIN_MAX);
+    }
+
+    #[test]
+    fn a_timeout_or_a_long_wait_drops_back_to_the_transports_spin() {
+        let mut s = Spin::new(30 * US);
+        s.learn(70 * US, true);
+        s.learn(70 * US, false);
+        assert_eq!(s.now, 30 * US, "timed out");
+        s.learn(70 * US, true);
+        s.learn(SPIN_MAX + US, true);
+        assert_eq!(s.now, 30 * US, "longer than the cap");
+    }
+
+    #[test]
+    fn a_zero_spin_stays_zero_and_a_spin_above_the_cap_is_kept() {
+        let mut s = Spin::new(Duration::ZERO);
+        s.learn(70 * US, true);
+        assert_eq!(s.now, Duration::ZERO);
+        let base = SPIN_MAX * 2;
+        let mut s = Spin::new(base);
+        s.learn(70 * US, true);
+        assert_eq!(s.now, base);
+        s.learn(base - US, true);
+        assert_eq!(s.now, base);
     }
 }
