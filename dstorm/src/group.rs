@@ -330,14 +330,23 @@ impl Group {
         self.transport.kind()
     }
 
-    /// How long a waiting reader spins before it parks, before any
-    /// stretching: `MALT_SPIN_US` on shm and tcp, the transport's own
-    /// setting on verbs.
-    fn spin(&self) -> Duration {
-        match (self.cfg.spin, self.transport.kind()) {
+    /// How a waiting reader spins before it parks: for `MALT_SPIN_US` on
+    /// shm and tcp, the transport's own setting on verbs, yielding its CPU
+    /// between looks from the start when this host runs more ranks than
+    /// this process may use CPUs.
+    fn spin(&self) -> Spin {
+        let base = match (self.cfg.spin, self.transport.kind()) {
             (Some(spin), TransportKind::Shm | TransportKind::Tcp) => spin,
             _ => self.transport.spin(),
-        }
+        };
+        let host = self.table.get(self.cfg.rank).map(|e| e.host.as_str());
+        let here = self
+            .table
+            .iter()
+            .filter(|e| Some(e.host.as_str()) == host)
+            .count();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Spin::new(base, here > cpus)
     }
 
     /// The configuration this group was joined with.
@@ -475,7 +484,7 @@ impl Group {
             view: self.view.clone(),
             tracks: true,
             tolerant: self.fault_tolerant(),
-            spin: Spin::new(self.spin()),
+            spin: self.spin(),
             timeout: self.cfg.timeout,
             flow: spec.flow,
             out,
@@ -1258,19 +1267,29 @@ pub(crate) const SPIN_MAX: Duration = Duration::from_micros(500);
 /// twice that long (at most [`SPIN_MAX`]); a wait that timed out or took
 /// longer drops back to the transport's spin, so an idle reader does not
 /// burn a core. Beyond the transport's spin the reader yields its CPU
-/// between looks, so a peer that shares the CPU still runs. A transport
-/// spin of zero (verbs with `MALT_RDMA_SPIN_US=0`) turns this off.
+/// between looks, so a peer that shares the CPU still runs; on a host with
+/// more ranks than CPUs it yields from the start. A transport spin of zero
+/// (`MALT_SPIN_US=0`, or verbs with `MALT_RDMA_SPIN_US=0`) turns the
+/// stretching off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Spin {
-    /// The transport's spin: pure polling, and the floor.
+    /// The transport's spin: the floor.
     base: Duration,
+    /// Polling without yielding: the transport's spin, or none when the
+    /// host runs more ranks than there are CPUs (as MPI libraries do).
+    pure: Duration,
     /// The spin of the next wait.
     now: Duration,
 }
 
 impl Spin {
-    pub(crate) fn new(base: Duration) -> Spin {
-        Spin { base, now: base }
+    pub(crate) fn new(base: Duration, oversubscribed: bool) -> Spin {
+        let pure = if oversubscribed { Duration::ZERO } else { base };
+        Spin {
+            base,
+            pure,
+            now: base,
+        }
     }
 
     /// Learns from a wait that took `waited` and ended with a ring
@@ -1289,7 +1308,7 @@ impl Spin {
 /// `deadline` passes, telling `links` while it is parked.
 fn park(region: &Region, links: &dyn Links, bell: u64, deadline: Instant, spin: &mut Spin) {
     let start = Instant::now();
-    let pure_until = (start + spin.base).min(deadline);
+    let pure_until = start + spin.pure;
     let spin_until = (start + spin.now).min(deadline);
     // Looks at the doorbell [`SPIN_LOOKS`] times per clock read, so that a
     // slow clock does not delay noticing the bell.
@@ -1332,7 +1351,7 @@ mod tests {
 
     #[test]
     fn a_short_wait_stretches_the_next_spin_to_twice_its_length_up_to_the_cap() {
-        let mut s = Spin::new(30 * US);
+        let mut s = Spin::new(30 * US, false);
         s.learn(70 * US, true);
         assert_eq!(s.now, 140 * US);
         s.learn(10 * US, true);
@@ -1343,7 +1362,7 @@ mod tests {
 
     #[test]
     fn a_timeout_or_a_long_wait_drops_back_to_the_transports_spin() {
-        let mut s = Spin::new(30 * US);
+        let mut s = Spin::new(30 * US, false);
         s.learn(70 * US, true);
         s.learn(70 * US, false);
         assert_eq!(s.now, 30 * US, "timed out");
@@ -1354,11 +1373,11 @@ mod tests {
 
     #[test]
     fn a_zero_spin_stays_zero_and_a_spin_above_the_cap_is_kept() {
-        let mut s = Spin::new(Duration::ZERO);
+        let mut s = Spin::new(Duration::ZERO, false);
         s.learn(70 * US, true);
         assert_eq!(s.now, Duration::ZERO);
         let base = SPIN_MAX * 2;
-        let mut s = Spin::new(base);
+        let mut s = Spin::new(base, false);
         s.learn(70 * US, true);
         assert_eq!(s.now, base);
         s.learn(base - US, true);
