@@ -67,6 +67,13 @@ fn write_reports_passive_and_woken_throughput_next_to_its_baseline() {
         assert!(ratios.iter().all(|&r| r > 0.0 && r.is_finite()), "{v}");
         assert!(close(positive(&v, "ratio"), median(ratios)), "{v}");
         assert!(close(positive(&v, "woken_ratio"), w / base), "{v}");
+        if transport == "shm" {
+            // The ceiling of a depth-2 queue, measured in the same run.
+            positive(&v, "two_slot_gbps");
+            positive(&v, "two_slot_ratio");
+        } else {
+            assert!(v.get("two_slot_gbps").is_none(), "shm only: {v}");
+        }
         positive(&v, "secs");
         positive(&v, "lat_us_p50");
         assert!(
@@ -82,6 +89,8 @@ fn throughput_only_skips_the_woken_run_latency_and_baseline() {
     positive(&v, "gbps");
     assert!(v.get("woken_gbps").is_none(), "{v}");
     assert!(v.get("woken_ratio").is_none(), "{v}");
+    assert!(v.get("two_slot_gbps").is_none(), "{v}");
+    assert!(v.get("two_slot_ratio").is_none(), "{v}");
     assert_eq!(v["lat_us_p50"], 0.0, "{v}");
     assert_eq!(v["ratio"], 0.0, "{v}");
     assert_eq!(v["repeat"], 1, "one run without a baseline: {v}");

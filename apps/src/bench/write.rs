@@ -7,9 +7,12 @@
 //! is complete in rank 1's segment. Rank 1 is a passive target, as for
 //! `MPI_Put` or `ib_write_bw`: it looks at its segment every
 //! [`WATCH_EVERY`] without parking on it, so the writes never wake it. A
-//! second run (`woken_*`) has rank 1 parked on the segment instead, so that
-//! every write also wakes it, which is what a reader blocked in `gather`
-//! costs the writer. Latency: ping-pong of single updates,
+//! second run (`woken_*`) has rank 1 waiting on the segment instead, as a
+//! reader blocked in `gather` does (spinning, then parked, so that a write
+//! may have to wake it): what such a reader costs the writer. For shm a
+//! third reference (`two_slot_*`) copies the same bytes into two
+//! destination buffers in turn, the least any depth-2 queue must do.
+//! Latency: ping-pong of single updates,
 //! half the round trip, i.e. the time from `write` until the update is
 //! visible (and copied out) at the receiver; a round trip is the gap
 //! between the starts of consecutive pings (one clock read each).
@@ -93,8 +96,9 @@ pub struct WriteResult {
     pub ratios: Vec<f64>,
     /// The median of `ratios`: above 1 means malt is faster.
     pub ratio: f64,
-    /// Throughput with the receiver parked on its segment (every write
-    /// wakes it); absent with `--throughput-only`.
+    /// Throughput with the receiver waiting on its segment as a reader
+    /// blocked in `gather` does (writes wake it when it has parked);
+    /// absent with `--throughput-only`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub woken_gbps: Option<f64>,
     /// `woken_gbps / baseline_gbps` (the median baseline).
@@ -104,6 +108,16 @@ pub struct WriteResult {
     pub lat_us_p50: f64,
     /// 99th percentile of the same.
     pub lat_us_p99: f64,
+    /// shm: `memcpy` of the same bytes alternating between two destination
+    /// buffers, which is what a depth-2 receive queue must do at least
+    /// (the ceiling of malt's write), median of its runs, each right after
+    /// a baseline run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_slot_gbps: Option<f64>,
+    /// shm: the median of malt's throughput over the two-destination
+    /// `memcpy`'s, run by run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub two_slot_ratio: Option<f64>,
     /// The baseline's median one-way latency (raw socket ping-pong; tcp only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_lat_us_p50: Option<f64>,
@@ -139,7 +153,8 @@ pub const WATCH_EVERY: Duration = Duration::from_micros(100);
 enum Receiver {
     /// Looks every [`WATCH_EVERY`], never parked: writes do not wake it.
     Watching,
-    /// Parked on the segment's doorbell: every write wakes it.
+    /// Waits on the segment's doorbell (spins, then parks), as `gather`
+    /// does: a write wakes it when it has parked.
     Parked,
 }
 
@@ -284,13 +299,19 @@ fn pair_graph(world: usize) -> Vec<Vec<usize>> {
 }
 
 fn memcpy_baseline(size: usize, iters: usize) -> f64 {
+    memcpy_into(size, iters, 1)
+}
+
+/// `memcpy` of `size` bytes `iters` times, into `slots` destination
+/// buffers in turn.
+fn memcpy_into(size: usize, iters: usize, slots: usize) -> f64 {
     let src = vec![0x5au8; size];
-    let mut dst = vec![0u8; size];
-    dst.copy_from_slice(&src);
+    let mut dst: Vec<Vec<u8>> = (0..slots).map(|_| src.clone()).collect();
     let t0 = Instant::now();
-    for _ in 0..iters {
-        dst.copy_from_slice(std::hint::black_box(&src));
-        std::hint::black_box(&mut dst);
+    for i in 0..iters {
+        let d = &mut dst[i % slots];
+        d.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(d);
     }
     gbps(size, iters, t0.elapsed().as_secs_f64())
 }
@@ -395,6 +416,7 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             TransportKind::Verbs => "ib_write_bw (run rxe-setup/bench-verbs.sh)",
         };
         let (mut runs, mut secs, mut cpus, mut bases) = (vec![], vec![], vec![], vec![]);
+        let mut two_slot = vec![];
         let mut base_lat = None;
         for round in 0..repeat {
             let (s, cpu) = throughput(group, size, iters, timeout, Receiver::Watching, round)?;
@@ -419,7 +441,11 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
                     }
                     g
                 }
-                TransportKind::Shm if group.rank() == 0 => memcpy_baseline(size, iters),
+                TransportKind::Shm if group.rank() == 0 => {
+                    let base = memcpy_baseline(size, iters);
+                    two_slot.push(memcpy_into(size, iters, 2));
+                    base
+                }
                 _ => 0.0,
             });
             group.barrier()?;
@@ -431,6 +457,17 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             .filter(|&x| x > 0.0)
             .collect();
         let base = median(&bases);
+        let two_slot_ratios: Vec<f64> = runs
+            .iter()
+            .zip(&two_slot)
+            .map(|(&g, &b)| ratio(g, b))
+            .filter(|&x| x > 0.0)
+            .collect();
+        let (two_slot_gbps, two_slot_ratio) = if two_slot.is_empty() {
+            (None, None)
+        } else {
+            (Some(median(&two_slot)), Some(median(&two_slot_ratios)))
+        };
         let mut r = WriteResult {
             transport: group.transport().to_string(),
             ranks: group.world(),
@@ -449,6 +486,8 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             lat_us_p50: 0.0,
             lat_us_p99: 0.0,
             baseline_lat_us_p50: base_lat,
+            two_slot_gbps,
+            two_slot_ratio,
         };
         if opts.throughput_only {
             out.push(r);
@@ -480,18 +519,21 @@ pub fn print(results: &[WriteResult], json: bool) {
         return;
     }
     println!(
-        "{:>10} {:>8} {:>10} {:>9} {:>10} {:>7} {:>7} {:>10} {:>10}  baseline",
-        "size", "iters", "Gbit/s", "cpu s", "base", "ratio", "woken", "p50 us", "p99 us"
+        "{:>10} {:>8} {:>10} {:>9} {:>10} {:>7} {:>7} {:>7} {:>10} {:>10}  baseline",
+        "size", "iters", "Gbit/s", "cpu s", "base", "ratio", "2-slot", "woken", "p50 us", "p99 us"
     );
     for r in results {
         println!(
-            "{:>10} {:>8} {:>10.2} {:>9.4} {:>10.2} {:>7.3} {:>7} {:>10.2} {:>10.2}  {}",
+            "{:>10} {:>8} {:>10.2} {:>9.4} {:>10.2} {:>7.3} {:>7} {:>7} {:>10.2} {:>10.2}  {}",
             r.size,
             r.iters,
             r.gbps,
             r.cpu_secs,
             r.baseline_gbps,
             r.ratio,
+            r.two_slot_ratio
+                .map(|w| format!("{w:.3}"))
+                .unwrap_or_else(|| "-".into()),
             r.woken_ratio
                 .map(|w| format!("{w:.3}"))
                 .unwrap_or_else(|| "-".into()),
