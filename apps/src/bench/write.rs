@@ -132,6 +132,16 @@ fn gbps(bytes: usize, iters: usize, secs: f64) -> f64 {
     }
 }
 
+/// The ratio of each malt run to the reference run after it, leaving out
+/// pairs without a reference.
+fn pairwise(runs: &[f64], refs: &[f64]) -> Vec<f64> {
+    runs.iter()
+        .zip(refs)
+        .map(|(&g, &b)| ratio(g, b))
+        .filter(|&x| x > 0.0)
+        .collect()
+}
+
 /// `a / base`, or 0 without a baseline.
 fn ratio(a: f64, base: f64) -> f64 {
     if base > 0.0 {
@@ -298,10 +308,6 @@ fn pair_graph(world: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-fn memcpy_baseline(size: usize, iters: usize) -> f64 {
-    memcpy_into(size, iters, 1)
-}
-
 /// `memcpy` of `size` bytes `iters` times, into `slots` destination
 /// buffers in turn.
 fn memcpy_into(size: usize, iters: usize, slots: usize) -> f64 {
@@ -442,7 +448,7 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
                     g
                 }
                 TransportKind::Shm if group.rank() == 0 => {
-                    let base = memcpy_baseline(size, iters);
+                    let base = memcpy_into(size, iters, 1);
                     two_slot.push(memcpy_into(size, iters, 2));
                     base
                 }
@@ -450,23 +456,13 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             });
             group.barrier()?;
         }
-        let ratios: Vec<f64> = runs
-            .iter()
-            .zip(&bases)
-            .map(|(&g, &b)| ratio(g, b))
-            .filter(|&x| x > 0.0)
-            .collect();
+        let ratios = pairwise(&runs, &bases);
         let base = median(&bases);
-        let two_slot_ratios: Vec<f64> = runs
-            .iter()
-            .zip(&two_slot)
-            .map(|(&g, &b)| ratio(g, b))
-            .filter(|&x| x > 0.0)
-            .collect();
         let (two_slot_gbps, two_slot_ratio) = if two_slot.is_empty() {
             (None, None)
         } else {
-            (Some(median(&two_slot)), Some(median(&two_slot_ratios)))
+            let ratios = pairwise(&runs, &two_slot);
+            (Some(median(&two_slot)), Some(median(&ratios)))
         };
         let mut r = WriteResult {
             transport: group.transport().to_string(),
