@@ -499,9 +499,13 @@ impl Coordinator {
         }
     }
 
+    /// Sends `msg` to every rank, rank 0 last: rank 0's process hosts this
+    /// coordinator, and a message that ends the job (an abort) makes it exit,
+    /// which would cut off the ranks not yet told.
     fn send_ranks(&mut self, msg: &FromMaster) {
-        let ids: Vec<usize> = self.ranks.keys().copied().collect();
-        for id in ids {
+        let mut ids: Vec<(usize, usize)> = self.ranks.iter().map(|(id, r)| (*r, *id)).collect();
+        ids.sort_unstable_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+        for (_, id) in ids {
             self.send_to(id, msg);
         }
     }
