@@ -6,7 +6,7 @@
 //! when rank 0 learns (through a one-sided write back) that the last update
 //! is complete in rank 1's segment. Rank 1 is a passive target, as for
 //! `MPI_Put` or `ib_write_bw`: it looks at its segment every
-//! [`WATCH_EVERY`] without parking on it, so the writes never wake it. A
+//! [`watch_interval`] without parking on it, so the writes never wake it. A
 //! second run (`woken_*`) has rank 1 waiting on the segment instead, as a
 //! reader blocked in `gather` does (spinning, then parked, so that a write
 //! may have to wake it): what such a reader costs the writer. For shm a
@@ -155,13 +155,25 @@ fn ratio(a: f64, base: f64) -> f64 {
 /// pages of both segments are mapped, as the peers' warm-up does.
 const WARM_UP: u64 = 3;
 
-/// How often a passive receiver looks at its segment.
-pub const WATCH_EVERY: Duration = Duration::from_micros(100);
+/// A passive receiver looks at its segment at least this often...
+pub const WATCH_MIN: Duration = Duration::from_micros(100);
+/// ...and at most this often: a run of 1 GiB takes a few hundred ms, and
+/// waking 10 000 times a second there costs a 2-core machine's writer
+/// throughput that has nothing to do with the transport.
+pub const WATCH_MAX: Duration = Duration::from_millis(2);
+
+/// How long a passive receiver sleeps between looks once it has waited
+/// `waited`: a hundredth of that, within [`WATCH_MIN`, `WATCH_MAX`], so
+/// that seeing the last update late adds at most about 1% (or
+/// [`WATCH_MIN`]) to the measured time.
+pub fn watch_interval(waited: Duration) -> Duration {
+    (waited / 100).clamp(WATCH_MIN, WATCH_MAX)
+}
 
 /// How rank 1 waits for the last update of a throughput run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Receiver {
-    /// Looks every [`WATCH_EVERY`], never parked: writes do not wake it.
+    /// Looks every [`watch_interval`], never parked: writes do not wake it.
     Watching,
     /// Waits on the segment's doorbell (spins, then parks), as `gather`
     /// does: a write wakes it when it has parked.
@@ -238,16 +250,17 @@ fn wait_last(
     if receiver == Receiver::Parked {
         return obj.wait_visible(0, last, timeout);
     }
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
     loop {
         // A zero timeout looks once and never parks.
         if let Some(u) = obj.wait_visible(0, last, Duration::ZERO)? {
             return Ok(Some(u));
         }
-        if Instant::now() >= deadline {
+        let waited = start.elapsed();
+        if waited >= timeout {
             return Ok(None);
         }
-        std::thread::sleep(WATCH_EVERY);
+        std::thread::sleep(watch_interval(waited));
     }
 }
 
@@ -537,5 +550,21 @@ pub fn print(results: &[WriteResult], json: bool) {
             r.lat_us_p99,
             r.baseline
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watch_interval_is_a_hundredth_of_the_wait_within_bounds() {
+        assert_eq!(watch_interval(Duration::ZERO), WATCH_MIN);
+        assert_eq!(watch_interval(Duration::from_millis(5)), WATCH_MIN);
+        assert_eq!(
+            watch_interval(Duration::from_millis(50)),
+            Duration::from_micros(500)
+        );
+        assert_eq!(watch_interval(Duration::from_secs(10)), WATCH_MAX);
     }
 }
