@@ -155,10 +155,10 @@ fn ratio(a: f64, base: f64) -> f64 {
 /// pages of both segments are mapped, as the peers' warm-up does.
 const WARM_UP: u64 = 3;
 
-/// A passive receiver looks at its segment at least this often...
+/// Shortest sleep of a passive receiver between two looks at its segment.
 pub const WATCH_MIN: Duration = Duration::from_micros(100);
-/// ...and at most this often: a run of 1 GiB takes a few hundred ms, and
-/// waking 10 000 times a second there costs a 2-core machine's writer
+/// Longest sleep between two looks: a run of 1 GiB takes a few hundred ms,
+/// and waking 10 000 times a second there costs a 2-core machine's writer
 /// throughput that has nothing to do with the transport.
 pub const WATCH_MAX: Duration = Duration::from_millis(2);
 
