@@ -499,9 +499,10 @@ impl Coordinator {
         }
     }
 
-    /// Sends `msg` to every rank, rank 0 last: rank 0's process hosts this
-    /// coordinator, and a message that ends the job (an abort) makes it exit,
-    /// which would cut off the ranks not yet told.
+    /// Sends `msg` to every rank, rank 0 last: unless a launcher runs the
+    /// coordinator (`malt launch`), rank 0's process hosts it, and a message
+    /// that ends the job (an abort) makes that process exit, which would cut
+    /// off the ranks not yet told.
     fn send_ranks(&mut self, msg: &FromMaster) {
         let mut ids: Vec<(usize, usize)> = self.ranks.iter().map(|(id, r)| (*r, *id)).collect();
         ids.sort_unstable_by_key(|(rank, _)| std::cmp::Reverse(*rank));
