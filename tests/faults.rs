@@ -83,6 +83,17 @@ impl Streaming {
         scenario: &str,
         victims: &str,
     ) -> Streaming {
+        Streaming::launch_env(transport, ranks, min_ranks, scenario, victims, &[])
+    }
+
+    fn launch_env(
+        transport: &str,
+        ranks: usize,
+        min_ranks: usize,
+        scenario: &str,
+        victims: &str,
+        env: &[(&str, &str)],
+    ) -> Streaming {
         let me = std::env::current_exe().expect("current_exe");
         let mut cmd = Command::new(malt());
         cmd.args([
@@ -109,6 +120,7 @@ impl Streaming {
         ])
         .env("FAULT_SCENARIO", scenario)
         .env("FAULT_VICTIMS", victims)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -410,6 +422,73 @@ fn a_stopped_rank_is_evicted_between_t_half_and_2t_and_told_when_it_resumes() {
     );
     assert!(told[0].starts_with("[2]"), "{}", told[0]);
     assert_eq!(results(&lines).len(), 3, "{text}");
+}
+
+/// A rank stopped for good is evicted; once the survivors have finished,
+/// the launcher ends it (SIGTERM and SIGCONT, then SIGKILL) within a bound
+/// that does not depend on `--timeout` (30 s here), exits 0, names the
+/// evicted rank on its last line, and leaves no segment file behind.
+#[test]
+fn a_rank_that_stays_stopped_is_ended_once_the_survivors_finish() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let shm = common::ShmDir::new("stays-stopped");
+    let dir = shm.path();
+    let mut job = Streaming::launch_env("shm", 4, 3, "stop", "2", &[("MALT_SHM_DIR", &dir)]);
+    let wait = Duration::from_secs(60);
+    let (_, pid_line) = job.wait_for(&["[2] ", "PID "], wait).expect("victim pid");
+    let pid: i32 = pid_line
+        .split_once("PID ")
+        .and_then(|(_, p)| p.trim().parse().ok())
+        .expect("a pid");
+    let mut finished = None;
+    for rank in [0, 1, 3] {
+        let tag = format!("[{rank}] ");
+        finished = job
+            .wait_for(&[&tag, "RESULT "], wait)
+            .map(|(at, _)| finished.map_or(at, |f: Instant| f.max(at)));
+        if finished.is_none() {
+            break;
+        }
+    }
+    // Bound: the ranks' own exit after their result, then SIGTERM at once
+    // for an evicted rank and SIGKILL 3 s later; 2T + 10 s as in the soak.
+    let bound = Duration::from_secs_f64(2.0 * T + 10.0);
+    let started = Instant::now();
+    let (code, lines) = job.finish(bound);
+    let exited = started.elapsed();
+    // Whatever happened, nothing of ours stays stopped.
+    let victim = Pid::from_raw(pid);
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if alive {
+        let _ = kill(victim, Signal::SIGKILL);
+        let _ = kill(victim, Signal::SIGCONT);
+    }
+    let text = lines.join("\n");
+    assert!(finished.is_some(), "the survivors did not finish:\n{text}");
+    assert!(
+        code.is_some(),
+        "the launcher was still waiting after {bound:?}:\n{text}"
+    );
+    assert!(exited <= bound, "the launcher took {exited:?}:\n{text}");
+    assert_eq!(code, Some(0), "3 of 4 ranks suffice:\n{text}");
+    assert!(
+        !alive,
+        "the stopped rank {pid} outlived the launcher:\n{text}"
+    );
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("malt launch:"))
+        .expect("a closing line");
+    assert!(last.contains("evicted ranks [2]"), "{last}\n{text}");
+    assert_eq!(results(&lines).len(), 3, "{text}");
+    assert_eq!(
+        shm.files(),
+        Vec::<String>::new(),
+        "segment files left behind"
+    );
 }
 
 /// The rank program: a vol exchange of a vector whose elements are all

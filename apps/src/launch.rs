@@ -101,12 +101,17 @@ pub struct LaunchOutcome {
     pub statuses: Vec<Option<ExitStatus>>,
     /// The job was interrupted by SIGINT/SIGTERM.
     pub interrupted: bool,
-    /// Ranks stopped by the launcher after the grace period.
+    /// Ranks the launcher ended (SIGTERM, then SIGKILL if need be) once the
+    /// outcome was decided, ascending.
     pub stopped: Vec<usize>,
     /// The first rank that failed by itself, if any.
     pub first_failure: Option<usize>,
     /// Ranks that had to succeed (`--min-ranks`; all by default).
     pub min_ranks: usize,
+    /// Ranks the coordinator removed from the group, ascending.
+    pub evicted: Vec<usize>,
+    /// Why the coordinator stopped the job, if it did.
+    pub aborted: Option<String>,
 }
 
 impl LaunchOutcome {
@@ -123,13 +128,52 @@ impl LaunchOutcome {
             .collect()
     }
 
+    /// What `malt launch` prints when the job has ended: a line for each rank
+    /// that failed, the coordinator's reason if it stopped the job, the
+    /// ranks the launcher ended, and last, when ranks failed, how many
+    /// succeeded and which were evicted.
+    pub fn report(&self) -> Vec<String> {
+        let failures = self.failures();
+        let mut lines: Vec<String> = failures
+            .iter()
+            .map(|(rank, why)| {
+                let by_us = if self.stopped.contains(rank) {
+                    " (ended by the launcher)"
+                } else {
+                    ""
+                };
+                format!("rank {rank} {why}{by_us}")
+            })
+            .collect();
+        if let Some(reason) = &self.aborted {
+            lines.push(format!("the job was stopped: {reason}"));
+        }
+        if !failures.is_empty() || !self.evicted.is_empty() {
+            let n = self.statuses.len();
+            let mut last = format!(
+                "{} of {n} ranks succeeded (at least {} required)",
+                n - failures.len(),
+                self.min_ranks
+            );
+            if !self.evicted.is_empty() {
+                last.push_str(&format!("; evicted ranks {:?}", self.evicted));
+            }
+            lines.push(last);
+        }
+        lines
+    }
+
     /// The exit code `malt launch` should return: 0 if at least
     /// `min_ranks` ranks succeeded (every rank by default), else the code of
     /// the first rank that failed by itself (128+signal for a signal).
     pub fn exit_code(&self) -> i32 {
         use std::os::unix::process::ExitStatusExt;
         let succeeded = self.statuses.len() - self.failures().len();
-        if !self.interrupted && succeeded >= self.min_ranks && self.min_ranks > 0 {
+        if !self.interrupted
+            && self.aborted.is_none()
+            && succeeded >= self.min_ranks
+            && self.min_ranks > 0
+        {
             return 0;
         }
         let failed = self
@@ -142,6 +186,8 @@ impl LaunchOutcome {
                 .unwrap_or(1),
             Some(None) => 1,
             None if self.interrupted => 130,
+            // Every process exited 0, yet the coordinator stopped the job.
+            None if self.aborted.is_some() => 1,
             None => 0,
         }
     }
@@ -236,6 +282,7 @@ pub fn launch_with(
     let port = coordinator.port();
     let tolerated = opts.ranks - policy.min_ranks;
     let interrupted = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
     let mut children: Vec<Child> = Vec::with_capacity(opts.ranks);
     let mut pumps = Vec::new();
     for rank in 0..opts.ranks {
@@ -313,58 +360,55 @@ pub fn launch_with(
     drop(tx);
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; opts.ranks];
     let mut done = vec![false; opts.ranks];
-    let mut grace_until: Option<Instant> = None;
-    let mut termed_at: Option<Instant> = None;
-    let mut stopped = Vec::new();
+    let mut ending = Ending::default();
     let mut first_failure = None;
     let mut failed = 0usize;
+    let mut job = dstorm::JobState::default();
     while done.iter().any(|d| !d) {
         let now = Instant::now();
-        if grace_until.is_none() && interrupted.load(Ordering::Relaxed) {
-            grace_until = Some(now + Duration::from_secs(5));
+        job = coordinator.state();
+        if !ending.decided() {
+            let survivors_done = (0..opts.ranks).all(|r| done[r] || job.evicted.contains(&r));
+            let why = if interrupted.load(Ordering::Relaxed) {
+                Some("interrupted")
+            } else if job.aborted.is_some() {
+                Some("the job was stopped")
+            } else if failed > tolerated {
+                Some("more ranks failed than --min-ranks allows")
+            } else if survivors_done {
+                Some("the survivors have finished")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                tracing::info!(target: "malt::launch", at_s = start.elapsed().as_secs_f64(), why, "outcome decided");
+                ending.decide(now, &job.evicted, &done, &pids);
+            }
         }
-        let wait = match (termed_at, grace_until) {
-            (Some(t), _) => (t + Duration::from_secs(3)).saturating_duration_since(now),
-            (None, Some(g)) => g.saturating_duration_since(now),
-            (None, None) => Duration::from_millis(200),
-        };
+        ending.step(now, &done, &pids);
+        let wait = ending
+            .next_step()
+            .map_or(POLL, |t| t.saturating_duration_since(now).min(POLL));
         match rx.recv_timeout(wait) {
             Ok((rank, s)) => {
                 done[rank] = true;
+                tracing::info!(
+                    target: "malt::launch",
+                    rank,
+                    at_s = start.elapsed().as_secs_f64(),
+                    status = %s.as_ref().map_or_else(|| "unknown".to_string(), describe),
+                    "rank exited"
+                );
                 if !s.is_some_and(|s| s.success()) {
                     failed += 1;
-                    if termed_at.is_none() && first_failure.is_none() {
+                    if !ending.decided() && first_failure.is_none() {
                         first_failure = Some(rank);
-                    }
-                    // Within the tolerated failures the survivors regroup
-                    // and go on; beyond, they get a bounded time to stop.
-                    if grace_until.is_none() && failed > tolerated {
-                        grace_until = Some(Instant::now() + opts.timeout);
                     }
                 }
                 statuses[rank] = s;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
-                if let Some(t) = termed_at {
-                    if now >= t + Duration::from_secs(3) {
-                        for (r, pid) in pids.iter().enumerate() {
-                            if !done[r] {
-                                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-                            }
-                        }
-                    }
-                } else if grace_until.is_some_and(|g| now >= g) {
-                    for (r, pid) in pids.iter().enumerate() {
-                        if !done[r] {
-                            stopped.push(r);
-                            let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
-                        }
-                    }
-                    termed_at = Some(now);
-                }
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
     for w in waiters {
@@ -376,14 +420,114 @@ pub fn launch_with(
     if let Some(h) = sig_thread {
         h.close();
     }
+    // Every rank is gone; the coordinator's last word stands.
+    let last = coordinator.state();
+    if last.evicted.len() > job.evicted.len() || last.aborted.is_some() {
+        job = last;
+    }
     drop(coordinator);
+    // Ranks killed before they could remove their segment files (SIGKILL,
+    // or stopped and ended here) leave them behind; nobody else will.
+    let removed = dstorm::remove_shm_files(&shm_dir(opts), &token);
+    if removed > 0 {
+        tracing::info!(target: "malt::launch", removed, "removed segment files the ranks left behind");
+    }
     Ok(LaunchOutcome {
         statuses,
         interrupted: interrupted.load(Ordering::Relaxed),
-        stopped,
+        stopped: ending.signalled,
         first_failure,
         min_ranks: policy.min_ranks,
+        evicted: job.evicted,
+        aborted: job.aborted,
     })
+}
+
+/// How often the launcher looks at the coordinator's verdicts.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Once the outcome is decided: how long ranks that are still members get to
+/// exit by themselves (they normally do at once: the coordinator told them),
+/// and then how long after SIGTERM a rank gets before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The end of a job whose outcome is decided: every rank still alive is
+/// ended within 2 × [`STOP_GRACE`]. Evicted ranks get SIGTERM at once,
+/// members after [`STOP_GRACE`]; each SIGTERM is followed by SIGCONT, so
+/// that a stopped process acts on it; SIGKILL follows [`STOP_GRACE`] later.
+#[derive(Debug, Default)]
+struct Ending {
+    decided: bool,
+    /// When the ranks still alive get SIGTERM (and SIGCONT).
+    term_at: Option<Instant>,
+    /// When the ranks still alive get SIGKILL.
+    kill_at: Option<Instant>,
+    /// Ranks sent SIGTERM by the launcher, ascending.
+    signalled: Vec<usize>,
+}
+
+impl Ending {
+    fn decided(&self) -> bool {
+        self.decided
+    }
+
+    fn decide(&mut self, now: Instant, evicted: &[usize], done: &[bool], pids: &[i32]) {
+        self.decided = true;
+        self.term_at = Some(now + STOP_GRACE);
+        for &r in evicted {
+            if r < done.len() && !done[r] {
+                self.terminate(r, pids[r]);
+                self.kill_at = Some(now + STOP_GRACE);
+            }
+        }
+    }
+
+    fn terminate(&mut self, rank: usize, pid: i32) {
+        let pid = Pid::from_raw(pid);
+        let _ = kill(pid, Signal::SIGTERM);
+        let _ = kill(pid, Signal::SIGCONT);
+        if let Err(i) = self.signalled.binary_search(&rank) {
+            self.signalled.insert(i, rank);
+        }
+    }
+
+    /// Sends what is due at `now` to the ranks not `done`.
+    fn step(&mut self, now: Instant, done: &[bool], pids: &[i32]) {
+        let alive = || (0..pids.len()).filter(|r| !done[*r]);
+        if self.term_at.is_some_and(|t| now >= t) {
+            self.term_at = None;
+            for r in alive().collect::<Vec<_>>() {
+                self.terminate(r, pids[r]);
+            }
+            let kill_at = now + STOP_GRACE;
+            self.kill_at = Some(self.kill_at.map_or(kill_at, |k| k.min(kill_at)));
+        }
+        if self.kill_at.is_some_and(|t| now >= t) {
+            self.kill_at = None;
+            for r in alive() {
+                let _ = kill(Pid::from_raw(pids[r]), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// When [`step`](Self::step) next has something to do.
+    fn next_step(&self) -> Option<Instant> {
+        match (self.term_at, self.kill_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The directory the ranks put their segment files in.
+fn shm_dir(opts: &LaunchOptions) -> PathBuf {
+    opts.env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "MALT_SHM_DIR")
+        .map(|(_, v)| PathBuf::from(v))
+        .or_else(|| std::env::var_os("MALT_SHM_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(dstorm::config::DEFAULT_SHM_DIR))
 }
 
 /// Forwards SIGINT and SIGTERM to the children while the job runs.
@@ -412,4 +556,61 @@ pub fn inside_job() -> bool {
     ["MALT_RANK", "RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"]
         .iter()
         .any(|k| std::env::var_os(k).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn outcome(codes: &[i32], min_ranks: usize) -> LaunchOutcome {
+        LaunchOutcome {
+            statuses: codes
+                .iter()
+                .map(|c| Some(ExitStatus::from_raw(c << 8)))
+                .collect(),
+            interrupted: false,
+            stopped: Vec::new(),
+            first_failure: codes.iter().position(|c| *c != 0),
+            min_ranks,
+            evicted: Vec::new(),
+            aborted: None,
+        }
+    }
+
+    #[test]
+    fn a_job_the_coordinator_stopped_fails_even_when_every_process_exits_0() {
+        let mut o = outcome(&[0, 0], 2);
+        assert_eq!(o.exit_code(), 0);
+        o.aborted = Some("rank 1 left the job without saying goodbye".into());
+        assert_eq!(o.exit_code(), 1);
+        assert!(o
+            .report()
+            .iter()
+            .any(|l| l.contains("without saying goodbye")));
+    }
+
+    #[test]
+    fn the_survivors_decide_the_status_and_the_last_line_names_the_evicted() {
+        // Rank 2 was evicted while stopped and ended by the launcher (SIGKILL).
+        let mut o = outcome(&[0, 0, 0, 0], 3);
+        o.statuses[2] = Some(ExitStatus::from_raw(9));
+        o.stopped = vec![2];
+        o.evicted = vec![2];
+        assert_eq!(o.exit_code(), 0);
+        let report = o.report();
+        assert_eq!(
+            report[0],
+            "rank 2 killed by SIGKILL (ended by the launcher)"
+        );
+        assert_eq!(
+            report.last().map(String::as_str),
+            Some("3 of 4 ranks succeeded (at least 3 required); evicted ranks [2]")
+        );
+        // Two evicted with three required: the survivors' quorum is lost.
+        o.statuses[1] = Some(ExitStatus::from_raw(9));
+        o.evicted = vec![1, 2];
+        o.first_failure = Some(1);
+        assert_eq!(o.exit_code(), 128 + 9);
+    }
 }

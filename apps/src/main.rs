@@ -304,23 +304,8 @@ fn relaunch(ranks: usize, transport: TransportKind) -> ExitCode {
 fn finish_launch(r: Result<launch::LaunchOutcome, launch::LaunchError>) -> ExitCode {
     match r {
         Ok(outcome) => {
-            for (rank, why) in outcome.failures() {
-                eprintln!("malt launch: rank {rank} {why}");
-            }
-            let failed = outcome.failures().len();
-            if failed > 0 && outcome.exit_code() == 0 {
-                eprintln!(
-                    "malt launch: {} of {} ranks succeeded (at least {} required)",
-                    outcome.statuses.len() - failed,
-                    outcome.statuses.len(),
-                    outcome.min_ranks
-                );
-            }
-            if !outcome.stopped.is_empty() {
-                eprintln!(
-                    "malt launch: stopped ranks {:?} after a failure",
-                    outcome.stopped
-                );
+            for line in outcome.report() {
+                eprintln!("malt launch: {line}");
             }
             ExitCode::from(outcome.exit_code().clamp(0, 255) as u8)
         }

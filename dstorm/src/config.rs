@@ -9,6 +9,9 @@ use std::time::Duration;
 
 /// Default port of the master's control listener when none is given.
 pub const DEFAULT_MASTER_PORT: u16 = 29517;
+/// Directory of the shared-memory segment files unless `MALT_SHM_DIR` says
+/// otherwise.
+pub const DEFAULT_SHM_DIR: &str = "/dev/shm";
 /// Default bound on every wait (rendezvous, barrier, backpressure).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -234,7 +237,7 @@ impl Config {
         let shm_dir = env
             .get("MALT_SHM_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SHM_DIR));
         let data_addr = env
             .get("MALT_DATA_ADDR")
             .unwrap_or_else(|| default_data_addr(&master_addr));
@@ -283,7 +286,7 @@ impl Config {
             token: token.into(),
             transport: TransportKind::Shm,
             timeout: DEFAULT_TIMEOUT,
-            shm_dir: PathBuf::from("/dev/shm"),
+            shm_dir: PathBuf::from(DEFAULT_SHM_DIR),
             data_addr: "127.0.0.1".into(),
             min_ranks: world,
             fail_timeout: DEFAULT_FAIL_TIMEOUT,

@@ -371,6 +371,7 @@ pub(crate) fn spawn_coordinator(
     world: usize,
     timeout: Duration,
     policy: FaultPolicy,
+    state: Arc<Mutex<JobState>>,
 ) -> Result<(SocketAddr, mpsc::Receiver<()>)> {
     let local = listener.local_addr().map_err(ctl_err("listener address"))?;
     let (tx, rx) = mpsc::channel();
@@ -407,11 +408,30 @@ pub(crate) fn spawn_coordinator(
     std::thread::Builder::new()
         .name("malt-coordinator".into())
         .spawn(move || {
-            Coordinator::new(token, world, timeout, policy).run(rx);
+            let mut c = Coordinator::new(token, world, timeout, policy);
+            c.public = state;
+            c.run(rx);
             let _ = done_tx.send(());
         })
         .map_err(ctl_err("spawn coordinator"))?;
     Ok((local, done_rx))
+}
+
+/// What the coordinator has decided so far, as the process hosting it sees
+/// it (`malt launch` ends the ranks still alive once the outcome is known).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobState {
+    /// Ranks removed from the group (crashed, or suspected by the fault
+    /// monitors), ascending. A rank evicted while stopped or hung may still
+    /// be running.
+    pub evicted: Vec<usize>,
+    /// Ranks that said a clean goodbye, ascending.
+    pub finished: Vec<usize>,
+    /// Why the job was stopped, once it was: quorum lost, too many regroups,
+    /// a collective that timed out, or a failure in a job that tolerates
+    /// none.
+    pub aborted: Option<String>,
 }
 
 /// A coordinator running outside the ranks (in `malt launch`), so that any
@@ -420,6 +440,7 @@ pub(crate) fn spawn_coordinator(
 pub struct CoordinatorHandle {
     addr: SocketAddr,
     done: mpsc::Receiver<()>,
+    state: Arc<Mutex<JobState>>,
 }
 
 impl CoordinatorHandle {
@@ -437,8 +458,21 @@ impl CoordinatorHandle {
             return Err(Error::Config("world size must be at least 1".into()));
         }
         let listener = bind(addr, port)?;
-        let (addr, done) = spawn_coordinator(listener, token.to_string(), world, timeout, policy)?;
-        Ok(CoordinatorHandle { addr, done })
+        let state = Arc::new(Mutex::new(JobState::default()));
+        let (addr, done) = spawn_coordinator(
+            listener,
+            token.to_string(),
+            world,
+            timeout,
+            policy,
+            state.clone(),
+        )?;
+        Ok(CoordinatorHandle { addr, done, state })
+    }
+
+    /// What the coordinator has decided so far.
+    pub fn state(&self) -> JobState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The port ranks connect to (`MALT_MASTER_PORT`).
@@ -469,6 +503,8 @@ struct Coordinator {
     round: Option<(u32, u64, Instant, BTreeMap<usize, String>)>,
     done: BTreeSet<usize>,
     dead: BTreeSet<usize>,
+    /// What the host process sees of `dead`, `done` and `aborted`.
+    public: Arc<Mutex<JobState>>,
 }
 
 impl Coordinator {
@@ -488,6 +524,22 @@ impl Coordinator {
             round: None,
             done: BTreeSet::new(),
             dead: BTreeSet::new(),
+            public: Arc::new(Mutex::new(JobState::default())),
+        }
+    }
+
+    /// Copies what changed of the verdicts to [`JobState`]; the three only
+    /// grow, so comparing sizes finds every change.
+    fn publish(&self) {
+        let mut st = self.public.lock().unwrap_or_else(|p| p.into_inner());
+        if st.evicted.len() != self.dead.len() {
+            st.evicted = self.dead.iter().copied().collect();
+        }
+        if st.finished.len() != self.done.len() {
+            st.finished = self.done.iter().copied().collect();
+        }
+        if st.aborted.is_none() && self.aborted.is_some() {
+            st.aborted = self.aborted.clone();
         }
     }
 
@@ -564,6 +616,7 @@ impl Coordinator {
                     Ok(ev) => ev,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         self.expire();
+                        self.publish();
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -590,10 +643,12 @@ impl Coordinator {
                         }
                     }
                     if self.welcomed && self.ranks.is_empty() {
+                        self.publish();
                         return;
                     }
                 }
             }
+            self.publish();
         }
     }
 

@@ -165,7 +165,7 @@ impl Membership {
 /// second job started with the same token while the first still runs gets
 /// [`Error::ShmInUse`] instead of writing into the first job's segments.
 fn job_hash(cfg: &Config) -> u64 {
-    twox_hash::XxHash3_64::oneshot(cfg.token.as_bytes())
+    crate::shm::job_of(&cfg.token)
 }
 
 fn make_transport(cfg: &Config) -> Result<Arc<dyn Transport>> {
@@ -206,7 +206,15 @@ impl Group {
             let l = control::bind(&cfg.master_addr, cfg.master_port)?;
             let policy = cfg.fault_policy();
             Some(
-                control::spawn_coordinator(l, cfg.token.clone(), cfg.world, cfg.timeout, policy)?.1,
+                control::spawn_coordinator(
+                    l,
+                    cfg.token.clone(),
+                    cfg.world,
+                    cfg.timeout,
+                    policy,
+                    Default::default(),
+                )?
+                .1,
             )
         } else {
             None

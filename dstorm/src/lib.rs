@@ -35,11 +35,11 @@ mod verbs;
 pub mod wire;
 
 pub use config::{Config, TransportKind};
-pub use control::CoordinatorHandle;
+pub use control::{CoordinatorHandle, JobState};
 pub use error::{Error, Result};
 pub use fault::FaultPolicy;
 pub use group::{
     Counters, FlowControl, Group, Membership, Object, ObjectSpec, PeerCounters, Update,
 };
-pub use shm::FILE_PREFIX as SHM_FILE_PREFIX;
+pub use shm::{remove_job_files as remove_shm_files, FILE_PREFIX as SHM_FILE_PREFIX};
 pub use transport::{Endpoint, RejectCounts};

@@ -60,6 +60,38 @@ pub fn segment_path(dir: &Path, job: u64, object: u32, rank: usize) -> PathBuf {
     dir.join(format!("{FILE_PREFIX}{job:016x}-o{object}-r{rank}"))
 }
 
+/// The job part of a segment file's name, from the job token.
+pub(crate) fn job_of(token: &str) -> u64 {
+    twox_hash::XxHash3_64::oneshot(token.as_bytes())
+}
+
+/// Removes the segment files of the job whose token is `token` from `dir`,
+/// for the launcher once every rank has exited, some of them killed before
+/// they could remove their own. Only regular files owned by this user are
+/// removed, and none is opened. Returns how many were removed.
+pub fn remove_job_files(dir: &Path, token: &str) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!("{FILE_PREFIX}{:016x}-o", job_of(token));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let ours =
+            fs::symlink_metadata(e.path()).is_ok_and(|m| m.file_type().is_file() && m.uid() == me);
+        if ours && fs::remove_file(e.path()).is_ok() {
+            tracing::debug!(path = %e.path().display(), "removed a segment file of the job");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Start time of a process in clock ticks since boot, if it is alive.
 pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
