@@ -145,6 +145,21 @@ pub enum Error {
         /// The owner.
         pid: u32,
     },
+    /// The shared-memory directory has no room for a segment (a small
+    /// tmpfs, such as Docker's default 64 MB `/dev/shm`).
+    #[error(
+        "no room in {dir} for a shared-memory segment of {needed} bytes ({free} bytes free): \
+         give the directory more room (docker run --shm-size, a larger tmpfs) or set \
+         MALT_SHM_DIR to a tmpfs with room for every rank's segments"
+    )]
+    ShmFull {
+        /// The shared-memory directory.
+        dir: PathBuf,
+        /// Bytes the segment needs.
+        needed: u64,
+        /// Bytes free in the directory when it was created.
+        free: u64,
+    },
     /// A segment file could not be created, opened or mapped.
     #[error("segment {path}: {op}: {source}")]
     Segment {

@@ -60,6 +60,38 @@ pub fn segment_path(dir: &Path, job: u64, object: u32, rank: usize) -> PathBuf {
     dir.join(format!("{FILE_PREFIX}{job:016x}-o{object}-r{rank}"))
 }
 
+/// This process's effective user id.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether `m` (taken without following a symlink) is a regular file owned
+/// by this user: the only kind of entry malt opens or removes in the shared
+/// directory, where other users may plant FIFOs, symlinks or files of their
+/// own under the names malt uses.
+fn is_own_file(m: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    m.file_type().is_file() && m.uid() == euid()
+}
+
+/// Opens an existing segment file without following a symlink and without
+/// blocking on a FIFO, and checks that it is a regular file of this user.
+fn open_own(path: &Path, write: bool) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !is_own_file(&f.metadata()?) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not a regular file owned by this user",
+        ));
+    }
+    Ok(f)
+}
+
 /// The job part of a segment file's name, from the job token.
 pub(crate) fn job_of(token: &str) -> u64 {
     twox_hash::XxHash3_64::oneshot(token.as_bytes())
@@ -70,10 +102,7 @@ pub(crate) fn job_of(token: &str) -> u64 {
 /// they could remove their own. Only regular files owned by this user are
 /// removed, and none is opened. Returns how many were removed.
 pub fn remove_job_files(dir: &Path, token: &str) -> usize {
-    use std::os::unix::fs::MetadataExt;
     let prefix = format!("{FILE_PREFIX}{:016x}-o", job_of(token));
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
@@ -82,8 +111,7 @@ pub fn remove_job_files(dir: &Path, token: &str) -> usize {
         if !e.file_name().to_string_lossy().starts_with(&prefix) {
             continue;
         }
-        let ours =
-            fs::symlink_metadata(e.path()).is_ok_and(|m| m.file_type().is_file() && m.uid() == me);
+        let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| is_own_file(&m));
         if ours && fs::remove_file(e.path()).is_ok() {
             tracing::debug!(path = %e.path().display(), "removed a segment file of the job");
             removed += 1;
@@ -102,7 +130,7 @@ pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
 
 /// Owner (pid, start time) recorded in a segment file's control block.
 fn file_owner(path: &Path) -> Option<(u64, u32, u64)> {
-    let mut f = File::open(path).ok()?;
+    let mut f = open_own(path, false).ok()?;
     let mut b = [0u8; 32];
     f.read_exact(&mut b).ok()?;
     let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
@@ -117,7 +145,7 @@ fn owner_alive(path: &Path) -> Option<u32> {
             (process_start_time(pid) == Some(start)).then_some(pid)
         }
         _ => {
-            let young = fs::metadata(path)
+            let young = fs::symlink_metadata(path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
@@ -139,10 +167,60 @@ fn reap_stale(dir: &Path) {
             continue;
         }
         let path = e.path();
+        if !fs::symlink_metadata(&path).is_ok_and(|m| is_own_file(&m)) {
+            continue;
+        }
         if owner_alive(&path).is_none() && fs::remove_file(&path).is_ok() {
             tracing::debug!(path = %path.display(), "removed a stale segment file");
         }
     }
+}
+
+/// Gives a new segment file its size with the space reserved, so that a
+/// full tmpfs is an error now instead of a SIGBUS at the first write.
+fn reserve(file: &File, dir: &Path, path: &Path, len: usize) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let len_off = libc::off_t::try_from(len).map_err(|_| {
+        seg_err(path, "size")(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{len} bytes is more than a file can hold"),
+        ))
+    })?;
+    // SAFETY: the descriptor belongs to `file`, which outlives the call;
+    // posix_fallocate only allocates blocks of that file.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_off) } {
+        0 => {}
+        libc::ENOSPC | libc::EFBIG => {
+            return Err(Error::ShmFull {
+                dir: dir.to_path_buf(),
+                needed: len as u64,
+                free: free_bytes(dir).unwrap_or(0),
+            })
+        }
+        // A file system that cannot reserve space: size the file anyway.
+        libc::EOPNOTSUPP | libc::EINVAL => {}
+        errno => {
+            return Err(seg_err(path, "reserve space")(
+                io::Error::from_raw_os_error(errno),
+            ))
+        }
+    }
+    file.set_len(len as u64).map_err(seg_err(path, "size"))
+}
+
+/// Bytes available to this user in the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` points to writable
+    // memory of the type statvfs fills in.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn seg_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
@@ -179,6 +257,14 @@ impl Transport for ShmTransport {
         let file = match open() {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !fs::symlink_metadata(&path).is_ok_and(|m| is_own_file(&m)) {
+                    return Err(seg_err(&path, "create")(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "the name is taken by an entry that is not a regular file of this \
+                         user (another user's file, a FIFO or a symlink); remove it, or set \
+                         MALT_SHM_DIR to a directory of your own",
+                    )));
+                }
                 if let Some(pid) = owner_alive(&path) {
                     return Err(Error::ShmInUse { path, pid });
                 }
@@ -187,9 +273,16 @@ impl Transport for ShmTransport {
             }
             Err(e) => return Err(seg_err(&path, "create")(e)),
         };
-        file.set_len(layout.total as u64)
-            .map_err(seg_err(&path, "size"))?;
-        let region = Region::shared(&file, layout.total).map_err(seg_err(&path, "map"))?;
+        // The file is ours from here on: no error may leave it behind.
+        let region = reserve(&file, &self.dir, &path, layout.total)
+            .and_then(|()| Region::shared(&file, layout.total).map_err(seg_err(&path, "map")));
+        let region = match region {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         let pid = std::process::id();
         let start = process_start_time(pid).unwrap_or(0);
         region.word(ctl::OWNER).store(
@@ -226,11 +319,7 @@ impl Transport for ShmTransport {
         let mut regions: Vec<Option<Region>> = Vec::new();
         for (peer, layout) in peers {
             let path = self.path(object, *peer);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(seg_err(&path, "open peer segment"))?;
+            let file = open_own(&path, true).map_err(seg_err(&path, "open peer segment"))?;
             let size = file
                 .metadata()
                 .map_err(seg_err(&path, "stat peer segment"))?
@@ -295,7 +384,11 @@ impl Transport for ShmTransport {
             let owner = rest
                 .rsplit_once("-r")
                 .and_then(|(_, r)| r.parse::<usize>().ok());
-            if owner.is_some_and(|r| peers.contains(&r)) && fs::remove_file(e.path()).is_ok() {
+            let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| is_own_file(&m));
+            if ours
+                && owner.is_some_and(|r| peers.contains(&r))
+                && fs::remove_file(e.path()).is_ok()
+            {
                 tracing::debug!(file = %name, "removed a departed rank's segment file");
             }
         }
