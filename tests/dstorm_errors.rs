@@ -119,7 +119,7 @@ fn wrong_token_is_refused_and_the_master_names_the_missing_rank() {
         (rank_env(0, 2, "right", port, &[]), vec![]),
         (rank_env(1, 2, "wrong", port, &[]), vec![]),
     ]);
-    assert_failed(&jobs[1], "wrong job token");
+    assert_failed(&jobs[1], "refused this process's proof of the job secret");
     assert_failed(&jobs[0], "waiting for ranks [1]");
 }
 

@@ -2,11 +2,13 @@
 //! TCP through rank 0. It never carries model bytes.
 //!
 //! Rank 0 runs a coordinator thread; every rank, rank 0 included, connects
-//! to it as a client, presents the job token and receives the endpoint
+//! to it as a client, proves that it knows the job token (see [`auth`]:
+//! the token itself never crosses the wire) and receives the endpoint
 //! table. Collectives are all-gathers of small strings in numbered rounds;
 //! a barrier is an all-gather of nothing. The coordinator bounds every round
 //! by the job timeout and names the ranks that did not arrive.
 
+use crate::auth;
 use crate::error::{Error, Result};
 use crate::fault::{Decider, Decision, FaultPolicy};
 use crate::membership::View;
@@ -18,13 +20,16 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Longest control message accepted (a denial-of-service bound).
+/// Longest control message accepted from an authenticated rank.
 const MAX_MESSAGE: u32 = 64 << 20;
+/// Threads that authenticate new control connections, and how many
+/// connections may wait for one (more are closed at once).
+const AUTH_WORKERS: usize = 8;
+const AUTH_PENDING: usize = 64;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum ToMaster {
     Hello {
-        token: String,
         rank: usize,
         world: usize,
         endpoint: Endpoint,
@@ -144,6 +149,11 @@ impl Client {
     ) -> Result<(Client, Vec<Endpoint>)> {
         let start = Instant::now();
         let mut backoff = Duration::from_millis(10);
+        let claim = auth::Claim {
+            rank: u32::try_from(rank).unwrap_or(u32::MAX),
+            world: u32::try_from(world).unwrap_or(u32::MAX),
+            epoch: 0,
+        };
         let stream = loop {
             let attempt = master
                 .to_socket_addrs()
@@ -152,19 +162,41 @@ impl Client {
                         io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing")
                     })
                 })
-                .and_then(|sa| TcpStream::connect_timeout(&sa, Duration::from_secs(2)));
+                .and_then(|sa| TcpStream::connect_timeout(&sa, Duration::from_secs(2)))
+                .map_err(auth::AuthError::Io)
+                .and_then(|s| {
+                    auth::connect(
+                        &s,
+                        token.as_bytes(),
+                        auth::Channel::Control,
+                        auth::COORDINATOR,
+                        claim,
+                    )
+                    .map(|()| s)
+                });
             match attempt {
                 Ok(s) => break s,
-                Err(e) if start.elapsed() + backoff >= timeout => {
+                // Not reachable yet, or busy: the coordinator may start
+                // later, and closes connections it has no room for.
+                Err(auth::AuthError::Io(e)) if start.elapsed() + backoff >= timeout => {
                     return Err(Error::MasterUnreachable {
                         addr: master.to_string(),
                         waited: start.elapsed(),
                         source: e,
                     })
                 }
-                Err(_) => {
+                Err(auth::AuthError::Io(_)) => {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+                Err(e) => {
+                    return Err(Error::Control {
+                        op: "authenticate with the coordinator",
+                        source: io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("{master}: {e}"),
+                        ),
+                    })
                 }
             }
         };
@@ -179,7 +211,6 @@ impl Client {
         send(
             &mut w,
             &ToMaster::Hello {
-                token: token.to_string(),
                 rank,
                 world,
                 endpoint,
@@ -375,31 +406,49 @@ pub(crate) fn spawn_coordinator(
 ) -> Result<(SocketAddr, mpsc::Receiver<()>)> {
     let local = listener.local_addr().map_err(ctl_err("listener address"))?;
     let (tx, rx) = mpsc::channel();
-    let acc_tx = tx.clone();
+    let acc_tx = Mutex::new(tx.clone());
+    let next_id = std::sync::atomic::AtomicUsize::new(0);
+    let key = token.clone().into_bytes();
+    let gate = auth::Gate::new(
+        "malt-ctl-auth",
+        AUTH_WORKERS,
+        AUTH_PENDING,
+        move |conn: TcpStream| {
+            let peer = conn.peer_addr().ok();
+            if let Err(e) = auth::accept(&conn, &key, auth::Channel::Control, auth::COORDINATOR) {
+                tracing::warn!(?peer, error = %e, "refused a control connection");
+                return;
+            }
+            let _ = conn.set_nodelay(true);
+            let Ok(read_half) = conn.try_clone() else {
+                return;
+            };
+            let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tx = acc_tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if tx.send(Event::Connected(id, conn)).is_err() {
+                return;
+            }
+            // An authenticated rank: its messages are read by a thread of
+            // its own for as long as it stays.
+            let _ = std::thread::Builder::new()
+                .name("malt-ctl-conn".into())
+                .spawn(move || {
+                    let mut r = BufReader::new(read_half);
+                    while let Ok(m) = recv::<ToMaster>(&mut r) {
+                        if tx.send(Event::Message(id, m)).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Event::Closed(id));
+                });
+        },
+    )
+    .map_err(ctl_err("spawn coordinator"))?;
     std::thread::Builder::new()
         .name("malt-ctl-accept".into())
         .spawn(move || {
-            for (id, conn) in listener.incoming().enumerate() {
-                let Ok(conn) = conn else { continue };
-                let _ = conn.set_nodelay(true);
-                let Ok(read_half) = conn.try_clone() else {
-                    continue;
-                };
-                if acc_tx.send(Event::Connected(id, conn)).is_err() {
-                    return;
-                }
-                let tx = acc_tx.clone();
-                let _ = std::thread::Builder::new()
-                    .name("malt-ctl-conn".into())
-                    .spawn(move || {
-                        let mut r = BufReader::new(read_half);
-                        while let Ok(m) = recv::<ToMaster>(&mut r) {
-                            if tx.send(Event::Message(id, m)).is_err() {
-                                return;
-                            }
-                        }
-                        let _ = tx.send(Event::Closed(id));
-                    });
+            for conn in listener.incoming().flatten() {
+                gate.offer(conn);
             }
         })
         .map_err(ctl_err("spawn coordinator"))?;
@@ -408,7 +457,7 @@ pub(crate) fn spawn_coordinator(
     std::thread::Builder::new()
         .name("malt-coordinator".into())
         .spawn(move || {
-            let mut c = Coordinator::new(token, world, timeout, policy);
+            let mut c = Coordinator::new(world, timeout, policy);
             c.public = state;
             c.run(rx);
             let _ = done_tx.send(());
@@ -487,7 +536,6 @@ impl CoordinatorHandle {
 }
 
 struct Coordinator {
-    token: String,
     world: usize,
     timeout: Duration,
     tolerant: bool,
@@ -508,9 +556,8 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn new(token: String, world: usize, timeout: Duration, policy: FaultPolicy) -> Coordinator {
+    fn new(world: usize, timeout: Duration, policy: FaultPolicy) -> Coordinator {
         Coordinator {
-            token,
             world,
             timeout,
             tolerant: policy.tolerant(world),
@@ -764,11 +811,10 @@ impl Coordinator {
     fn message(&mut self, id: usize, m: ToMaster) {
         match m {
             ToMaster::Hello {
-                token,
                 rank,
                 world,
                 endpoint,
-            } => self.hello(id, token, rank, world, endpoint),
+            } => self.hello(id, rank, world, endpoint),
             ToMaster::Gather { epoch, round, data } => {
                 let Some(&rank) = self.ranks.get(&id) else {
                     return self.refuse(id, "gather before hello".into());
@@ -833,10 +879,7 @@ impl Coordinator {
         }
     }
 
-    fn hello(&mut self, id: usize, token: String, rank: usize, world: usize, endpoint: Endpoint) {
-        if !constant_time_eq(token.as_bytes(), self.token.as_bytes()) {
-            return self.refuse(id, "wrong job token".into());
-        }
+    fn hello(&mut self, id: usize, rank: usize, world: usize, endpoint: Endpoint) {
         if let Some(reason) = self.aborted.clone() {
             return self.send_to(id, &FromMaster::Aborted { reason });
         }
@@ -882,8 +925,4 @@ impl Coordinator {
             self.send_ranks(&FromMaster::Welcome { table, epoch: 1 });
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

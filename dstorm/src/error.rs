@@ -184,7 +184,9 @@ pub enum Error {
     /// [`Group::regroup`](crate::Group::regroup), re-create (vol: `rejoin`)
     /// what the application shares, re-assign the dead ranks' work and go on.
     #[error(
-        "the group regrouped into epoch {epoch} without ranks {dead:?} (survivors {members:?})"
+        "the group regrouped into epoch {epoch} without ranks {} (survivors {})",
+        RankList(.dead),
+        RankList(.members)
     )]
     Regrouped {
         /// The new epoch.
@@ -206,7 +208,11 @@ pub enum Error {
         reason: String,
     },
     /// Fewer ranks are left than the job's minimum: the job stops.
-    #[error("only {} ranks {alive:?} are left, fewer than the minimum of {min}", alive.len())]
+    #[error(
+        "only {} ranks {} are left, fewer than the minimum of {min}",
+        alive.len(),
+        RankList(.alive)
+    )]
     Quorum {
         /// The ranks left.
         alive: Vec<usize>,
@@ -227,9 +233,101 @@ fn waiting_for(missing: &[usize]) -> String {
     if missing.is_empty() {
         String::new()
     } else {
-        format!(" waiting for ranks {missing:?}")
+        format!(" waiting for ranks {}", RankList(missing))
+    }
+}
+
+/// Ranks printed in full in a message; longer lists show this many and
+/// say how many more there are, so that a message stays one short line
+/// whatever the size of the job.
+pub const RANKS_SHOWN: usize = 8;
+
+/// A list of ranks as messages print it: `[1, 2, 3]`, or for more than
+/// [`RANKS_SHOWN`] ranks the first of them and a count,
+/// `[0, 1, 2, 3, 4, 5, 6, 7, … and 99992 more (100000 in all)]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RankList<'a>(pub &'a [usize]);
+
+impl std::fmt::Display for RankList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.0[..self.0.len().min(RANKS_SHOWN)];
+        f.write_str("[")?;
+        for (i, r) in shown.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{r}")?;
+        }
+        if self.0.len() > shown.len() {
+            write!(
+                f,
+                ", \u{2026} and {} more ({} in all)",
+                self.0.len() - shown.len(),
+                self.0.len()
+            )?;
+        }
+        f.write_str("]")
     }
 }
 
 /// dstorm's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_rank_lists_print_in_full() {
+        assert_eq!(RankList(&[]).to_string(), "[]");
+        assert_eq!(RankList(&[1]).to_string(), "[1]");
+        let eight: Vec<usize> = (0..8).collect();
+        assert_eq!(
+            RankList(&eight).to_string(),
+            format!("{eight:?}"),
+            "a list of {RANKS_SHOWN} is not cut"
+        );
+        let e = Error::Timeout {
+            op: "barrier".into(),
+            waited: Duration::from_secs(1),
+            missing: vec![1, 3],
+        };
+        assert_eq!(
+            e.to_string(),
+            "barrier timed out after 1s waiting for ranks [1, 3]"
+        );
+    }
+
+    #[test]
+    fn long_rank_lists_are_summarised_in_every_message() {
+        let many: Vec<usize> = (1..100_000).collect();
+        let shown = "[1, 2, 3, 4, 5, 6, 7, 8, \u{2026} and 99991 more (99999 in all)]";
+        assert_eq!(RankList(&many).to_string(), shown);
+        let errors = [
+            Error::Timeout {
+                op: "rendezvous".into(),
+                waited: Duration::from_secs(1),
+                missing: many.clone(),
+            },
+            Error::Regrouped {
+                epoch: 2,
+                dead: many.clone(),
+                members: many.clone(),
+            },
+            Error::Quorum {
+                alive: many.clone(),
+                min: 100_000,
+            },
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert!(msg.len() < 300, "{} bytes: {msg}", msg.len());
+            assert!(msg.contains(shown), "{msg}");
+        }
+        let quorum = Error::Quorum {
+            alive: many,
+            min: 100_000,
+        };
+        assert!(quorum.to_string().starts_with("only 99999 ranks [1, 2,"));
+    }
+}

@@ -19,6 +19,7 @@
 //! # Ok::<(), dstorm::Error>(())
 //! ```
 
+pub mod auth;
 pub mod config;
 mod control;
 pub mod error;

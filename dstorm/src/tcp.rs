@@ -1,9 +1,11 @@
 //! The tcp transport, for hosts without RDMA. Each rank listens for its
 //! peers; a peer's writes arrive as frames on that peer's connection and a
 //! receive thread applies them into the local segment, so the application
-//! thread is never involved. Every frame is validated (magic, version, job
-//! token at connect, epoch, sender, object, offset and length inside the
-//! sender's own slots, checksum); an invalid frame is dropped and counted.
+//! thread is never involved. A connection is used only once it has passed
+//! the mutual authentication of [`crate::auth`], and only the first from each
+//! sender. Every frame is validated (magic, version, epoch, sender, object,
+//! offset and length inside the sender's own slots, checksum); an invalid
+//! frame is dropped and counted.
 
 use crate::config::TransportKind;
 use crate::error::{Error, Result};
@@ -20,8 +22,10 @@ use std::time::{Duration, Instant};
 /// Payloads up to this size are copied behind their header and sent with one
 /// system call; larger ones go out as header then payload.
 const COALESCE_BYTES: usize = 16 * 1024;
-/// Longest job token accepted in a hello frame.
-const MAX_TOKEN: u64 = 4096;
+/// Threads that authenticate new data connections, and how many
+/// connections may wait for one (more are closed at once).
+const AUTH_WORKERS: usize = 4;
+const AUTH_PENDING: usize = 64;
 
 #[derive(Debug)]
 struct ObjectEntry {
@@ -42,7 +46,9 @@ struct Shared {
     max_capacity: AtomicU64,
     rejects: RejectCounters,
     closed: AtomicBool,
-    hello_timeout: Duration,
+    /// Senders that have an authenticated connection: a second claim is
+    /// refused.
+    claimed: Vec<AtomicBool>,
     /// Bytes received from each sender, counted as they arrive.
     received: Vec<AtomicU64>,
 }
@@ -96,13 +102,24 @@ impl TcpTransport {
             max_capacity: AtomicU64::new(0),
             rejects: RejectCounters::default(),
             closed: AtomicBool::new(false),
-            hello_timeout: timeout,
+            claimed: (0..world).map(|_| AtomicBool::new(false)).collect(),
             received: (0..world).map(|_| AtomicU64::new(0)).collect(),
         });
         let s = shared.clone();
+        let gate = crate::auth::Gate::new(
+            &format!("malt-tcp-auth-{rank}"),
+            AUTH_WORKERS,
+            AUTH_PENDING,
+            move |conn| admit(conn, &s),
+        )
+        .map_err(|source| Error::Control {
+            op: "spawn tcp authentication threads",
+            source,
+        })?;
+        let s = shared.clone();
         std::thread::Builder::new()
             .name(format!("malt-tcp-accept-{rank}"))
-            .spawn(move || accept_loop(listener, s))
+            .spawn(move || accept_loop(listener, s, gate))
             .map_err(|source| Error::Control {
                 op: "spawn tcp accept thread",
                 source,
@@ -125,23 +142,68 @@ fn host_ip() -> Option<std::net::IpAddr> {
         .find(|ip| ip.is_ipv4() && !ip.is_loopback())
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, gate: crate::auth::Gate) {
     for conn in listener.incoming() {
         if shared.closed.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(conn) = conn else { continue };
-        let s = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("malt-tcp-recv-{}", shared.rank))
-            .spawn(move || {
-                if let Err(e) = serve(conn, &s) {
-                    tracing::debug!(error = %e, "tcp receive connection ended");
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not spawn a tcp receive thread");
+        if let Ok(conn) = conn {
+            gate.offer(conn);
         }
+    }
+}
+
+/// Authenticates a new data connection (on a handshake worker) and, if it
+/// is the first from a rank of this job, hands it to a receive thread of
+/// its own.
+fn admit(conn: TcpStream, shared: &Arc<Shared>) {
+    use crate::auth;
+    let c = &shared.rejects;
+    let peer = conn.peer_addr().ok();
+    let claim = match auth::accept(
+        &conn,
+        &shared.token,
+        auth::Channel::Data,
+        shared.rank as u32,
+    ) {
+        Ok(claim) => claim,
+        Err(e) => {
+            if !matches!(e, auth::AuthError::Io(_)) {
+                RejectCounters::bump(&c.bad_token);
+            }
+            tracing::warn!(?peer, error = %e, "refused a tcp data connection");
+            return;
+        }
+    };
+    let sender = claim.rank as usize;
+    if claim.world as usize != shared.world || sender >= shared.world || sender == shared.rank {
+        RejectCounters::bump(&c.bad_sender);
+        tracing::warn!(
+            ?peer,
+            ?claim,
+            "refused a tcp data connection from outside this world"
+        );
+        return;
+    }
+    if shared.claimed[sender].swap(true, Ordering::AcqRel) {
+        RejectCounters::bump(&c.bad_sender);
+        tracing::warn!(
+            ?peer,
+            sender,
+            "refused a second tcp data connection for one sender"
+        );
+        return;
+    }
+    let s = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("malt-tcp-recv-{}", shared.rank))
+        .spawn(move || {
+            if let Err(e) = serve(conn, sender, &s) {
+                tracing::debug!(error = %e, "tcp receive connection ended");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not spawn a tcp receive thread");
     }
 }
 
@@ -174,35 +236,11 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Serves one inbound connection: a hello, then frames until it closes.
-fn serve(conn: TcpStream, shared: &Shared) -> io::Result<()> {
+/// Serves one authenticated inbound connection: frames until it closes.
+fn serve(conn: TcpStream, sender: usize, shared: &Shared) -> io::Result<()> {
     let c = &shared.rejects;
-    conn.set_read_timeout(Some(shared.hello_timeout))?;
-    let mut r = BufReader::with_capacity(64 * 1024, conn.try_clone()?);
+    let r = BufReader::with_capacity(64 * 1024, conn.try_clone()?);
     let mut hb = [0u8; HEADER_BYTES];
-    r.read_exact(&mut hb)?;
-    let hello = match FrameHeader::decode(&hb) {
-        Ok(h) if h.kind == FrameKind::Hello && h.len <= MAX_TOKEN => h,
-        _ => {
-            RejectCounters::bump(&c.bad_token);
-            return Err(invalid("connection did not start with a hello".into()));
-        }
-    };
-    let mut token = [0u8; MAX_TOKEN as usize];
-    let token = &mut token[..hello.len as usize];
-    r.read_exact(token)?;
-    if *token != *shared.token || hello.object as usize != shared.world {
-        RejectCounters::bump(&c.bad_token);
-        let _ = conn.shutdown(Shutdown::Both);
-        return Err(invalid("wrong job token or world size".into()));
-    }
-    let sender = hello.sender as usize;
-    if sender >= shared.world || sender == shared.rank {
-        RejectCounters::bump(&c.bad_sender);
-        let _ = conn.shutdown(Shutdown::Both);
-        return Err(invalid(format!("hello from impossible rank {sender}")));
-    }
-    conn.set_read_timeout(None)?;
     // Every read from here on counts towards the sender's progress, so that a
     // frame that takes longer than the failure timeout to arrive is not taken
     // for silence.
@@ -312,7 +350,8 @@ fn apply(
             region.ring();
             Ok(())
         }
-        FrameKind::Hello => unreachable!("hello frames are rejected before apply"),
+        // `serve` closes the stream on these before they get here.
+        FrameKind::Hello => reject(&c.bad_header, r),
     }
 }
 
@@ -338,29 +377,31 @@ fn connect_with_retry(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
     }
 }
 
-/// Sends the hello frame that opens a data connection.
-pub(crate) fn send_hello(
-    s: &mut TcpStream,
-    rank: usize,
-    world: usize,
+/// Opens the data connection to `peer` at `addr` and authenticates it,
+/// retrying until `timeout` while the peer is not listening yet or too busy
+/// to answer.
+fn open_link(
+    addr: &str,
+    peer: usize,
     token: &[u8],
-    epoch: u32,
-) -> io::Result<()> {
-    let mut hb = [0u8; HEADER_BYTES];
-    FrameHeader {
-        kind: FrameKind::Hello,
-        epoch,
-        sender: rank as u32,
-        object: world as u32,
-        offset: 0,
-        len: token.len() as u64,
-        seq: 0,
-        iteration: 0,
-        checksum: checksum(token),
+    claim: crate::auth::Claim,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use crate::auth;
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let s = connect_with_retry(addr, deadline.saturating_duration_since(Instant::now()))?;
+        let e = match auth::connect(&s, token, auth::Channel::Data, peer as u32, claim) {
+            Ok(()) => return Ok(s),
+            Err(auth::AuthError::Io(e)) if Instant::now() + backoff < deadline => e,
+            Err(auth::AuthError::Io(e)) => return Err(e),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
+        };
+        tracing::debug!(addr, error = %e, "tcp data handshake failed; trying again");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(200));
     }
-    .encode(&mut hb);
-    s.write_all(&hb)?;
-    s.write_all(token)
 }
 
 impl Transport for TcpTransport {
@@ -388,16 +429,13 @@ impl Transport for TcpTransport {
                 peer: ep.rank,
                 source,
             };
-            let mut s = connect_with_retry(addr, self.timeout).map_err(peer_err)?;
+            let claim = crate::auth::Claim {
+                rank: sh.rank as u32,
+                world: sh.world as u32,
+                epoch: sh.epoch.load(Ordering::Relaxed),
+            };
+            let s = open_link(addr, ep.rank, &sh.token, claim, self.timeout).map_err(peer_err)?;
             s.set_nodelay(true).map_err(peer_err)?;
-            send_hello(
-                &mut s,
-                sh.rank,
-                sh.world,
-                &sh.token,
-                sh.epoch.load(Ordering::Relaxed),
-            )
-            .map_err(peer_err)?;
             let control = s.try_clone().map_err(peer_err)?;
             peers.push(Some(Arc::new(Peer {
                 rank: ep.rank,
@@ -647,5 +685,117 @@ impl Links for TcpLinks {
             checksum: 0,
         };
         self.send(peer, f, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{self, Channel, Claim};
+
+    const CAP: usize = 256;
+
+    fn frame(s: &mut TcpStream, f: FrameHeader, payload: &[u8]) {
+        let mut hb = [0u8; HEADER_BYTES];
+        f.encode(&mut hb);
+        s.write_all(&hb).unwrap();
+        s.write_all(payload).unwrap();
+    }
+
+    /// Waits (bounded) for the receiver to close `s`.
+    fn closed_by_receiver(s: &mut TcpStream) -> bool {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 1];
+        s.read(&mut b).unwrap_or(0) == 0
+    }
+
+    fn link(addr: &str, token: &[u8], sender: u32) -> io::Result<TcpStream> {
+        let s = TcpStream::connect(addr)?;
+        let claim = Claim {
+            rank: sender,
+            world: 3,
+            epoch: 1,
+        };
+        auth::connect(&s, token, Channel::Data, 0, claim)
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+        Ok(s)
+    }
+
+    #[test]
+    fn invalid_frames_are_rejected_and_counted_and_bad_streams_closed() {
+        let t = TcpTransport::new("127.0.0.1", 0, 3, "tok", 1, Duration::from_secs(10)).unwrap();
+        let layout = Layout::new(CAP, 2, vec![1, 2], 3);
+        let region = t.create(0, "target", &layout).unwrap();
+        let addr = t.local_endpoint().unwrap();
+        let slot = layout.slot_offset(0, 0) as u64;
+        let payload = [3u8; 16];
+        let good = FrameHeader {
+            kind: FrameKind::Slot,
+            epoch: 1,
+            sender: 1,
+            object: 0,
+            offset: slot,
+            len: payload.len() as u64,
+            seq: 1,
+            iteration: 1,
+            checksum: checksum(&payload),
+        };
+        let mut s = link(&addr, b"tok", 1).unwrap();
+        frame(
+            &mut s,
+            FrameHeader {
+                offset: slot + 8,
+                ..good
+            },
+            &payload,
+        );
+        frame(&mut s, FrameHeader { offset: 0, ..good }, &payload);
+        frame(&mut s, FrameHeader { epoch: 7, ..good }, &payload);
+        frame(&mut s, FrameHeader { sender: 2, ..good }, &payload);
+        frame(&mut s, FrameHeader { object: 9, ..good }, &payload);
+        frame(
+            &mut s,
+            FrameHeader {
+                checksum: 1,
+                ..good
+            },
+            &payload,
+        );
+        // Longer than any slot: counted, and the stream is closed.
+        let long = FrameHeader {
+            len: CAP as u64 + 1,
+            ..good
+        };
+        frame(&mut s, long, &[0u8; CAP + 1]);
+        // A header with a wrong magic, from the other sender: counted, and
+        // the stream is closed.
+        let mut u = link(&addr, b"tok", 2).unwrap();
+        let mut hb = [0u8; HEADER_BYTES];
+        FrameHeader { sender: 2, ..good }.encode(&mut hb);
+        hb[0] ^= 0xff;
+        u.write_all(&hb).unwrap();
+        for c in [&mut s, &mut u] {
+            assert!(closed_by_receiver(c), "receiver kept a bad stream open");
+        }
+        // A second connection for a sender, and a wrong token: refused.
+        let again = link(&addr, b"tok", 1).map(|mut s| closed_by_receiver(&mut s));
+        assert!(again.unwrap_or(true));
+        assert!(link(&addr, b"not-the-token", 2).is_err());
+        let r = t.rejected();
+        let want = [
+            ("bad_offset", r.bad_offset, 2),
+            ("bad_epoch", r.bad_epoch, 1),
+            ("bad_sender", r.bad_sender, 2),
+            ("bad_object", r.bad_object, 1),
+            ("bad_checksum", r.bad_checksum, 1),
+            ("bad_length", r.bad_length, 1),
+            ("bad_header", r.bad_header, 1),
+            ("bad_token", r.bad_token, 1),
+        ];
+        for (name, got, n) in want {
+            assert_eq!(got, n, "{name}: {r:?}");
+        }
+        // Nothing of it reached the segment.
+        assert!(region.len() >= layout.total);
     }
 }

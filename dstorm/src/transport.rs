@@ -103,11 +103,13 @@ pub(crate) trait Links: Send + Debug {
 /// Frames dropped by a receiver, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RejectCounts {
-    /// Connections refused for a missing or wrong job token.
+    /// Connections refused for a wrong proof of the job secret.
     pub bad_token: u64,
     /// Frames with a wrong magic number, version or kind (connection closed).
     pub bad_header: u64,
-    /// Frames claiming another sender than the connection's.
+    /// Frames claiming another sender than the connection's, and
+    /// connections from outside the world or for a sender that already has
+    /// one.
     pub bad_sender: u64,
     /// Frames from an older or newer group epoch.
     pub bad_epoch: u64,
