@@ -108,6 +108,13 @@ fn tag(key: &[u8], label: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     m
 }
 
+/// HMAC-SHA256 of `msg` under `key`, in hex: the job token derived from a
+/// per-user secret and a launcher's job id.
+pub fn derive(key: &[u8], msg: &[u8]) -> String {
+    let t = tag(key, b"malt token", &[msg]).finalize().into_bytes();
+    t.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn nonce() -> [u8; NONCE] {
     use rand::RngCore;
     let mut n = [0u8; NONCE];
@@ -123,6 +130,8 @@ fn deadlines(conn: &TcpStream, d: Option<Duration>) -> io::Result<()> {
 /// The accepting side: challenges the peer on `conn`, checks its answer,
 /// proves knowledge of `key` in turn, and returns who the peer is. `me` is
 /// this side's rank, or [`COORDINATOR`]. Leaves no deadline set on `conn`.
+/// On [`AuthError::BadProof`] the peer has not been answered yet: the
+/// caller counts the refusal, then tells it with [`refuse`].
 pub fn accept(conn: &TcpStream, key: &[u8], channel: Channel, me: u32) -> Result<Claim, AuthError> {
     deadlines(conn, Some(DEADLINE))?;
     let mut challenge = [0u8; CHALLENGE];
@@ -140,12 +149,10 @@ pub fn accept(conn: &TcpStream, key: &[u8], channel: Channel, me: u32) -> Result
     let ok = tag(key, b"malt client", &[&challenge, signed])
         .verify_slice(given)
         .is_ok();
-    let mut verdict = [0u8; VERDICT];
     if !ok {
-        verdict[0] = 1;
-        let _ = w.write_all(&verdict);
         return Err(AuthError::BadProof);
     }
+    let mut verdict = [0u8; VERDICT];
     let proof = tag(key, b"malt server", &[&challenge, &answer]).finalize();
     verdict[1..].copy_from_slice(&proof.into_bytes());
     w.write_all(&verdict)?;
@@ -157,6 +164,15 @@ pub fn accept(conn: &TcpStream, key: &[u8], channel: Channel, me: u32) -> Result
         world: word(NONCE + 4),
         epoch: word(NONCE + 8),
     })
+}
+
+/// Tells a peer whose proof was wrong that it was refused, and closes.
+pub fn refuse(conn: &TcpStream) {
+    let mut w = conn;
+    let mut verdict = [0u8; VERDICT];
+    verdict[0] = 1;
+    let _ = w.write_all(&verdict);
+    let _ = conn.shutdown(std::net::Shutdown::Both);
 }
 
 /// The connecting side: answers the challenge on `conn` as `claim`, and
@@ -276,7 +292,13 @@ mod tests {
         target: u32,
     ) -> (Result<Claim, AuthError>, Result<(), AuthError>) {
         let (s, c) = pair();
-        let server = std::thread::spawn(move || accept(&s, server_key, Channel::Data, 1));
+        let server = std::thread::spawn(move || {
+            let got = accept(&s, server_key, Channel::Data, 1);
+            if matches!(got, Err(AuthError::BadProof)) {
+                refuse(&s);
+            }
+            got
+        });
         let client = connect(&c, client_key, Channel::Data, target, CLAIM);
         drop(c);
         (server.join().unwrap(), client)

@@ -323,28 +323,48 @@ fn default_data_addr(master: &str) -> String {
     }
 }
 
-/// Under srun or mpirun the ranks share a job id that nobody outside the job
-/// knows in advance; single-rank runs need no secret at all.
+/// Under srun, mpirun and torchrun the ranks share a job id, which is
+/// public; the token is the HMAC of that id under this user's secret
+/// ([`crate::secret`]), which other users cannot read. Single-rank runs need
+/// no secret at all.
 fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> {
     if world == 1 {
         return Ok("single-rank".into());
     }
-    let parts: Option<Vec<String>> = match launcher {
-        "slurm" => ["SLURM_JOB_ID", "SLURM_STEP_ID"]
-            .iter()
-            .map(|k| env.get(k))
-            .collect(),
-        "open mpi" => ["OMPI_MCA_ess_base_jobid"]
-            .iter()
-            .map(|k| env.get(k))
-            .collect(),
-        "torchrun" => ["TORCHELASTIC_RUN_ID"].iter().map(|k| env.get(k)).collect(),
-        _ => None,
+    let ids: &[&str] = match launcher {
+        "slurm" => &["SLURM_JOB_ID", "SLURM_STEP_ID"],
+        "open mpi" => &["OMPI_MCA_ess_base_jobid"],
+        // torchrun's default run id is the constant "none": the master's
+        // port tells apart two jobs of one user.
+        "torchrun" => &["TORCHELASTIC_RUN_ID", "MASTER_PORT"],
+        _ => return Err(Error::MissingToken),
     };
-    match parts {
-        Some(p) => Ok(format!("{launcher}:{}", p.join("."))),
-        None => Err(Error::MissingToken),
+    let mut parts = Vec::with_capacity(ids.len());
+    for k in ids {
+        match env.get(k) {
+            Some(v) => parts.push(v),
+            None => {
+                return Err(Error::Config(format!(
+                    "no job token: MALT_JOB_TOKEN is not set, and the {launcher} job's token is \
+                     derived from {} of which {k} is not set; set MALT_JOB_TOKEN to the same \
+                     secret in every rank",
+                    ids.join(" and ")
+                )))
+            }
+        }
     }
+    let Some(path) = crate::secret::path(env) else {
+        return Err(Error::Config(format!(
+            "no job token: MALT_JOB_TOKEN is not set, and neither MALT_SECRET_FILE nor HOME \
+             names a per-user secret to derive one from the {launcher} job id; set either"
+        )));
+    };
+    let secret = crate::secret::load_or_create(&path)?;
+    let id = format!("{launcher}:{}", parts.join("."));
+    Ok(format!(
+        "derived:{}",
+        crate::auth::derive(&secret, id.as_bytes())
+    ))
 }
 
 #[cfg(test)]
@@ -389,8 +409,25 @@ mod tests {
         assert_eq!(c.spin, Some(Duration::from_micros(5)));
     }
 
+    /// A per-user secret file for the derived-token tests.
+    fn secret_file(tag: &str, content: &str) -> String {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = std::env::temp_dir().join(format!("malt-cfg-secret-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+        p.display().to_string()
+    }
+
     #[test]
     fn launcher_order_is_torchrun_slurm_openmpi() {
+        let secret = secret_file("order", "0123456789abcdef0123456789abcdef");
         let c = Config::from_source(&env(&[
             ("SLURM_PROCID", "1"),
             ("SLURM_NTASKS", "3"),
@@ -398,10 +435,11 @@ mod tests {
             ("OMPI_COMM_WORLD_SIZE", "2"),
             ("SLURM_JOB_ID", "77"),
             ("SLURM_STEP_ID", "0"),
+            ("MALT_SECRET_FILE", &secret),
         ]))
         .unwrap();
         assert_eq!((c.rank, c.world), (1, 3));
-        assert_eq!(c.token, "slurm:77.0");
+        let _ = std::fs::remove_file(&secret);
         let c = Config::from_source(&env(&[
             ("OMPI_COMM_WORLD_RANK", "1"),
             ("OMPI_COMM_WORLD_SIZE", "2"),
@@ -413,6 +451,51 @@ mod tests {
         assert_eq!((c.rank, c.world, c.master_port), (1, 2, 1234));
         assert_eq!(c.master_addr, "10.0.0.1");
         assert_eq!(c.data_addr, "0.0.0.0");
+    }
+
+    #[test]
+    fn the_derived_token_mixes_the_job_id_with_the_users_secret() {
+        let a = secret_file("a", "0123456789abcdef0123456789abcdef");
+        let b = secret_file("b", "fedcba9876543210fedcba9876543210");
+        let token = |secret: &str, job: &str| {
+            Config::from_source(&env(&[
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "2"),
+                ("SLURM_JOB_ID", job),
+                ("SLURM_STEP_ID", "0"),
+                ("MALT_SECRET_FILE", secret),
+            ]))
+            .map(|c| c.token)
+        };
+        let t = token(&a, "77").unwrap();
+        assert_eq!(token(&a, "77").unwrap(), t, "the same for every rank");
+        assert!(!t.contains("77"), "{t}");
+        assert_ne!(token(&b, "77").unwrap(), t, "another user's secret");
+        assert_ne!(token(&a, "78").unwrap(), t, "another job");
+        // Without SLURM_STEP_ID the error names it.
+        let e = Config::from_source(&env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_JOB_ID", "77"),
+            ("MALT_SECRET_FILE", &a),
+        ]));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("SLURM_STEP_ID")),
+            "{e:?}"
+        );
+        // No secret to be found: the error says what to set.
+        let e = Config::from_source(&env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_JOB_ID", "77"),
+            ("SLURM_STEP_ID", "0"),
+        ]));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("MALT_SECRET_FILE") && m.contains("MALT_JOB_TOKEN")),
+            "{e:?}"
+        );
+        let _ = std::fs::remove_file(a);
+        let _ = std::fs::remove_file(b);
     }
 
     #[test]

@@ -417,6 +417,9 @@ pub(crate) fn spawn_coordinator(
             let peer = conn.peer_addr().ok();
             if let Err(e) = auth::accept(&conn, &key, auth::Channel::Control, auth::COORDINATOR) {
                 tracing::warn!(?peer, error = %e, "refused a control connection");
+                if matches!(e, auth::AuthError::BadProof) {
+                    auth::refuse(&conn);
+                }
                 return;
             }
             let _ = conn.set_nodelay(true);

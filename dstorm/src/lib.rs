@@ -28,6 +28,7 @@ mod group;
 pub mod layout;
 mod membership;
 mod monitor;
+pub mod secret;
 mod segment;
 mod shm;
 mod tcp;

@@ -61,7 +61,7 @@ pub fn segment_path(dir: &Path, job: u64, object: u32, rank: usize) -> PathBuf {
 }
 
 /// This process's effective user id.
-fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }

@@ -170,6 +170,7 @@ fn admit(conn: TcpStream, shared: &Arc<Shared>) {
         Err(e) => {
             if !matches!(e, auth::AuthError::Io(_)) {
                 RejectCounters::bump(&c.bad_token);
+                auth::refuse(&conn);
             }
             tracing::warn!(?peer, error = %e, "refused a tcp data connection");
             return;
