@@ -85,7 +85,10 @@ pub struct Config {
     pub timeout: Duration,
     /// Directory of shared-memory segment files.
     pub shm_dir: PathBuf,
-    /// Address on which the tcp transport listens for peers' writes.
+    /// Address on which the tcp transport listens for peers' writes
+    /// (`MALT_DATA_ADDR`; [`DATA_ADDR_ROUTE`]: the interface that routes to
+    /// the master; `0.0.0.0`: every interface, published as the host's
+    /// address).
     pub data_addr: String,
     /// Fewest ranks that may go on after failures (`MALT_MIN_RANKS`,
     /// default: the world size, i.e. any failure stops the job).
@@ -314,12 +317,19 @@ fn seconds(env: &dyn Env, key: &str) -> Result<Option<Duration>> {
     Ok(Some(Duration::from_secs_f64(secs)))
 }
 
-/// Loopback masters imply loopback data; otherwise listen on every interface.
+/// `MALT_DATA_ADDR` unless set: the address of this host's interface that
+/// routes to the master, found when the tcp transport starts.
+pub const DATA_ADDR_ROUTE: &str = "route";
+
+/// Loopback masters imply loopback data; otherwise the tcp transport
+/// listens on the interface through which this host reaches the master
+/// (the one its peers reach it by on a flat cluster network), not on every
+/// interface.
 fn default_data_addr(master: &str) -> String {
     if master == "localhost" || master.starts_with("127.") || master == "::1" {
         "127.0.0.1".into()
     } else {
-        "0.0.0.0".into()
+        DATA_ADDR_ROUTE.into()
     }
 }
 
@@ -450,7 +460,7 @@ mod tests {
         .unwrap();
         assert_eq!((c.rank, c.world, c.master_port), (1, 2, 1234));
         assert_eq!(c.master_addr, "10.0.0.1");
-        assert_eq!(c.data_addr, "0.0.0.0");
+        assert_eq!(c.data_addr, DATA_ADDR_ROUTE);
     }
 
     #[test]

@@ -379,16 +379,45 @@ enum Event {
     Closed(usize),
 }
 
-/// Binds the coordinator's listener; returns its address.
+/// Binds the coordinator's listener on the master address itself (a host
+/// name is resolved), not on every interface; `0.0.0.0` or `::` asks for
+/// every interface.
 pub(crate) fn bind(addr: &str, port: u16) -> Result<TcpListener> {
-    let bind_ip = match addr.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.to_string(),
-        // A host name: listen everywhere, the name resolves to one of ours.
-        Err(_) => "0.0.0.0".to_string(),
-    };
-    TcpListener::bind((bind_ip.as_str(), port)).map_err(|source| Error::Control {
-        op: "listen as master (is another job using MALT_MASTER_PORT?)",
-        source,
+    let resolved: Vec<SocketAddr> = (addr, port)
+        .to_socket_addrs()
+        .map_err(|source| Error::Control {
+            op: "resolve the master address (MALT_MASTER_ADDR)",
+            source,
+        })?
+        .collect();
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{addr} resolves to nothing"),
+    );
+    for sa in &resolved {
+        match TcpListener::bind(sa) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                last = io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{addr} resolves to {}, which is not an address of this host (the \
+                         coordinator runs where MALT_MASTER_ADDR points)",
+                        sa.ip()
+                    ),
+                );
+            }
+            Err(e) => {
+                return Err(Error::Control {
+                    op: "listen as master (is another job using MALT_MASTER_PORT?)",
+                    source: e,
+                })
+            }
+        }
+    }
+    Err(Error::Control {
+        op: "listen as master",
+        source: last,
     })
 }
 

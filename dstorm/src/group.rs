@@ -176,7 +176,7 @@ fn make_transport(cfg: &Config) -> Result<Arc<dyn Transport>> {
             cfg.rank,
         )?),
         TransportKind::Tcp => Arc::new(crate::tcp::TcpTransport::new(
-            &cfg.data_addr,
+            &crate::tcp::bind_addr(cfg),
             cfg.rank,
             cfg.world,
             &cfg.token,

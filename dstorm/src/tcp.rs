@@ -133,6 +133,33 @@ impl TcpTransport {
     }
 }
 
+/// The address the data listener binds: `MALT_DATA_ADDR`, or the address of
+/// the interface that routes to the master. Finding it connects a UDP
+/// socket, which sends nothing; if that fails, every interface.
+pub(crate) fn bind_addr(cfg: &crate::Config) -> String {
+    if cfg.data_addr != crate::config::DATA_ADDR_ROUTE {
+        return cfg.data_addr.clone();
+    }
+    let route = std::net::UdpSocket::bind(("0.0.0.0", 0))
+        .and_then(|u| {
+            u.connect((cfg.master_addr.as_str(), cfg.master_port))?;
+            u.local_addr()
+        })
+        .map(|a| a.ip());
+    match route {
+        Ok(ip) if !ip.is_unspecified() => ip.to_string(),
+        other => {
+            tracing::warn!(
+                master = %cfg.master_addr,
+                error = ?other.err(),
+                "no route to the master found: the tcp transport listens on every interface \
+                 (set MALT_DATA_ADDR to choose one)"
+            );
+            "0.0.0.0".into()
+        }
+    }
+}
+
 fn host_ip() -> Option<std::net::IpAddr> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     (host.trim(), 0)
