@@ -103,12 +103,17 @@ pub fn slow_updates_are_not_failures(prefix: &[&str], transport: &str, t_secs: u
 /// SIGTERM (which `malt launch` forwards to its ranks), then SIGKILL, and the
 /// job is reported with `code: None`.
 pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Job {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
+    wait_child(cmd.spawn().expect("spawn"), deadline)
+}
+
+/// Waits for `child` (spawned with piped stdout and stderr) as
+/// [`run_with_deadline`] does.
+pub fn wait_child(mut child: std::process::Child, deadline: Duration) -> Job {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
     let pid = Pid::from_raw(child.id() as i32);
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
