@@ -9,6 +9,20 @@ use std::time::Duration;
 
 /// Default port of the master's control listener when none is given.
 pub const DEFAULT_MASTER_PORT: u16 = 29517;
+/// The most ranks a job may have: the coordinator keeps a connection and a
+/// thread per rank, and several tables are sized by the world.
+pub const MAX_WORLD: usize = 1 << 16;
+
+/// A world size from outside: between 1 and [`MAX_WORLD`].
+pub fn check_world(world: usize, from: &str) -> Result<()> {
+    if !(1..=MAX_WORLD).contains(&world) {
+        return Err(Error::Config(format!(
+            "world size {world} (from {from}) must be between 1 and {MAX_WORLD}"
+        )));
+    }
+    Ok(())
+}
+
 /// Directory of the shared-memory segment files unless `MALT_SHM_DIR` says
 /// otherwise.
 pub const DEFAULT_SHM_DIR: &str = "/dev/shm";
@@ -184,7 +198,7 @@ impl Config {
             let world: Option<usize> = parse(env, wk)?;
             match (rank, world) {
                 (Some(r), Some(w)) => {
-                    found = Some((r, w, *who));
+                    found = Some((r, w, *who, *wk));
                     break;
                 }
                 (Some(_), None) => {
@@ -196,10 +210,8 @@ impl Config {
                 (None, None) => {}
             }
         }
-        let (rank, world, launcher) = found.unwrap_or((0, 1, "none"));
-        if world == 0 {
-            return Err(Error::Config("world size must be at least 1".into()));
-        }
+        let (rank, world, launcher, world_var) = found.unwrap_or((0, 1, "none", "default"));
+        check_world(world, world_var)?;
         if rank >= world {
             return Err(Error::RankOutOfRange { rank, world });
         }
@@ -506,6 +518,28 @@ mod tests {
         );
         let _ = std::fs::remove_file(a);
         let _ = std::fs::remove_file(b);
+    }
+
+    #[test]
+    fn a_world_size_from_outside_is_bounded() {
+        for (w, ok) in [
+            ("65536", true),
+            ("65537", false),
+            ("1000000000000", false),
+            ("18446744073709551615", false),
+            ("0", false),
+        ] {
+            let e = Config::from_source(&env(&[
+                ("MALT_RANK", "0"),
+                ("MALT_WORLD_SIZE", w),
+                ("MALT_JOB_TOKEN", "t"),
+            ]));
+            match (ok, e) {
+                (true, Ok(c)) => assert_eq!(c.world.to_string(), w),
+                (false, Err(Error::Config(m))) => assert!(m.contains("MALT_WORLD_SIZE"), "{m}"),
+                (_, other) => panic!("{w}: {other:?}"),
+            }
+        }
     }
 
     #[test]

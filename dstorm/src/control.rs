@@ -535,9 +535,7 @@ impl CoordinatorHandle {
         timeout: Duration,
         policy: FaultPolicy,
     ) -> Result<CoordinatorHandle> {
-        if world == 0 {
-            return Err(Error::Config("world size must be at least 1".into()));
-        }
+        crate::config::check_world(world, "the launcher")?;
         let listener = bind(addr, port)?;
         let state = Arc::new(Mutex::new(JobState::default()));
         let (addr, done) = spawn_coordinator(
