@@ -37,6 +37,10 @@ pub(crate) mod ctl {
     /// that a reader spinning on it sees new data before the local ring.
     /// Never slept on: its values may repeat.
     pub const REMOTE_BELL: usize = 64; // u32
+    /// The owner's PID namespace (the inode of `/proc/self/ns/pid`; 0:
+    /// unknown), so that a process in another namespace sharing the
+    /// directory does not take a live owner's pid for a dead one.
+    pub const PID_NS: usize = 72;
     pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"MALTSEG1");
 }
 

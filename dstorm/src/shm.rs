@@ -128,21 +128,36 @@ pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Owner (pid, start time) recorded in a segment file's control block.
-fn file_owner(path: &Path) -> Option<(u64, u32, u64)> {
-    let mut f = open_own(path, false).ok()?;
-    let mut b = [0u8; 32];
-    f.read_exact(&mut b).ok()?;
-    let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
-    Some((w(ctl::MAGIC), w(ctl::PID) as u32, w(ctl::START_TIME)))
+/// This process's PID namespace (0 if it cannot be read).
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
 }
 
-/// Whether the process that created `path` is still running. Files without a
-/// complete control block are young (being created) only if the file is.
+/// Owner (magic, pid, start time, PID namespace) recorded in a segment
+/// file's control block.
+fn file_owner(path: &Path) -> Option<(u64, u32, u64, u64)> {
+    let mut f = open_own(path, false).ok()?;
+    let mut b = [0u8; ctl::PID_NS + 8];
+    f.read_exact(&mut b).ok()?;
+    let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    Some((
+        w(ctl::MAGIC),
+        w(ctl::PID) as u32,
+        w(ctl::START_TIME),
+        w(ctl::PID_NS),
+    ))
+}
+
+/// Whether the process that created `path` may still be running: it is
+/// alive in this PID namespace, or it lives in another one (where its pid
+/// means nothing here). Files without a complete control block are young
+/// (being created) only if the file is.
 fn owner_alive(path: &Path) -> Option<u32> {
     match file_owner(path) {
-        Some((magic, pid, start)) if magic == ctl::SEGMENT_MAGIC => {
-            (process_start_time(pid) == Some(start)).then_some(pid)
+        Some((magic, pid, start, ns)) if magic == ctl::SEGMENT_MAGIC => {
+            let elsewhere = ns != 0 && ns != pid_namespace();
+            (elsewhere || process_start_time(pid) == Some(start)).then_some(pid)
         }
         _ => {
             let young = fs::symlink_metadata(path)
@@ -293,6 +308,9 @@ impl Transport for ShmTransport {
             .word(ctl::PID)
             .store(u64::from(pid), Ordering::Relaxed);
         region.word(ctl::START_TIME).store(start, Ordering::Relaxed);
+        region
+            .word(ctl::PID_NS)
+            .store(pid_namespace(), Ordering::Relaxed);
         region.word(ctl::JOB).store(self.job, Ordering::Relaxed);
         region
             .word(ctl::SIZE)
@@ -487,6 +505,17 @@ mod tests {
             .unwrap();
         let r = Region::shared(&f, layout.total).unwrap();
         r.word(ctl::START_TIME).store(u64::MAX, Ordering::Relaxed);
+        // An owner in another PID namespace: its pid means nothing here,
+        // so the file is left alone.
+        r.word(ctl::PID_NS)
+            .store(pid_namespace() + 1, Ordering::Relaxed);
+        drop(ShmTransport::new(&dir, 42, 9).unwrap());
+        assert!(
+            path.exists(),
+            "a segment of another PID namespace was reaped"
+        );
+        r.word(ctl::PID_NS)
+            .store(pid_namespace(), Ordering::Relaxed);
         let c = ShmTransport::new(&dir, 42, 0).unwrap();
         // reap_stale already removed it, so creation succeeds.
         assert!(!path.exists());
