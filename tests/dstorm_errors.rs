@@ -124,7 +124,7 @@ fn wrong_token_is_refused_and_the_master_names_the_missing_rank() {
 }
 
 #[test]
-fn a_second_job_with_a_live_jobs_token_gets_shm_in_use() {
+fn a_second_job_with_a_live_jobs_token_gets_segments_of_its_own() {
     let dir = ShmDir::new("inuse");
     let (p1, p2) = (free_port(), free_port());
     let extra = [("MALT_SHM_DIR", dir.path())];
@@ -140,12 +140,19 @@ fn a_second_job_with_a_live_jobs_token_gets_shm_in_use() {
     while dir.files().is_empty() && t.elapsed() < Duration::from_secs(10) {
         std::thread::yield_now();
     }
-    assert!(!dir.files().is_empty(), "job A never created its segment");
+    let a_files = dir.files();
+    assert!(!a_files.is_empty(), "job A never created its segment");
+    // Job B, same token: the job's random nonce names its files apart.
     let jobs = checks(vec![(
         rank_env(0, 1, "same", p2, &extra),
         vec!["--size", "64"],
     )]);
+    let still = dir.files();
     let _ = a.kill();
     let _ = a.wait();
-    assert_failed(&jobs[0], "in use by live process");
+    assert_eq!(jobs[0].code, Some(0), "{:?}", jobs[0]);
+    assert_eq!(jobs[0].json_lines()[0]["ok"], true, "{:?}", jobs[0]);
+    for f in &a_files {
+        assert!(still.contains(f), "job B touched job A's {f}");
+    }
 }

@@ -363,10 +363,9 @@ pub fn launch_with(
     let mut ending = Ending::default();
     let mut first_failure = None;
     let mut failed = 0usize;
-    let mut job = dstorm::JobState::default();
     while done.iter().any(|d| !d) {
         let now = Instant::now();
-        job = coordinator.state();
+        let job = coordinator.state();
         if !ending.decided() {
             let survivors_done = (0..opts.ranks).all(|r| done[r] || job.evicted.contains(&r));
             let why = if interrupted.load(Ordering::Relaxed) {
@@ -421,14 +420,11 @@ pub fn launch_with(
         h.close();
     }
     // Every rank is gone; the coordinator's last word stands.
-    let last = coordinator.state();
-    if last.evicted.len() > job.evicted.len() || last.aborted.is_some() {
-        job = last;
-    }
+    let job = coordinator.state();
     drop(coordinator);
     // Ranks killed before they could remove their segment files (SIGKILL,
     // or stopped and ended here) leave them behind; nobody else will.
-    let removed = dstorm::remove_shm_files(&shm_dir(opts), &token);
+    let removed = dstorm::remove_shm_files(&shm_dir(opts), dstorm::shm_job(&token, job.nonce));
     if removed > 0 {
         tracing::info!(target: "malt::launch", removed, "removed segment files the ranks left behind");
     }

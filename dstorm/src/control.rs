@@ -52,6 +52,8 @@ pub(crate) enum FromMaster {
     Welcome {
         table: Vec<Endpoint>,
         epoch: u32,
+        /// The job's random nonce (see [`JobState::nonce`]).
+        nonce: u64,
     },
     Refused {
         reason: String,
@@ -146,7 +148,7 @@ impl Client {
         endpoint: Endpoint,
         timeout: Duration,
         transport: Arc<dyn Transport>,
-    ) -> Result<(Client, Vec<Endpoint>)> {
+    ) -> Result<(Client, Vec<Endpoint>, u64)> {
         let start = Instant::now();
         let mut backoff = Duration::from_millis(10);
         let claim = auth::Claim {
@@ -217,8 +219,12 @@ impl Client {
             },
         )
         .map_err(ctl_err("send hello"))?;
-        let (table, epoch) = match receive(&mut r, "rendezvous", timeout)? {
-            FromMaster::Welcome { table, epoch } => (table, epoch),
+        let (table, epoch, nonce) = match receive(&mut r, "rendezvous", timeout)? {
+            FromMaster::Welcome {
+                table,
+                epoch,
+                nonce,
+            } => (table, epoch, nonce),
             FromMaster::Refused { reason } => return Err(Error::Refused { rank, reason }),
             FromMaster::Aborted { reason } => return Err(Error::Aborted(reason)),
             other => {
@@ -253,6 +259,7 @@ impl Client {
                 view,
             },
             table,
+            nonce,
         ))
     }
 
@@ -490,6 +497,7 @@ pub(crate) fn spawn_coordinator(
         .name("malt-coordinator".into())
         .spawn(move || {
             let mut c = Coordinator::new(world, timeout, policy);
+            state.lock().unwrap_or_else(|p| p.into_inner()).nonce = c.nonce;
             c.public = state;
             c.run(rx);
             let _ = done_tx.send(());
@@ -513,6 +521,10 @@ pub struct JobState {
     /// a collective that timed out, or a failure in a job that tolerates
     /// none.
     pub aborted: Option<String>,
+    /// The job's random nonce, sent to every rank with the welcome: with
+    /// the token it names the job's shm segment files
+    /// ([`crate::shm_job`]).
+    pub nonce: u64,
 }
 
 /// A coordinator running outside the ranks (in `malt launch`), so that any
@@ -583,6 +595,8 @@ struct Coordinator {
     dead: BTreeSet<usize>,
     /// What the host process sees of `dead`, `done` and `aborted`.
     public: Arc<Mutex<JobState>>,
+    /// This job's random nonce.
+    nonce: u64,
 }
 
 impl Coordinator {
@@ -602,6 +616,7 @@ impl Coordinator {
             done: BTreeSet::new(),
             dead: BTreeSet::new(),
             public: Arc::new(Mutex::new(JobState::default())),
+            nonce: rand::random(),
         }
     }
 
@@ -952,7 +967,12 @@ impl Coordinator {
         if self.ranks.len() == self.world {
             let table: Vec<Endpoint> = self.endpoints.values().cloned().collect();
             self.welcomed = true;
-            self.send_ranks(&FromMaster::Welcome { table, epoch: 1 });
+            let nonce = self.nonce;
+            self.send_ranks(&FromMaster::Welcome {
+                table,
+                epoch: 1,
+                nonce,
+            });
         }
     }
 }

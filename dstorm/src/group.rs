@@ -161,18 +161,11 @@ impl Membership {
     }
 }
 
-/// Names a job's shared-memory files: the token identifies the job, so a
-/// second job started with the same token while the first still runs gets
-/// [`Error::ShmInUse`] instead of writing into the first job's segments.
-fn job_hash(cfg: &Config) -> u64 {
-    crate::shm::job_of(&cfg.token)
-}
-
 fn make_transport(cfg: &Config) -> Result<Arc<dyn Transport>> {
     Ok(match cfg.transport {
         TransportKind::Shm => Arc::new(crate::shm::ShmTransport::new(
             &cfg.shm_dir,
-            job_hash(cfg),
+            &cfg.token,
             cfg.rank,
         )?),
         TransportKind::Tcp => Arc::new(crate::tcp::TcpTransport::new(
@@ -229,7 +222,7 @@ impl Group {
             data_addr: transport.local_endpoint(),
         };
         let master = format!("{}:{}", cfg.master_addr, cfg.master_port);
-        let (client, table) = Client::join(
+        let (client, table, nonce) = Client::join(
             &master,
             &cfg.token,
             cfg.rank,
@@ -238,6 +231,7 @@ impl Group {
             cfg.timeout,
             transport.clone(),
         )?;
+        transport.welcome(nonce);
         transport.start(&table)?;
         let view = client.view().clone();
         let mut g = Group {

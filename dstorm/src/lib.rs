@@ -43,5 +43,7 @@ pub use fault::FaultPolicy;
 pub use group::{
     Counters, FlowControl, Group, Membership, Object, ObjectSpec, PeerCounters, Update,
 };
-pub use shm::{remove_job_files as remove_shm_files, FILE_PREFIX as SHM_FILE_PREFIX};
+pub use shm::{
+    job_of as shm_job, remove_job_files as remove_shm_files, FILE_PREFIX as SHM_FILE_PREFIX,
+};
 pub use transport::{Endpoint, RejectCounts};

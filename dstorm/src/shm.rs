@@ -25,13 +25,16 @@ pub const FILE_PREFIX: &str = "malt-";
 #[derive(Debug)]
 pub(crate) struct ShmTransport {
     dir: PathBuf,
-    job: u64,
+    /// The job part of the segment names: from the token until the
+    /// coordinator's welcome, then from the token and the job's nonce.
+    token: String,
+    job: std::sync::atomic::AtomicU64,
     rank: usize,
     own: Mutex<Vec<(u32, PathBuf)>>,
 }
 
 impl ShmTransport {
-    pub fn new(dir: &Path, job: u64, rank: usize) -> Result<ShmTransport> {
+    pub fn new(dir: &Path, token: &str, rank: usize) -> Result<ShmTransport> {
         if !dir.is_dir() {
             return Err(Error::Unsupported {
                 transport: "shm",
@@ -44,14 +47,19 @@ impl ShmTransport {
         reap_stale(dir);
         Ok(ShmTransport {
             dir: dir.to_path_buf(),
-            job,
+            token: token.to_string(),
+            job: job_of(token, 0).into(),
             rank,
             own: Mutex::new(Vec::new()),
         })
     }
 
+    fn job(&self) -> u64 {
+        self.job.load(Ordering::Relaxed)
+    }
+
     fn path(&self, object: u32, rank: usize) -> PathBuf {
-        segment_path(&self.dir, self.job, object, rank)
+        segment_path(&self.dir, self.job(), object, rank)
     }
 }
 
@@ -92,17 +100,22 @@ fn open_own(path: &Path, write: bool) -> io::Result<File> {
     Ok(f)
 }
 
-/// The job part of a segment file's name, from the job token.
-pub(crate) fn job_of(token: &str) -> u64 {
-    twox_hash::XxHash3_64::oneshot(token.as_bytes())
+/// The job part of a segment file's name, from the job token and the
+/// random nonce the coordinator gives every job (so that names cannot be
+/// predicted even from a guessable token, and two jobs that share a token
+/// do not share segments).
+pub fn job_of(token: &str, nonce: u64) -> u64 {
+    let mut h = twox_hash::XxHash3_64::with_seed(nonce);
+    std::hash::Hasher::write(&mut h, token.as_bytes());
+    std::hash::Hasher::finish(&h)
 }
 
-/// Removes the segment files of the job whose token is `token` from `dir`,
+/// Removes the segment files of job `job` ([`job_of`]) from `dir`,
 /// for the launcher once every rank has exited, some of them killed before
 /// they could remove their own. Only regular files owned by this user are
 /// removed, and none is opened. Returns how many were removed.
-pub fn remove_job_files(dir: &Path, token: &str) -> usize {
-    let prefix = format!("{FILE_PREFIX}{:016x}-o", job_of(token));
+pub fn remove_job_files(dir: &Path, job: u64) -> usize {
+    let prefix = format!("{FILE_PREFIX}{job:016x}-o");
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
@@ -311,7 +324,7 @@ impl Transport for ShmTransport {
         region
             .word(ctl::PID_NS)
             .store(pid_namespace(), Ordering::Relaxed);
-        region.word(ctl::JOB).store(self.job, Ordering::Relaxed);
+        region.word(ctl::JOB).store(self.job(), Ordering::Relaxed);
         region
             .word(ctl::SIZE)
             .store(layout.total as u64, Ordering::Relaxed);
@@ -354,7 +367,7 @@ impl Transport for ShmTransport {
                 region.word(ctl::JOB).load(Ordering::Relaxed),
                 region.word(ctl::OBJECT).load(Ordering::Relaxed),
             );
-            if magic != ctl::SEGMENT_MAGIC || job != self.job || obj != u64::from(object) {
+            if magic != ctl::SEGMENT_MAGIC || job != self.job() || obj != u64::from(object) {
                 return Err(Error::SegmentMismatch {
                     path,
                     problem: format!(
@@ -386,10 +399,15 @@ impl Transport for ShmTransport {
         RejectCounts::default()
     }
 
+    fn welcome(&self, nonce: u64) {
+        self.job
+            .store(job_of(&self.token, nonce), Ordering::Relaxed);
+    }
+
     fn forget(&self, peers: &[usize]) {
         // A departed rank cannot remove its segment files; the survivors
         // do. An evicted rank that still runs keeps its mappings.
-        let prefix = format!("{FILE_PREFIX}{:016x}-o", self.job);
+        let prefix = format!("{FILE_PREFIX}{:016x}-o", self.job());
         let Ok(dir) = fs::read_dir(&self.dir) else {
             return;
         };
@@ -488,16 +506,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("malt-shm-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let layout = Layout::new(64, 2, vec![1], 2);
-        let a = ShmTransport::new(&dir, 42, 0).unwrap();
+        let a = ShmTransport::new(&dir, "42", 0).unwrap();
         let _seg = a.create(0, "x", &layout).unwrap();
         // Same job, same rank, owner alive: refused with the owner's pid.
-        let b = ShmTransport::new(&dir, 42, 0).unwrap();
+        let b = ShmTransport::new(&dir, "42", 0).unwrap();
         match b.create(0, "x", &layout) {
             Err(Error::ShmInUse { pid, .. }) => assert_eq!(pid, std::process::id()),
             other => panic!("expected ShmInUse, got {other:?}"),
         }
         // Forge a dead owner: a start time no live process has.
-        let path = segment_path(&dir, 42, 0, 0);
+        let path = segment_path(&dir, job_of("42", 0), 0, 0);
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -509,14 +527,14 @@ mod tests {
         // so the file is left alone.
         r.word(ctl::PID_NS)
             .store(pid_namespace() + 1, Ordering::Relaxed);
-        drop(ShmTransport::new(&dir, 42, 9).unwrap());
+        drop(ShmTransport::new(&dir, "42", 9).unwrap());
         assert!(
             path.exists(),
             "a segment of another PID namespace was reaped"
         );
         r.word(ctl::PID_NS)
             .store(pid_namespace(), Ordering::Relaxed);
-        let c = ShmTransport::new(&dir, 42, 0).unwrap();
+        let c = ShmTransport::new(&dir, "42", 0).unwrap();
         // reap_stale already removed it, so creation succeeds.
         assert!(!path.exists());
         c.create(0, "x", &layout).unwrap();

@@ -46,6 +46,9 @@ pub(crate) trait Transport: Send + Sync + Debug {
     }
     /// The group moved to `epoch`: writes of older epochs are dropped.
     fn set_epoch(&self, _epoch: u32) {}
+    /// The coordinator's welcome gave the job `nonce`, a random number that
+    /// tells this job apart from any other (shm names its files with it).
+    fn welcome(&self, _nonce: u64) {}
     /// These peers left the group: release what is held for them and
     /// unblock writers waiting on them.
     fn forget(&self, _peers: &[usize]) {}
