@@ -6,6 +6,14 @@ use dstorm::{FlowControl, Group, ObjectSpec, TransportKind};
 use serde::Serialize;
 use std::time::Instant;
 
+/// Largest update `malt check --size` writes: 1 GiB. Every rank holds two
+/// buffers of this size besides its segments.
+pub const MAX_SIZE: usize = 1 << 30;
+
+/// Most rounds `malt check --rounds` runs; each round keeps one latency
+/// sample (8 bytes) for the percentiles.
+pub const MAX_ROUNDS: usize = 1_000_000;
+
 /// Options of `malt check`.
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
@@ -91,6 +99,14 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> {
     let (rank, world) = (group.rank(), group.world());
     let size = opts.size.max(1);
+    if size > MAX_SIZE {
+        return Err(dstorm::Error::Size {
+            name: "malt-check".into(),
+            what: "update",
+            got: size,
+            limit: MAX_SIZE,
+        });
+    }
     let mut obj = group.create_object(
         &ObjectSpec::new("malt-check", size)
             .depth(2)
@@ -99,7 +115,9 @@ pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> 
     let timeout = group.config().timeout;
     let mut send = vec![0u8; size];
     let mut recv = vec![0u8; size];
-    let mut lat = Vec::with_capacity(opts.rounds);
+    // Samples are kept as rounds complete, never reserved for rounds that
+    // may not run.
+    let mut lat = Vec::with_capacity(opts.rounds.min(1024));
     let mut verified = 0u64;
     let mut error = None;
     let senders: Vec<usize> = obj.in_neighbors().to_vec();
@@ -163,6 +181,20 @@ pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> 
 /// `malt check` as a command: returns the process exit code (0 ok, 1 a
 /// verification failure, 2 the job could not run).
 pub fn run(opts: &CheckOptions) -> i32 {
+    if opts.size > MAX_SIZE {
+        eprintln!(
+            "malt check: --size {} is above the limit of {MAX_SIZE} bytes",
+            opts.size
+        );
+        return 2;
+    }
+    if opts.rounds > MAX_ROUNDS {
+        eprintln!(
+            "malt check: --rounds {} is above the limit of {MAX_ROUNDS}",
+            opts.rounds
+        );
+        return 2;
+    }
     let mut cfg = match dstorm::Config::from_env() {
         Ok(c) => c,
         Err(e) => {

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use dstorm::TransportKind;
+use malt::train::cli::{parse_local_ranks, parse_timeout};
 use malt::{bench, check, launch};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,25 +93,32 @@ enum DataCmd {
 
 #[derive(Args, Debug)]
 struct LaunchArgs {
-    /// Number of ranks.
-    #[arg(short = 'n', long = "ranks")]
+    /// Number of ranks (at most 1024).
+    #[arg(short = 'n', long = "ranks", value_parser = parse_local_ranks)]
     ranks: usize,
     /// Transport for model bytes.
     #[arg(long, default_value = "shm")]
     transport: TransportKind,
     /// Bound on every wait of the ranks, and the grace period after a rank
-    /// fails before the others are stopped (seconds).
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
+    /// fails before the others are stopped (seconds; above one year, `inf`
+    /// included, it means one year).
+    #[arg(long, default_value = "30", value_parser = parse_timeout)]
+    timeout: Duration,
     /// Fault tolerance: the job succeeds when at least this many ranks
     /// finish successfully; when ranks die, the survivors regroup and go on
     /// (default: every rank must succeed, any failure stops the job).
     #[arg(long, value_name = "K", env = "MALT_MIN_RANKS")]
     min_ranks: Option<usize>,
     /// Failure timeout T in seconds: a rank whose heartbeat has not moved
-    /// for T is evicted (default 5; a crashed rank is noticed at once).
-    #[arg(long, value_name = "SECS", env = "MALT_FAIL_TIMEOUT")]
-    fail_timeout: Option<f64>,
+    /// for T is evicted (default 5; a crashed rank is noticed at once;
+    /// above one year, `inf` included, it means one year).
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "MALT_FAIL_TIMEOUT",
+        value_parser = parse_timeout
+    )]
+    fail_timeout: Option<Duration>,
     /// Regroups allowed before the job stops (default: the number of ranks).
     #[arg(long, value_name = "N", env = "MALT_MAX_REGROUPS")]
     max_regroups: Option<u32>,
@@ -124,12 +132,17 @@ struct CheckArgs {
     /// Transport (default: MALT_TRANSPORT, else shm).
     #[arg(long)]
     transport: Option<TransportKind>,
-    /// Update size in bytes.
-    #[arg(long, default_value_t = 65536)]
+    /// Update size in bytes (at most 1 GiB).
+    #[arg(long, default_value_t = 65536, value_parser = usize_in(0, check::MAX_SIZE))]
     size: usize,
-    /// Rounds.
-    #[arg(long, default_value_t = 20)]
+    /// Rounds (at most 1,000,000).
+    #[arg(long, default_value_t = 20, value_parser = usize_in(0, check::MAX_ROUNDS))]
     rounds: usize,
+}
+
+/// A clap parser of integers in `lo..=hi` that yields `usize`.
+fn usize_in(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(lo as u64..=hi as u64)
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,8 +176,8 @@ struct ReportArgs {
 
 #[derive(Args, Debug)]
 struct GatherArgs {
-    /// Elements (f32) of the vector.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Elements (f32) of the vector (at most 2^28).
+    #[arg(long, default_value_t = 1 << 20, value_parser = usize_in(1, bench::gather::MAX_LEN))]
     len: usize,
     /// Communication graph: all, halton, ring, random:K[:SEED], custom:[[..],..].
     #[arg(long, default_value = "all")]
@@ -172,14 +185,14 @@ struct GatherArgs {
     /// Consistency: bsp, async, ssp:S.
     #[arg(long, default_value = "bsp")]
     sync: vol::Consistency,
-    /// Measured rounds.
-    #[arg(long, default_value_t = 100)]
+    /// Measured rounds (at most 10,000,000).
+    #[arg(long, default_value_t = 100, value_parser = usize_in(1, bench::MAX_COUNT))]
     rounds: usize,
     /// One JSON line.
     #[arg(long)]
     json: bool,
-    /// Ranks to launch when not inside a job (default 2).
-    #[arg(long)]
+    /// Ranks to launch when not inside a job (default 2, at most 1024).
+    #[arg(long, value_parser = parse_local_ranks)]
     ranks: Option<usize>,
     /// Transport (default: MALT_TRANSPORT, else shm).
     #[arg(long)]
@@ -200,11 +213,12 @@ struct WriteArgs {
     /// Transport to measure.
     #[arg(long, default_value = "shm")]
     transport: TransportKind,
-    /// One size in bytes instead of the sweep from 64 B to 64 MiB.
-    #[arg(long)]
+    /// One size in bytes instead of the sweep from 64 B to 64 MiB (at most 1 GiB).
+    #[arg(long, value_parser = usize_in(1, bench::MAX_SIZE))]
     size: Option<usize>,
-    /// Updates per size (default: 1 GiB worth, between 10 and 20000).
-    #[arg(long)]
+    /// Updates per size (default: 1 GiB worth, between 10 and 20000; at
+    /// most 10,000,000).
+    #[arg(long, value_parser = usize_in(1, bench::MAX_COUNT))]
     iters: Option<usize>,
     /// One JSON line per size.
     #[arg(long)]
@@ -334,33 +348,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Launch(a) => {
-            if !(a.timeout > 0.0 && a.timeout.is_finite()) {
-                eprintln!("malt launch: --timeout must be a positive number of seconds");
-                return ExitCode::from(2);
-            }
             let mut command = a.command.into_iter();
             let program = PathBuf::from(command.next().unwrap_or_default());
             let opts = launch::LaunchOptions {
                 ranks: a.ranks,
                 transport: a.transport,
-                timeout: Duration::from_secs_f64(a.timeout),
+                timeout: a.timeout,
                 program,
                 args: command.collect(),
                 prefix: true,
                 env: Vec::new(),
             };
-            let fail_timeout = match a.fail_timeout {
-                Some(t) if !(t > 0.0 && t.is_finite() && t < 1e9) => {
-                    eprintln!(
-                        "malt launch: --fail-timeout {t} must be a positive number of seconds"
-                    );
-                    return ExitCode::from(2);
-                }
-                t => t.map(Duration::from_secs_f64),
-            };
             let faults = launch::FaultOptions {
                 min_ranks: a.min_ranks,
-                fail_timeout,
+                fail_timeout: a.fail_timeout,
                 max_regroups: a.max_regroups,
             };
             finish_launch(launch::launch_with(&opts, &faults))

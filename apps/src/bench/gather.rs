@@ -15,13 +15,17 @@
 //! measures several lengths in one job, one result per length.
 
 use super::usage::{cpu_secs, pin_from_env};
-use super::Plan;
+use super::{Plan, MAX_COUNT};
 use crate::check::percentile;
 use crate::launch;
+use crate::train::cli::MAX_LOCAL_RANKS;
 use dstorm::{Group, Object, ObjectSpec, TransportKind};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use vol::{Consistency, DenseVector, Graph, Udf, VectorOptions};
+
+/// Most elements of the vector (`--len`, a plan's LEN): 2^28 floats, 1 GiB.
+pub const MAX_LEN: usize = 1 << 28;
 
 /// Options of `malt bench gather`.
 #[derive(Debug, Clone)]
@@ -166,10 +170,28 @@ fn validate(opts: &GatherOptions) -> Result<(), GatherError> {
     if opts.ranks == Some(0) {
         return Err(GatherError::Invalid("--ranks must be at least 1".into()));
     }
+    if let Some(n) = opts.ranks.filter(|&n| n > MAX_LOCAL_RANKS) {
+        return Err(GatherError::Invalid(format!(
+            "--ranks {n} is above the limit of {MAX_LOCAL_RANKS}"
+        )));
+    }
     if opts.len == 0 || opts.plan.as_ref().is_some_and(|p| p.0.is_empty()) {
         return Err(GatherError::Invalid(
             "the vector needs at least one element".into(),
         ));
+    }
+    let steps = opts.plan.as_ref().map_or(&[][..], |p| &p.0[..]);
+    for &(len, rounds) in steps.iter().chain([(opts.len, opts.rounds)].iter()) {
+        if len > MAX_LEN {
+            return Err(GatherError::Invalid(format!(
+                "a vector of {len} elements is above the limit of {MAX_LEN}"
+            )));
+        }
+        if rounds > MAX_COUNT {
+            return Err(GatherError::Invalid(format!(
+                "{rounds} rounds are above the limit of {MAX_COUNT}"
+            )));
+        }
     }
     Ok(())
 }
@@ -378,7 +400,9 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
     }
     group.barrier()?;
     let before = v.stats().clone();
-    let mut times = Vec::with_capacity(opts.rounds);
+    // Samples are kept as rounds complete, never reserved for rounds that
+    // may not run.
+    let mut times = Vec::with_capacity(opts.rounds.min(1024));
     let cpu0 = cpu_secs();
     let start = Instant::now();
     for _ in 0..opts.rounds {

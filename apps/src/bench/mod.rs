@@ -11,6 +11,14 @@ pub mod write;
 use std::fmt;
 use std::str::FromStr;
 
+/// Largest message size in a plan or `malt bench write --size`: 1 GiB
+/// (`gather` sizes count floats and are bounded by [`gather::MAX_LEN`]).
+pub const MAX_SIZE: usize = 1 << 30;
+
+/// Most timed operations (updates, rounds) at one size: `--iters`,
+/// `--rounds` and a plan's COUNT.
+pub const MAX_COUNT: usize = 10_000_000;
+
 /// What the benchmarks measure at each size: `N:COUNT,N:COUNT,...`, where N
 /// is the message size (bytes for `write`, floats for `gather`) and COUNT
 /// the number of timed operations (updates, rounds) at that size. The peer
@@ -31,6 +39,12 @@ pub enum PlanError {
         /// The entry as written.
         entry: String,
     },
+    /// An entry's N or COUNT is above its limit ([`MAX_SIZE`], [`MAX_COUNT`]).
+    #[error("plan entry {entry:?} is beyond the limits: N at most {MAX_SIZE}, COUNT at most {MAX_COUNT}")]
+    Limit {
+        /// The entry as written.
+        entry: String,
+    },
 }
 
 impl FromStr for Plan {
@@ -47,6 +61,11 @@ impl FromStr for Plan {
             let c: usize = c.trim().parse().map_err(|_| bad())?;
             if n == 0 || c == 0 {
                 return Err(bad());
+            }
+            if n > MAX_SIZE || c > MAX_COUNT {
+                return Err(PlanError::Limit {
+                    entry: entry.to_string(),
+                });
             }
             out.push((n, c));
         }
@@ -85,5 +104,26 @@ mod tests {
                 "{bad} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn plans_stay_under_the_limits() {
+        let p: Plan = format!("{MAX_SIZE}:{MAX_COUNT}").parse().expect("plan");
+        assert_eq!(p.0, vec![(MAX_SIZE, MAX_COUNT)]);
+        for bad in [
+            format!("{}:1", MAX_SIZE + 1),
+            format!("1:{}", MAX_COUNT + 1),
+            "64:1000000000000".to_string(),
+            "18446744073709551615:1".to_string(),
+        ] {
+            let err = bad.parse::<Plan>().unwrap_err();
+            assert!(matches!(err, PlanError::Limit { .. }), "{bad}: {err:?}");
+            assert!(err.to_string().contains(&bad), "{err}");
+        }
+        // Beyond usize: not a number of this machine at all.
+        assert!(matches!(
+            "18446744073709551616:1".parse::<Plan>(),
+            Err(PlanError::Entry { .. })
+        ));
     }
 }

@@ -11,14 +11,20 @@
 //!   `pixel / 255` in `(0, 1]`, zero pixels omitted;
 //! - labels are the class ids `0..=9` (see [`CLASS_NAMES`]), or with
 //!   `binary: Some(c)`, `+1` for class `c` and `-1` for every other class.
+//!
+//! The sizes in an IDX header are checked before anything is sized by them:
+//! the data they announce must be at most [`MAX_IDX_BYTES`] and, for an
+//! uncompressed file, exactly what follows the header; a gzipped file is
+//! decompressed no further than the announced size. Images hold at most
+//! [`DEFAULT_MAX_FEATURES`] pixels, the features a LIBSVM reader accepts.
 
-use std::fs;
-use std::io::{self, Read};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-use super::libsvm::{Feature, LibsvmError, LibsvmWriter};
+use super::libsvm::{Feature, LibsvmError, LibsvmWriter, DEFAULT_MAX_FEATURES};
 
 /// Where `dataset-fashion-mnist` installs the IDX files.
 pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
@@ -44,6 +50,10 @@ pub const CLASS_NAMES: [&str; 10] = [
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 /// IDX magic number of unsigned-byte data with three dimensions (images).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+
+/// Most data bytes an IDX file may announce: 1 GiB (Fashion-MNIST's
+/// training images are 47,040,000 bytes).
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
 
 const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
@@ -150,6 +160,30 @@ pub enum FashionMnistError {
         /// Bytes present.
         actual: u64,
     },
+    /// The header announces more data than an IDX file may hold.
+    #[error(
+        "{file}: the IDX header announces {expected} bytes of data, more than the limit of {limit}"
+    )]
+    TooLarge {
+        /// The file.
+        file: String,
+        /// Bytes announced by the header.
+        expected: u64,
+        /// [`MAX_IDX_BYTES`].
+        limit: u64,
+    },
+    /// The images are larger than a LIBSVM reader accepts.
+    #[error("{file}: images of {rows}x{cols} pixels are beyond the limit of {limit} pixels")]
+    ImageSize {
+        /// The images file.
+        file: String,
+        /// Rows per image.
+        rows: u32,
+        /// Columns per image.
+        cols: u32,
+        /// [`DEFAULT_MAX_FEATURES`].
+        limit: u32,
+    },
     /// Images and labels do not pair up.
     #[error("{images} holds {image_count} images but {labels} holds {label_count} labels")]
     CountMismatch {
@@ -203,34 +237,27 @@ fn locate(dir: &Path, name: &str) -> Result<PathBuf, FashionMnistError> {
     })
 }
 
-/// Reads an IDX file (gzipped or not) whose magic must be `magic`.
-fn read_idx(path: &Path, magic: u32) -> Result<Idx, FashionMnistError> {
-    let file = path.display().to_string();
-    let io_err = |source| FashionMnistError::Io {
-        file: file.clone(),
-        source,
-    };
-    let raw = fs::read(path).map_err(io_err)?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(io_err)?;
-        out
-    } else {
-        raw
-    };
-    parse_idx(&bytes, magic, &file)
+/// The sizes an IDX header gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IdxHeader {
+    dims: Vec<u32>,
+    /// Bytes of the header.
+    len: usize,
+    /// Bytes of data the dimensions announce (saturated at `u64::MAX`).
+    data: u64,
 }
 
-fn parse_idx(bytes: &[u8], magic: u32, file: &str) -> Result<Idx, FashionMnistError> {
+/// Reads the header of an IDX file whose magic must be `magic` from the
+/// start of `bytes` (which may hold more than the header). Nothing is sized
+/// by the header's numbers here.
+fn parse_idx_header(bytes: &[u8], magic: u32, file: &str) -> Result<IdxHeader, FashionMnistError> {
     let short = || FashionMnistError::ShortHeader {
         file: file.to_string(),
         len: bytes.len(),
     };
     let word = |i: usize| -> Option<u32> {
         bytes
-            .get(i..i + 4)
+            .get(i..i.checked_add(4)?)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
     let found = word(0).ok_or_else(short)?;
@@ -241,28 +268,114 @@ fn parse_idx(bytes: &[u8], magic: u32, file: &str) -> Result<Idx, FashionMnistEr
             expected: magic,
         });
     }
+    // At most 255 dimensions: the header is at most 1,024 bytes.
     let ndims = (magic & 0xff) as usize;
-    let mut dims = Vec::with_capacity(ndims);
-    for d in 0..ndims {
-        dims.push(word(4 + 4 * d).ok_or_else(short)?);
-    }
-    let header = 4 + 4 * ndims;
-    let expected = dims
+    let dims = (0..ndims)
+        .map(|d| word(4 + 4 * d).ok_or_else(short))
+        .collect::<Result<Vec<u32>, _>>()?;
+    let data = dims
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)))
         .unwrap_or(u64::MAX);
-    let actual = (bytes.len() - header) as u64;
-    if expected != actual {
-        return Err(FashionMnistError::SizeMismatch {
+    Ok(IdxHeader {
+        dims,
+        len: 4 + 4 * ndims,
+        data,
+    })
+}
+
+/// Reads an IDX file (gzipped or not) whose magic must be `magic`.
+fn read_idx(path: &Path, magic: u32) -> Result<Idx, FashionMnistError> {
+    let file = path.display().to_string();
+    let io_err = |source| FashionMnistError::Io {
+        file: file.clone(),
+        source,
+    };
+    let f = File::open(path).map_err(io_err)?;
+    let file_len = f.metadata().map_err(io_err)?.len();
+    let mut input = BufReader::new(f);
+    let gzipped = input.fill_buf().map_err(io_err)?.starts_with(&[0x1f, 0x8b]);
+    if gzipped {
+        read_idx_from(MultiGzDecoder::new(input), None, magic, &file)
+    } else {
+        read_idx_from(input, Some(file_len), magic, &file)
+    }
+}
+
+/// Reads an IDX file from `input`, whose length is `len` when known (an
+/// uncompressed file). The header is read first and its sizes checked
+/// against `len` and [`MAX_IDX_BYTES`]; then no more than the announced data
+/// is read.
+fn read_idx_from(
+    input: impl Read,
+    len: Option<u64>,
+    magic: u32,
+    file: &str,
+) -> Result<Idx, FashionMnistError> {
+    let io_err = |source| FashionMnistError::Io {
+        file: file.to_string(),
+        source,
+    };
+    let ndims = (magic & 0xff) as u64;
+    let mut input = input;
+    let mut head = Vec::new();
+    (&mut input)
+        .take(4 + 4 * ndims)
+        .read_to_end(&mut head)
+        .map_err(io_err)?;
+    let header = parse_idx_header(&head, magic, file)?;
+    let mismatch = |actual: u64| FashionMnistError::SizeMismatch {
+        file: file.to_string(),
+        expected: header.data,
+        actual,
+    };
+    if let Some(len) = len {
+        let actual = len.saturating_sub(header.len as u64);
+        if actual != header.data {
+            return Err(mismatch(actual));
+        }
+    }
+    if header.data > MAX_IDX_BYTES {
+        return Err(FashionMnistError::TooLarge {
             file: file.to_string(),
-            expected,
-            actual,
+            expected: header.data,
+            limit: MAX_IDX_BYTES,
         });
     }
+    // The buffer grows with what is actually there: one byte more than
+    // announced tells a longer stream.
+    let mut data = Vec::new();
+    input
+        .take(header.data + 1)
+        .read_to_end(&mut data)
+        .map_err(io_err)?;
+    if data.len() as u64 != header.data {
+        // Past the announced size, the rest of the stream is not counted.
+        return Err(mismatch(data.len() as u64));
+    }
     Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
+        dims: header.dims,
+        data,
     })
+}
+
+/// Pixels per image of the images file `file` with dimensions `dims`
+/// (count, rows, columns), at most [`DEFAULT_MAX_FEATURES`].
+fn image_pixels(dims: &[u32], file: &str) -> Result<usize, FashionMnistError> {
+    let (rows, cols) = match dims {
+        [_, rows, cols] => (*rows, *cols),
+        _ => (u32::MAX, u32::MAX),
+    };
+    let pixels = u64::from(rows) * u64::from(cols);
+    if pixels > u64::from(DEFAULT_MAX_FEATURES) {
+        return Err(FashionMnistError::ImageSize {
+            file: file.to_string(),
+            rows,
+            cols,
+            limit: DEFAULT_MAX_FEATURES,
+        });
+    }
+    Ok(pixels as usize)
 }
 
 /// Counts of one converted split.
@@ -286,13 +399,15 @@ fn convert_split(
     let labels_path = locate(dir, labels_name)?;
     let images = read_idx(&images_path, IMAGES_MAGIC)?;
     let labels = read_idx(&labels_path, LABELS_MAGIC)?;
-    let (count, rows, cols) = (images.dims[0], images.dims[1], images.dims[2]);
-    if labels.dims[0] != count {
+    let pixels = image_pixels(&images.dims, &images_path.display().to_string())?;
+    let count = images.dims.first().copied().unwrap_or(0);
+    let label_count = labels.dims.first().copied().unwrap_or(0);
+    if label_count != count {
         return Err(FashionMnistError::CountMismatch {
             images: images_path.display().to_string(),
             image_count: count,
             labels: labels_path.display().to_string(),
-            label_count: labels.dims[0],
+            label_count,
         });
     }
     if let Some((item, &label)) = labels.data.iter().enumerate().find(|(_, &l)| l > 9) {
@@ -302,8 +417,7 @@ fn convert_split(
             label,
         });
     }
-    // The header sizes were checked against the data, so the pixel count fits.
-    let pixels = rows as usize * cols as usize;
+    // At most DEFAULT_MAX_FEATURES, so the pixel count fits.
     let features = u32::try_from(pixels).unwrap_or(u32::MAX);
 
     let mut tmp_name = out.file_name().unwrap_or_default().to_os_string();
@@ -311,13 +425,19 @@ fn convert_split(
     let tmp = out.with_file_name(tmp_name);
     let result = (|| {
         let mut writer = LibsvmWriter::create(&tmp)?;
-        let mut row: Vec<Feature> = Vec::with_capacity(pixels);
+        // Sized by the data read, not by the header alone.
+        let mut row: Vec<Feature> = Vec::with_capacity(pixels.min(images.data.len()));
         let mut counts = SplitCounts {
             features,
             ..SplitCounts::default()
         };
         for (i, &class) in labels.data.iter().enumerate() {
-            let image = &images.data[i * pixels..(i + 1) * pixels];
+            // The header sizes were checked against the data: every image
+            // is there.
+            let image = images
+                .data
+                .get(i * pixels..(i + 1) * pixels)
+                .unwrap_or_default();
             row.clear();
             row.extend(
                 image
@@ -599,6 +719,130 @@ mod tests {
         assert!(matches!(err, FashionMnistError::Io { .. }), "{err:?}");
         assert!(err.to_string().contains(TEST_IMAGES));
         assert!(!dir.path().join("o").join("test.libsvm.partial").exists());
+    }
+
+    #[test]
+    fn header_sizes_are_checked_before_anything_is_sized_by_them() {
+        let check = |name: &str, bytes: Vec<u8>, compress: bool| -> FashionMnistError {
+            let dir = TempDir::new("fm-header");
+            write_tiny(dir.path(), false);
+            let _ = fs::remove_file(dir.path().join(name));
+            if compress {
+                fs::write(dir.path().join(format!("{name}.gz")), gz(&bytes)).unwrap();
+            } else {
+                fs::write(dir.path().join(name), bytes).unwrap();
+            }
+            convert(&opts(dir.path(), &dir.path().join("o"), None)).unwrap_err()
+        };
+        // No images of 65536x65536 pixels (a 32 GiB row buffer before),
+        // even when there are none of them.
+        for compress in [false, true] {
+            let err = check(
+                TRAIN_IMAGES,
+                idx(IMAGES_MAGIC, &[0, 65_536, 65_536], &[]),
+                compress,
+            );
+            assert!(
+                matches!(
+                    err,
+                    FashionMnistError::ImageSize {
+                        rows: 65_536,
+                        cols: 65_536,
+                        limit: DEFAULT_MAX_FEATURES,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains(TRAIN_IMAGES), "{err}");
+            let err = check(
+                TRAIN_IMAGES,
+                idx(IMAGES_MAGIC, &[0, u32::MAX, u32::MAX], &[]),
+                compress,
+            );
+            assert!(
+                matches!(err, FashionMnistError::ImageSize { .. }),
+                "{err:?}"
+            );
+        }
+        // A gzipped file announcing more than the limit is not decompressed.
+        let err = check(TRAIN_LABELS, idx(LABELS_MAGIC, &[u32::MAX], &[0; 16]), true);
+        assert!(
+            matches!(
+                err,
+                FashionMnistError::TooLarge {
+                    expected: 4_294_967_295,
+                    limit: MAX_IDX_BYTES,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // A gzipped file longer or shorter than announced.
+        let err = check(TRAIN_LABELS, idx(LABELS_MAGIC, &[3], &[0; 9]), true);
+        assert!(
+            matches!(
+                err,
+                FashionMnistError::SizeMismatch {
+                    expected: 3,
+                    actual: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = check(TRAIN_LABELS, idx(LABELS_MAGIC, &[3], &[0; 2]), true);
+        assert!(
+            matches!(
+                err,
+                FashionMnistError::SizeMismatch {
+                    expected: 3,
+                    actual: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // An uncompressed file is measured before it is read.
+        let err = check(TRAIN_LABELS, idx(LABELS_MAGIC, &[1 << 31], &[0; 4]), false);
+        assert!(
+            matches!(
+                err,
+                FashionMnistError::SizeMismatch {
+                    expected: 2_147_483_648,
+                    actual: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn idx_reader_never_panics_on_arbitrary_bytes(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            images in proptest::prelude::any::<bool>(),
+            with_magic in proptest::prelude::any::<bool>(),
+            known_len in proptest::prelude::any::<bool>(),
+        ) {
+            let magic = if images { IMAGES_MAGIC } else { LABELS_MAGIC };
+            let mut bytes = Vec::new();
+            if with_magic {
+                bytes.extend_from_slice(&magic.to_be_bytes());
+            }
+            bytes.extend_from_slice(&body);
+            let _ = parse_idx_header(&bytes, magic, "p");
+            let len = known_len.then_some(bytes.len() as u64);
+            if let Ok(idx) = read_idx_from(&bytes[..], len, magic, "p") {
+                // What is accepted holds exactly what its header announces.
+                let announced = idx.dims.iter().map(|&d| u64::from(d)).product::<u64>();
+                proptest::prop_assert_eq!(idx.data.len() as u64, announced);
+                if images {
+                    let _ = image_pixels(&idx.dims, "p");
+                }
+            }
+        }
     }
 
     #[test]

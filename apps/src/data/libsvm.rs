@@ -23,6 +23,16 @@
 //! A malformed line is a [`LibsvmError::Parse`] naming the file, the 1-based
 //! line number and the [`LineProblem`].
 //!
+//! # Feature limit
+//!
+//! A model over a LIBSVM file holds one weight per feature, so the largest
+//! index of a file sizes memory. Readers refuse a line with an index above
+//! their limit, [`DEFAULT_MAX_FEATURES`] (2^26 = 67,108,864 features, a
+//! 256 MiB `f32` model) unless raised with
+//! [`LibsvmReader::with_max_features`] (`malt train svm --max-features`),
+//! with a [`LibsvmError::FeatureLimit`] naming the file, the line and the
+//! limit.
+//!
 //! The reader keeps one line buffer and fills an [`Example`] the caller owns,
 //! so [`LibsvmReader::read_example`] does not allocate once the buffers have
 //! grown to the longest line. The `Iterator` implementation is a convenience
@@ -36,6 +46,13 @@ use std::path::Path;
 use super::lines::{fields, show, LineReader};
 use super::shard::{self, ByteRange, ShardError, ShardInput};
 use super::Location;
+
+/// Features a [`LibsvmReader`] accepts unless told otherwise: indices
+/// `1..=DEFAULT_MAX_FEATURES` in the file. 2^26 = 67,108,864 covers the
+/// common public sets (RCV1: 47,236; news20: 1,355,191; url: 3,231,961;
+/// KDD Cup 2010: under 30 million) while bounding the model a file can ask
+/// for to 256 MiB of `f32` weights.
+pub const DEFAULT_MAX_FEATURES: u32 = 1 << 26;
 
 /// One non-zero entry of a sparse example.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -210,6 +227,19 @@ pub enum LibsvmError {
         /// What is wrong.
         problem: LineProblem,
     },
+    /// A line has a feature index above the reader's limit.
+    #[error(
+        "{at}: feature index {index} is beyond the limit of {limit} features \
+         (raise it with --max-features)"
+    )]
+    FeatureLimit {
+        /// The file and line.
+        at: Location,
+        /// The largest index of the line, 1-based as in the file.
+        index: u64,
+        /// The reader's limit: indices `1..=limit` are accepted.
+        limit: u32,
+    },
     /// An example given to the writer cannot be written.
     #[error("cannot write example: {0}")]
     InvalidExample(ExampleProblem),
@@ -304,6 +334,7 @@ fn parse_f64(t: &[u8]) -> Option<f64> {
 #[derive(Debug)]
 pub struct LibsvmReader<R> {
     lines: LineReader<R>,
+    max_features: u32,
 }
 
 impl LibsvmReader<BufReader<File>> {
@@ -337,6 +368,7 @@ impl LibsvmReader<ShardInput> {
                 Some(path.to_path_buf()),
                 range.start,
             ),
+            max_features: DEFAULT_MAX_FEATURES,
         })
     }
 }
@@ -346,7 +378,22 @@ impl<R: BufRead> LibsvmReader<R> {
     pub fn new(inner: R, name: impl Into<String>) -> Self {
         LibsvmReader {
             lines: LineReader::new(inner, name.into()),
+            max_features: DEFAULT_MAX_FEATURES,
         }
+    }
+
+    /// Accepts feature indices `1..=max_features` (in the file's 1-based
+    /// numbering) instead of [`DEFAULT_MAX_FEATURES`]; a line with a larger
+    /// index is a [`LibsvmError::FeatureLimit`]. `u32::MAX` accepts every
+    /// index the format holds.
+    pub fn with_max_features(mut self, max_features: u32) -> Self {
+        self.max_features = max_features;
+        self
+    }
+
+    /// The largest feature index accepted (1-based, as in the file).
+    pub fn max_features(&self) -> u32 {
+        self.max_features
     }
 
     /// Reads the next example into `ex`, reusing its buffer. Returns
@@ -361,6 +408,13 @@ impl<R: BufRead> LibsvmReader<R> {
                 return Ok(false);
             }
             match parse_line(self.lines.line(), ex) {
+                Ok(true) if ex.dim() > self.max_features => {
+                    return Err(LibsvmError::FeatureLimit {
+                        at: self.lines.location(),
+                        index: u64::from(ex.dim()),
+                        limit: self.max_features,
+                    })
+                }
                 Ok(true) => return Ok(true),
                 Ok(false) => continue,
                 Err(problem) => {
@@ -599,6 +653,19 @@ impl SparseDataset {
     /// Reads the shard of rank `rank` of `world` of the file at `path`.
     pub fn load_shard(path: &Path, rank: usize, world: usize) -> Result<Self, LibsvmError> {
         Self::read(&mut LibsvmReader::open_shard(path, rank, world)?)
+    }
+
+    /// [`SparseDataset::load_shard`] accepting feature indices up to
+    /// `max_features` (see [`LibsvmReader::with_max_features`]).
+    pub fn load_shard_limited(
+        path: &Path,
+        rank: usize,
+        world: usize,
+        max_features: u32,
+    ) -> Result<Self, LibsvmError> {
+        Self::read(
+            &mut LibsvmReader::open_shard(path, rank, world)?.with_max_features(max_features),
+        )
     }
 
     /// Appends an example (features as a reader yields them).
@@ -1018,6 +1085,7 @@ mod tests {
             }
             let bytes = w.into_inner();
             let back: Vec<Example> = LibsvmReader::new(&bytes[..], "p")
+                .with_max_features(u32::MAX)
                 .collect::<Result<_, _>>()
                 .unwrap();
             prop_assert_eq!(back.len(), examples.len());
@@ -1038,5 +1106,108 @@ mod tests {
             let mut ex = Example::default();
             let _ = parse_line(line.as_bytes(), &mut ex);
         }
+
+        #[test]
+        fn parser_never_panics_on_arbitrary_bytes(
+            line in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut ex = Example::default();
+            if let Ok(true) = parse_line(&line, &mut ex) {
+                // What is accepted is what the format promises.
+                prop_assert!(ex.label.is_finite());
+                prop_assert!(ex.features.windows(2).all(|w| w[0].index < w[1].index));
+                prop_assert!(ex.features.iter().all(|f| f.value.is_finite()));
+            }
+        }
+
+        #[test]
+        fn reader_keeps_every_line_under_its_limit(
+            text in proptest::collection::vec(any::<u8>(), 0..400),
+            indices in proptest::collection::vec(1u64..=u64::from(u32::MAX) + 2, 0..4),
+            limit in 1u32..=u32::MAX,
+        ) {
+            // Arbitrary bytes, then lines with indices around any limit.
+            let mut input = text;
+            for i in indices {
+                input.extend_from_slice(format!("\n+1 {i}:1\n").as_bytes());
+            }
+            let mut r = LibsvmReader::new(&input[..], "p").with_max_features(limit);
+            let mut ex = Example::default();
+            loop {
+                match r.read_example(&mut ex) {
+                    Ok(true) => prop_assert!(ex.dim() <= limit),
+                    Ok(false) => break,
+                    Err(LibsvmError::FeatureLimit { index, limit: l, .. }) => {
+                        prop_assert_eq!(l, limit);
+                        prop_assert!(index > u64::from(limit));
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn indices_beyond_the_limit_name_file_line_and_limit() {
+        let text = "+1 1:1 3:1\n\n-1 2:1 67108865:1\n";
+        let err = read_all(text).unwrap_err();
+        match &err {
+            LibsvmError::FeatureLimit { at, index, limit } => {
+                assert_eq!(at.file, "test.svm");
+                assert_eq!(at.line, Some(3));
+                assert_eq!(*index, u64::from(DEFAULT_MAX_FEATURES) + 1);
+                assert_eq!(*limit, DEFAULT_MAX_FEATURES);
+            }
+            other => panic!("expected the feature limit, got {other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "test.svm:3: feature index 67108865 is beyond the limit of 67108864 features \
+             (raise it with --max-features)"
+        );
+        // The largest index under the default limit, and a raised limit.
+        let ok = read_all("+1 67108864:1\n").unwrap();
+        assert_eq!(ok[0].dim(), DEFAULT_MAX_FEATURES);
+        let big = "+1 4000000000:1\n";
+        assert!(matches!(
+            read_all(big),
+            Err(LibsvmError::FeatureLimit {
+                index: 4_000_000_000,
+                ..
+            })
+        ));
+        let mut r = LibsvmReader::new(big.as_bytes(), "t").with_max_features(u32::MAX);
+        assert_eq!(r.max_features(), u32::MAX);
+        let mut ex = Example::default();
+        assert!(r.read_example(&mut ex).unwrap());
+        assert_eq!(ex.dim(), 4_000_000_000);
+        let mut r = LibsvmReader::new("1 3:1\n".as_bytes(), "t").with_max_features(2);
+        assert!(matches!(
+            r.read_example(&mut ex),
+            Err(LibsvmError::FeatureLimit {
+                index: 3,
+                limit: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn shards_keep_the_limit() {
+        let dir = TempDir::new("libsvm-limit");
+        let path = dir.path().join("d.svm");
+        std::fs::write(&path, "+1 1:1\n-1 5:1\n").unwrap();
+        assert_eq!(SparseDataset::load_shard(&path, 0, 1).unwrap().dim(), 5);
+        let err = SparseDataset::load_shard_limited(&path, 0, 1, 4).unwrap_err();
+        match err {
+            LibsvmError::FeatureLimit { at, index, limit } => {
+                assert_eq!((at.line, index, limit), (Some(2), 5, 4));
+                assert!(at.file.ends_with("d.svm"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let data = SparseDataset::load_shard_limited(&path, 0, 1, 5).unwrap();
+        assert_eq!(data.dim(), 5);
     }
 }

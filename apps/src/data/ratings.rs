@@ -517,4 +517,50 @@ mod tests {
         assert!(matches!(err, RatingsError::Io { .. }));
         assert!(err.to_string().contains("none.txt"));
     }
+
+    fn any_format() -> impl proptest::strategy::Strategy<Value = RatingsFormat> {
+        proptest::prop_oneof![
+            proptest::strategy::Just(RatingsFormat::Auto),
+            proptest::strategy::Just(RatingsFormat::Whitespace),
+            proptest::strategy::Just(RatingsFormat::Csv),
+            proptest::strategy::Just(RatingsFormat::MovieLens),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn line_parser_never_panics_on_arbitrary_bytes(
+            line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            format in any_format(),
+        ) {
+            if let Ok(Some(r)) = parse_rating_line(&line, format) {
+                proptest::prop_assert!(r.value.is_finite());
+            }
+        }
+
+        #[test]
+        fn line_parser_never_panics_on_number_like_text(
+            line in "[0-9:,. \t#+eE-]{0,60}",
+            format in any_format(),
+        ) {
+            let _ = parse_rating_line(line.as_bytes(), format);
+        }
+
+        #[test]
+        fn reader_never_panics_on_arbitrary_bytes(
+            text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            format in any_format(),
+        ) {
+            for r in RatingsReader::new(&text[..], "p", format) {
+                match r {
+                    Ok(r) => proptest::prop_assert!(r.value.is_finite()),
+                    Err(RatingsError::Parse { at, .. }) => {
+                        proptest::prop_assert_eq!(at.file, "p");
+                        break;
+                    }
+                    Err(e) => proptest::prop_assert!(false, "unexpected {e:?}"),
+                }
+            }
+        }
+    }
 }

@@ -47,6 +47,17 @@
 //!   on the generated ratings.
 //! - Users are written as ids in `0..users`, items in `0..items`, one
 //!   `user item rating` line per rating, in random order.
+//!
+//! # Limits
+//!
+//! The hidden models are held in memory, so their sizes are bounded:
+//! `synth_sparse` takes at most [`MAX_SYNTH_FEATURES`] features (about 50
+//! bytes each); `synth_ratings` at most [`MAX_SYNTH_ENTITIES`] users and as
+//! many items, [`MAX_SYNTH_FACTORS`] factor values (`(users + items) *
+//! rank`), and [`MAX_SYNTH_RATINGS`] ratings (every pair written is
+//! remembered so that none repeats). Rows of `synth_sparse` are streamed
+//! and not bounded. Options beyond a limit are a
+//! [`SynthError::InvalidOptions`] naming it.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -76,6 +87,18 @@ pub const RATING_SIGNAL_STDDEV: f64 = 1.0;
 pub const DEFAULT_POPULARITY_EXPONENT: f64 = 0.8;
 /// Default Zipf–Mandelbrot offset of user and item popularity.
 pub const DEFAULT_POPULARITY_OFFSET: f64 = 100.0;
+
+/// Most features of `synth_sparse`: 2^24 = 16,777,216 (about 800 MiB of
+/// hidden model).
+pub const MAX_SYNTH_FEATURES: u32 = 1 << 24;
+/// Most users, and most items, of `synth_ratings`: 2^24.
+pub const MAX_SYNTH_ENTITIES: u32 = 1 << 24;
+/// Most factor values `(users + items) * rank` of `synth_ratings`: 2^28
+/// (1 GiB of `f32`).
+pub const MAX_SYNTH_FACTORS: u64 = 1 << 28;
+/// Most ratings of `synth_ratings`: 2^27 = 134,217,728 (Netflix has about
+/// 100 million).
+pub const MAX_SYNTH_RATINGS: u64 = 1 << 27;
 
 /// Rows of the pilot sample that sets the separator's bias.
 const PILOT_ROWS: usize = 4095;
@@ -140,10 +163,9 @@ impl SynthSparseOptions {
         if self.rows == 0 {
             return Err(invalid("rows must be at least 1"));
         }
-        if self.features < 2 || self.features == u32::MAX {
+        if !(2..=MAX_SYNTH_FEATURES).contains(&self.features) {
             return Err(invalid(format!(
-                "features must be in 2..{} (got {})",
-                u32::MAX,
+                "features must be in 2..={MAX_SYNTH_FEATURES} (got {})",
                 self.features
             )));
         }
@@ -496,10 +518,29 @@ impl SynthRatingsOptions {
         if self.users == 0 || self.items == 0 {
             return Err(invalid("users and items must be at least 1"));
         }
+        if self.users > MAX_SYNTH_ENTITIES || self.items > MAX_SYNTH_ENTITIES {
+            return Err(invalid(format!(
+                "users and items must be at most {MAX_SYNTH_ENTITIES} each, got {} and {}",
+                self.users, self.items
+            )));
+        }
         if self.rank == 0 || self.rank > 4096 {
             return Err(invalid(format!(
                 "rank must be in 1..=4096, got {}",
                 self.rank
+            )));
+        }
+        let factors = (u64::from(self.users) + u64::from(self.items)) * u64::from(self.rank);
+        if factors > MAX_SYNTH_FACTORS {
+            return Err(invalid(format!(
+                "(users + items) x rank = {factors} factor values, more than the limit of \
+                 {MAX_SYNTH_FACTORS}"
+            )));
+        }
+        if self.ratings > MAX_SYNTH_RATINGS {
+            return Err(invalid(format!(
+                "ratings must be at most {MAX_SYNTH_RATINGS}, got {}",
+                self.ratings
             )));
         }
         let cells = u128::from(self.users) * u128::from(self.items);
@@ -878,6 +919,14 @@ mod tests {
                 ..ok.clone()
             },
             SynthSparseOptions {
+                features: MAX_SYNTH_FEATURES + 1,
+                ..ok.clone()
+            },
+            SynthSparseOptions {
+                features: u32::MAX - 1,
+                ..ok.clone()
+            },
+            SynthSparseOptions {
                 nnz: 0,
                 ..ok.clone()
             },
@@ -1006,6 +1055,26 @@ mod tests {
         for bad in [
             SynthRatingsOptions {
                 users: 0,
+                ..ok.clone()
+            },
+            SynthRatingsOptions {
+                users: u32::MAX,
+                ..ok.clone()
+            },
+            SynthRatingsOptions {
+                items: MAX_SYNTH_ENTITIES + 1,
+                ..ok.clone()
+            },
+            SynthRatingsOptions {
+                users: MAX_SYNTH_ENTITIES,
+                items: MAX_SYNTH_ENTITIES,
+                rank: 9,
+                ..ok.clone()
+            },
+            SynthRatingsOptions {
+                users: MAX_SYNTH_ENTITIES,
+                items: MAX_SYNTH_ENTITIES,
+                ratings: MAX_SYNTH_RATINGS + 1,
                 ..ok.clone()
             },
             SynthRatingsOptions {

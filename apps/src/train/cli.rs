@@ -13,12 +13,59 @@ use super::svm::{run_svm, SvmOptions};
 use super::sync::{ModelSync, NoSync, Udf};
 use super::vol_sync::VolSync;
 use super::{plot_comparison, RunOutput, TrainError};
+use crate::data::libsvm::DEFAULT_MAX_FEATURES;
 use crate::launch;
 use clap::{Args, Subcommand};
 use dstorm::TransportKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vol::{Consistency, Graph, Representation};
+
+/// The longest wait a timeout flag (`--timeout`, `--fail-timeout`) stands
+/// for: one year. Larger values, `inf` included, mean this, which is no
+/// bound in practice.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The shortest wait a timeout flag stands for: positive values below it
+/// mean it.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// The most ranks `malt launch -n`, `malt train --ranks` and `malt bench
+/// gather --ranks` start on this machine.
+pub const MAX_LOCAL_RANKS: usize = 1024;
+
+/// Reads a timeout flag: a positive number of seconds (`inf` allowed),
+/// held within [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`]. Zero, negative numbers
+/// and NaN are refused.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "not a number of seconds".to_string())?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err("must be a positive number of seconds".into());
+    }
+    let secs = secs.min(MAX_TIMEOUT.as_secs_f64());
+    let d = Duration::try_from_secs_f64(secs).unwrap_or(MAX_TIMEOUT);
+    Ok(d.clamp(MIN_TIMEOUT, MAX_TIMEOUT))
+}
+
+/// Reads a number of local ranks: `1..=`[`MAX_LOCAL_RANKS`].
+pub fn parse_local_ranks(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| "not a number of ranks".to_string())?;
+    if n == 0 {
+        return Err("at least one rank is needed".into());
+    }
+    if n > MAX_LOCAL_RANKS {
+        return Err(format!(
+            "at most {MAX_LOCAL_RANKS} ranks are launched on one machine"
+        ));
+    }
+    Ok(n)
+}
 
 /// `malt train ...`
 #[derive(Subcommand, Debug, Clone)]
@@ -50,8 +97,8 @@ pub struct CommArgs {
     /// Transport (default: MALT_TRANSPORT, else shm).
     #[arg(long)]
     pub transport: Option<TransportKind>,
-    /// Ranks to launch when not inside a job.
-    #[arg(long, default_value_t = 1)]
+    /// Ranks to launch when not inside a job (at most 1024).
+    #[arg(long, default_value = "1", value_parser = parse_local_ranks)]
     pub ranks: usize,
     /// Also train one rank on the same data and report the speedup to the goal loss.
     #[arg(long)]
@@ -64,9 +111,10 @@ pub struct CommArgs {
     /// Stop once the goal loss is reached.
     #[arg(long)]
     pub stop_at_goal: bool,
-    /// Bound on every wait of the ranks, in seconds (data loading included).
-    #[arg(long, default_value_t = 300.0)]
-    pub timeout: f64,
+    /// Bound on every wait of the ranks, in seconds (data loading
+    /// included); above one year, `inf` included, it means one year.
+    #[arg(long, default_value = "300", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// Print one JSON line with the summary.
     #[arg(long)]
     pub json: bool,
@@ -118,6 +166,15 @@ pub struct SvmArgs {
     /// Non-zeros per row of the synthetic set.
     #[arg(long)]
     pub synth_nnz: Option<u32>,
+    /// Largest feature index accepted in --data and --test (the model holds
+    /// one weight per feature); a file with a larger index is refused.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_FEATURES,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_features: u32,
     #[command(flatten)]
     pub comm: CommArgs,
 }
@@ -197,6 +254,7 @@ impl Job {
                     averaged: a.averaged,
                     positive_class: a.positive_class,
                     out: a.out.clone(),
+                    max_features: a.max_features,
                     ..SvmOptions::default()
                 };
                 if let Some(r) = a.synth_rows {
@@ -326,11 +384,6 @@ pub fn run(cmd: &TrainCmd) -> i32 {
 
 fn run_inner(cmd: &TrainCmd) -> Result<(), TrainError> {
     let c = comm(cmd);
-    if !(c.timeout > 0.0 && c.timeout.is_finite()) {
-        return Err(TrainError::InvalidOptions(
-            "--timeout must be a positive number of seconds".into(),
-        ));
-    }
     let job = Job::from_cmd(cmd);
     if launch::inside_job() {
         return run_rank(&job, c);
@@ -374,7 +427,7 @@ fn run_inner(cmd: &TrainCmd) -> Result<(), TrainError> {
     let opts = launch::LaunchOptions {
         ranks: c.ranks,
         transport: c.transport.unwrap_or(TransportKind::Shm),
-        timeout: Duration::from_secs_f64(c.timeout),
+        timeout: c.timeout,
         program: exe,
         args,
         prefix: false,
@@ -464,4 +517,43 @@ fn compare(job: &Job, out: &RunOutput, single_dir: &Path, c: &CommArgs) -> Resul
         println!("{}", summary.human());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_positive_and_held_within_a_millisecond_and_a_year() {
+        assert_eq!(parse_timeout("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        for big in ["1e30", "inf", "1e308", "31536001"] {
+            assert_eq!(parse_timeout(big), Ok(MAX_TIMEOUT), "{big}");
+        }
+        for tiny in ["1e-300", "0.0000001"] {
+            assert_eq!(parse_timeout(tiny), Ok(MIN_TIMEOUT), "{tiny}");
+        }
+        for bad in ["0", "-1", "-inf", "nan", "NaN", "", "ten", "1s"] {
+            assert!(parse_timeout(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn local_ranks_are_bounded() {
+        assert_eq!(parse_local_ranks("1"), Ok(1));
+        assert_eq!(parse_local_ranks("1024"), Ok(MAX_LOCAL_RANKS));
+        for bad in [
+            "0",
+            "1025",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "x",
+        ] {
+            assert!(parse_local_ranks(bad).is_err(), "{bad} was accepted");
+        }
+        assert!(parse_local_ranks("0")
+            .unwrap_err()
+            .contains("at least one rank"));
+    }
 }

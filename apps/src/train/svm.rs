@@ -74,7 +74,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::data::libsvm::{binary_sign, one_vs_rest, Feature, SparseDataset};
+use crate::data::libsvm::{binary_sign, one_vs_rest, Feature, SparseDataset, DEFAULT_MAX_FEATURES};
 use crate::data::synth::{synth_sparse, SynthSparseOptions, DEFAULT_LABEL_NOISE};
 
 use super::metrics::TestMetric;
@@ -194,6 +194,15 @@ pub struct SvmOptions {
     pub plot: bool,
     /// The data generated when `data` is `None`.
     pub synth: SynthSvmData,
+    /// Largest feature index accepted in the training and test files
+    /// (1-based, as in the file); a file with a larger one is refused
+    /// before any model is sized by it. See [`DEFAULT_MAX_FEATURES`].
+    #[serde(default = "default_max_features")]
+    pub max_features: u32,
+}
+
+fn default_max_features() -> u32 {
+    DEFAULT_MAX_FEATURES
 }
 
 impl Default for SvmOptions {
@@ -219,6 +228,7 @@ impl Default for SvmOptions {
             positive_class: None,
             plot: true,
             synth: SynthSvmData::default(),
+            max_features: DEFAULT_MAX_FEATURES,
         }
     }
 }
@@ -649,7 +659,7 @@ fn load(
     parts: usize,
     opts: &SvmOptions,
 ) -> Result<(SparseDataset, Vec<f64>), TrainError> {
-    let data = SparseDataset::load_shard(path, part, parts)?;
+    let data = SparseDataset::load_shard_limited(path, part, parts, opts.max_features)?;
     let labels = data.labels().iter().map(|&l| opts.label(l)).collect();
     Ok((data, labels))
 }
