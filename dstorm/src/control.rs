@@ -785,13 +785,17 @@ impl Coordinator {
                     },
                 );
             }
-            self.aborted = Some(format!("{reason}, waiting for ranks {missing:?}"));
+            self.aborted = Some(format!(
+                "{reason}, waiting for ranks {}",
+                crate::error::RankList(&missing)
+            ));
         } else if !self.welcomed {
             let have: BTreeSet<usize> = self.ranks.values().copied().collect();
             let missing: Vec<usize> = (0..self.world).filter(|r| !have.contains(r)).collect();
             self.abort(format!(
-                "rendezvous timed out after {:?} waiting for ranks {missing:?}",
-                self.timeout
+                "rendezvous timed out after {:?} waiting for ranks {}",
+                self.timeout,
+                crate::error::RankList(&missing)
             ));
         }
     }
@@ -837,8 +841,9 @@ impl Coordinator {
             }
             Decision::Quorum { alive, min, .. } => {
                 let reason = format!(
-                    "only {} ranks {alive:?} are left, fewer than the minimum of {min}",
-                    alive.len()
+                    "only {} ranks {} are left, fewer than the minimum of {min}",
+                    alive.len(),
+                    crate::error::RankList(&alive)
                 );
                 tracing::error!(%reason, "stopping the job");
                 self.send_ranks(&FromMaster::Quorum { alive, min });
