@@ -78,6 +78,33 @@ fn a_failing_rank_fails_the_job_and_the_others_are_stopped() {
     }
 }
 
+/// A rank that stops with an error (here: its shm directory is unusable)
+/// leaves without finishing; the others are told at once, with the cause,
+/// instead of waiting for their timeout, and nothing is left behind.
+#[test]
+fn a_rank_that_fails_is_reported_to_the_others_at_once() {
+    let shm = common::ShmDir::new("fail-fast");
+    let mut cmd = Command::new(malt());
+    cmd.args(["launch", "-n", "2", "--timeout", "30", "--", "sh", "-c"])
+        .arg(format!(
+            "[ \"$MALT_RANK\" = 1 ] && export MALT_SHM_DIR=/proc; exec {} check",
+            malt()
+        ))
+        .env("MALT_SHM_DIR", shm.path());
+    let t = Instant::now();
+    let job = run_with_deadline(cmd, DEADLINE);
+    let took = t.elapsed();
+    assert_eq!(job.code, Some(2), "{job:?}");
+    assert!(
+        job.stderr
+            .contains("[0] malt check: job aborted: rank 1 left the job without finishing"),
+        "rank 0 must learn why: {}",
+        job.stderr
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}: {job:?}");
+    assert_eq!(shm.files(), Vec::<String>::new(), "files left behind");
+}
+
 #[test]
 fn sigint_is_forwarded_and_nothing_is_left_running() {
     let mut child = Command::new(malt())

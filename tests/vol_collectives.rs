@@ -78,8 +78,8 @@ impl Member {
             }
         }
         drop(left);
-        drop(group);
-        Ok(())
+        // Leaving without `finish` would abort the job for the others.
+        group.finish()
     }
 }
 

@@ -142,7 +142,7 @@ pub(crate) fn finalize() -> Result<(), Error> {
     // A call still running on another thread keeps its vector until it
     // returns; every other vector is dropped here.
     drop(rt.vectors);
-    let done = lock_group(&rt.group).barrier();
+    let done = lock_group(&rt.group).finish_in_place();
     drop(rt.group);
     done?;
     Ok(())

@@ -918,11 +918,21 @@ impl Coordinator {
             }
             ToMaster::Bye { clean } => {
                 if let Some(&rank) = self.ranks.get(&id) {
-                    if clean || !self.tolerant {
+                    if clean {
                         self.done.insert(rank);
                         self.decider.finished(rank);
                     } else {
-                        self.failed(rank, "left without finishing".into());
+                        // Left without finishing the job: it stopped with an
+                        // error (reported in its own output), or dropped its
+                        // group without `finish`. The others are told now,
+                        // not when their next wait times out.
+                        self.failed(
+                            rank,
+                            "left the job without finishing it (it stopped with an error: see its \
+                             output)"
+                                .into(),
+                        );
+                        self.done.insert(rank);
                     }
                 }
             }

@@ -386,6 +386,15 @@ impl Group {
     /// A final barrier, then leave: peers may still be writing to this rank
     /// until everybody is done.
     pub fn finish(mut self) -> Result<()> {
+        self.finish_in_place()
+    }
+
+    /// [`finish`](Self::finish) for a group held behind a lock or a shared
+    /// pointer: the final barrier, after which dropping the group says a
+    /// clean goodbye. Dropping a group that has not finished tells the
+    /// others that this rank left the job before its end, which stops a job
+    /// that tolerates no failure.
+    pub fn finish_in_place(&mut self) -> Result<()> {
         self.barrier()?;
         self.finished = true;
         Ok(())

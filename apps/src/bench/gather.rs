@@ -365,7 +365,9 @@ fn finish(group: Group, mut leave: Object) -> Result<(), dstorm::Error> {
             }
         }
     }
-    Ok(())
+    drop(leave);
+    // Leaving without `finish` would abort the job for the others.
+    group.finish()
 }
 
 /// Measures on an already joined group. Returns the job's result on rank 0
