@@ -290,6 +290,8 @@ pub fn launch_with(
         cmd.args(&opts.args)
             .env("MALT_RANK", rank.to_string())
             .env("MALT_WORLD_SIZE", opts.ranks.to_string())
+            .env("MALT_LOCAL_RANK", rank.to_string())
+            .env("MALT_LOCAL_WORLD_SIZE", opts.ranks.to_string())
             .env("MALT_MASTER_ADDR", "127.0.0.1")
             .env("MALT_MASTER_PORT", port.to_string())
             .env("MALT_JOB_TOKEN", &token)
@@ -549,9 +551,15 @@ fn forward_signals(pids: Vec<i32>, flag: Arc<AtomicBool>) -> Option<signal_hook:
 
 /// True when this process runs inside a job (any launcher's rank variables).
 pub fn inside_job() -> bool {
-    ["MALT_RANK", "RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some())
+    [
+        "MALT_RANK",
+        "RANK",
+        "OMPI_COMM_WORLD_RANK",
+        "PMI_RANK",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .any(|k| std::env::var_os(k).is_some())
 }
 
 #[cfg(test)]

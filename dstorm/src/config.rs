@@ -87,6 +87,12 @@ pub struct Config {
     pub rank: usize,
     /// Number of ranks in the job.
     pub world: usize,
+    /// This process's rank among the ranks on its host, where the launcher
+    /// says (`MALT_LOCAL_RANK`, `LOCAL_RANK`, `OMPI_COMM_WORLD_LOCAL_RANK`,
+    /// `MPI_LOCALRANKID`, `SLURM_LOCALID`).
+    pub local_rank: Option<usize>,
+    /// How many ranks run on this host, where the launcher says.
+    pub local_world: Option<usize>,
     /// Host or IP address where rank 0 listens for the control channel.
     pub master_addr: String,
     /// Port of the control channel.
@@ -127,6 +133,8 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("rank", &self.rank)
             .field("world", &self.world)
+            .field("local_rank", &self.local_rank)
+            .field("local_world", &self.local_world)
             .field("master_addr", &self.master_addr)
             .field("master_port", &self.master_port)
             .field("token", &"<redacted>")
@@ -176,13 +184,48 @@ fn parse<T: FromStr>(env: &dyn Env, key: &str) -> Result<Option<T>> {
     }
 }
 
-/// (rank variable, world variable) pairs in order of precedence.
+/// (rank variable, world variable, launcher) in order of precedence. MPI
+/// launchers come before Slurm: mpirun inside a Slurm allocation leaves the
+/// batch step's SLURM_PROCID (0 in every rank) in the environment.
 const LAUNCHERS: &[(&str, &str, &str)] = &[
     ("MALT_RANK", "MALT_WORLD_SIZE", "malt"),
     ("RANK", "WORLD_SIZE", "torchrun"),
-    ("SLURM_PROCID", "SLURM_NTASKS", "slurm"),
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "open mpi"),
+    ("PMI_RANK", "PMI_SIZE", "mpich"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "slurm"),
 ];
+
+/// (local rank variable, local world variable) of each launcher.
+fn local_vars(launcher: &str) -> Option<(&'static str, &'static str)> {
+    Some(match launcher {
+        "malt" => ("MALT_LOCAL_RANK", "MALT_LOCAL_WORLD_SIZE"),
+        "torchrun" => ("LOCAL_RANK", "LOCAL_WORLD_SIZE"),
+        "open mpi" => ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+        "mpich" => ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+        "slurm" => ("SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
+        _ => return None,
+    })
+}
+
+/// The port of a job's coordinator when none is given: under srun and
+/// mpirun, one drawn from the job id, so that two jobs started on one host
+/// without `malt launch` do not both ask for 29517.
+fn default_port(env: &dyn Env, launcher: &str) -> u16 {
+    let id = match launcher {
+        "slurm" => env
+            .get("SLURM_JOB_ID")
+            .map(|j| format!("{j}.{}", env.get("SLURM_STEP_ID").unwrap_or_default())),
+        "open mpi" => env.get("OMPI_MCA_ess_base_jobid"),
+        _ => None,
+    };
+    match id {
+        Some(id) => {
+            let h = twox_hash::XxHash3_64::oneshot(format!("{launcher}:{id}").as_bytes());
+            20000 + (h % 10000) as u16
+        }
+        None => DEFAULT_MASTER_PORT,
+    }
+}
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -215,13 +258,44 @@ impl Config {
         if rank >= world {
             return Err(Error::RankOutOfRange { rank, world });
         }
-        let master_addr = env
+        let (local_rank, local_world) = match local_vars(launcher) {
+            Some((lr, lw)) if world > 1 => (
+                parse::<usize>(env, lr)?.filter(|r| *r < world),
+                // Slurm writes counts such as "2(x3)" there; only a plain
+                // number is a local world size.
+                parse::<usize>(env, lw)
+                    .ok()
+                    .flatten()
+                    .filter(|w| (1..=world).contains(w)),
+            ),
+            _ if world == 1 => (Some(0), Some(1)),
+            _ => (None, None),
+        };
+        let master_addr = match env
             .get("MALT_MASTER_ADDR")
             .or_else(|| env.get("MASTER_ADDR"))
-            .unwrap_or_else(|| "127.0.0.1".to_string());
+        {
+            Some(a) => a,
+            None => {
+                let nodes = parse::<usize>(env, "SLURM_NNODES").ok().flatten();
+                let spread = local_world.is_some_and(|l| l < world)
+                    || (launcher == "slurm" && nodes.is_some_and(|n| n > 1));
+                if spread {
+                    return Err(Error::Config(format!(
+                        "the {launcher} job spans several hosts, and neither MALT_MASTER_ADDR \
+                         nor MASTER_ADDR says where rank 0's coordinator listens; set one of \
+                         them to rank 0's host in every rank"
+                    )));
+                }
+                "127.0.0.1".to_string()
+            }
+        };
         let master_port = match parse::<u16>(env, "MALT_MASTER_PORT")? {
             Some(p) => p,
-            None => parse::<u16>(env, "MASTER_PORT")?.unwrap_or(DEFAULT_MASTER_PORT),
+            None => match parse::<u16>(env, "MASTER_PORT")? {
+                Some(p) => p,
+                None => default_port(env, launcher),
+            },
         };
         let token = match env.get("MALT_JOB_TOKEN") {
             Some(t) => t,
@@ -267,6 +341,8 @@ impl Config {
         Ok(Config {
             rank,
             world,
+            local_rank,
+            local_world,
             master_addr,
             master_port,
             token,
@@ -296,6 +372,8 @@ impl Config {
         Config {
             rank,
             world,
+            local_rank: Some(rank),
+            local_world: Some(world),
             master_addr: "127.0.0.1".into(),
             master_port: port,
             token: token.into(),
@@ -359,6 +437,14 @@ fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> 
         // torchrun's default run id is the constant "none": the master's
         // port tells apart two jobs of one user.
         "torchrun" => &["TORCHELASTIC_RUN_ID", "MASTER_PORT"],
+        "mpich" => {
+            return Err(Error::Config(
+                "no job token: MPICH's mpiexec gives no job id to derive one from; set \
+                 MALT_JOB_TOKEN to the same secret in every rank (mpiexec -genv \
+                 MALT_JOB_TOKEN ...)"
+                    .into(),
+            ))
+        }
         _ => return Err(Error::MissingToken),
     };
     let mut parts = Vec::with_capacity(ids.len());
@@ -448,19 +534,27 @@ mod tests {
     }
 
     #[test]
-    fn launcher_order_is_torchrun_slurm_openmpi() {
+    fn launcher_order_is_torchrun_mpi_slurm() {
         let secret = secret_file("order", "0123456789abcdef0123456789abcdef");
         let c = Config::from_source(&env(&[
             ("SLURM_PROCID", "1"),
             ("SLURM_NTASKS", "3"),
-            ("OMPI_COMM_WORLD_RANK", "0"),
-            ("OMPI_COMM_WORLD_SIZE", "2"),
             ("SLURM_JOB_ID", "77"),
             ("SLURM_STEP_ID", "0"),
             ("MALT_SECRET_FILE", &secret),
         ]))
         .unwrap();
         assert_eq!((c.rank, c.world), (1, 3));
+        let c = Config::from_source(&env(&[
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "3"),
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("OMPI_MCA_ess_base_jobid", "12345"),
+            ("MALT_SECRET_FILE", &secret),
+        ]))
+        .unwrap();
+        assert_eq!((c.rank, c.world), (0, 2));
         let _ = std::fs::remove_file(&secret);
         let c = Config::from_source(&env(&[
             ("OMPI_COMM_WORLD_RANK", "1"),
@@ -518,6 +612,106 @@ mod tests {
         );
         let _ = std::fs::remove_file(a);
         let _ = std::fs::remove_file(b);
+    }
+
+    #[test]
+    fn mpirun_inside_a_slurm_allocation_reads_the_mpi_rank() {
+        // The batch step's SLURM_PROCID=0 is inherited by every rank.
+        let c = Config::from_source(&env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "1"),
+            ("OMPI_COMM_WORLD_RANK", "3"),
+            ("OMPI_COMM_WORLD_SIZE", "4"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+            ("MALT_MASTER_ADDR", "127.0.0.1"),
+            ("MALT_JOB_TOKEN", "t"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rank, c.world), (3, 4));
+        assert_eq!((c.local_rank, c.local_world), (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn mpich_ranks_are_read_and_its_missing_token_is_explained() {
+        let base = [
+            ("PMI_RANK", "1"),
+            ("PMI_SIZE", "2"),
+            ("MPI_LOCALRANKID", "1"),
+            ("MPI_LOCALNRANKS", "2"),
+        ];
+        let e = Config::from_source(&env(&base));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("MALT_JOB_TOKEN") && m.contains("MPICH")),
+            "{e:?}"
+        );
+        let mut with = base.to_vec();
+        with.push(("MALT_JOB_TOKEN", "t"));
+        let c = Config::from_source(&env(&with)).unwrap();
+        assert_eq!(
+            (c.rank, c.world, c.local_rank, c.local_world),
+            (1, 2, Some(1), Some(2))
+        );
+    }
+
+    #[test]
+    fn a_job_over_several_hosts_needs_a_master_address() {
+        let e = Config::from_source(&env(&[
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "4"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+            ("MALT_JOB_TOKEN", "t"),
+        ]));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("MALT_MASTER_ADDR")),
+            "{e:?}"
+        );
+        let e = Config::from_source(&env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_NNODES", "2"),
+            ("SLURM_NTASKS_PER_NODE", "2(x2)"),
+            ("MALT_JOB_TOKEN", "t"),
+        ]));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("MALT_MASTER_ADDR")),
+            "{e:?}"
+        );
+        // One host: loopback, as before.
+        let c = Config::from_source(&env(&[
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_NNODES", "1"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_NTASKS_PER_NODE", "2"),
+            ("MALT_JOB_TOKEN", "t"),
+        ]))
+        .unwrap();
+        assert_eq!(c.master_addr, "127.0.0.1");
+        assert_eq!((c.local_rank, c.local_world), (Some(1), Some(2)));
+    }
+
+    #[test]
+    fn two_slurm_jobs_on_one_host_get_different_default_ports() {
+        let port = |job: &str| {
+            Config::from_source(&env(&[
+                ("SLURM_PROCID", "0"),
+                ("SLURM_NTASKS", "2"),
+                ("SLURM_JOB_ID", job),
+                ("SLURM_STEP_ID", "0"),
+                ("MALT_JOB_TOKEN", "t"),
+            ]))
+            .unwrap()
+            .master_port
+        };
+        let (a, b) = (port("1001"), port("1002"));
+        assert_eq!(
+            a,
+            port("1001"),
+            "every rank of a job computes the same port"
+        );
+        assert_ne!(a, b);
+        assert!((20000..30000).contains(&a) && (20000..30000).contains(&b));
     }
 
     #[test]

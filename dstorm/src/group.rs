@@ -271,6 +271,17 @@ impl Group {
         self.cfg.world
     }
 
+    /// This rank's number among the ranks on its host, where the launcher
+    /// says (`malt launch`, torchrun, mpirun, MPICH, srun).
+    pub fn local_rank(&self) -> Option<usize> {
+        self.cfg.local_rank
+    }
+
+    /// How many ranks of the job run on this host, where the launcher says.
+    pub fn local_world(&self) -> Option<usize> {
+        self.cfg.local_world
+    }
+
     /// Membership epoch: 1 at the start, one more after every regroup.
     pub fn epoch(&self) -> u32 {
         self.view.epoch()
