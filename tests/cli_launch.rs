@@ -149,6 +149,51 @@ fn sigint_is_forwarded_and_nothing_is_left_running() {
     }
 }
 
+/// SIGINT and SIGTERM to `malt launch` during a real job: the launcher
+/// exits non-zero, no rank is left, and no segment file stays behind.
+#[test]
+fn an_interrupted_job_leaves_no_segment_files() {
+    use nix::sys::signal::Signal;
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        let shm = common::ShmDir::new(&format!("interrupt-{sig}"));
+        let mut child = Command::new(malt())
+            .args(["launch", "-n", "2", "--"])
+            .arg(malt())
+            .args(["check", "--rounds", "1000000", "--size", "64"])
+            .env("MALT_SHM_DIR", shm.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait (bounded) until both ranks have made their segments.
+        let t = Instant::now();
+        while shm.files().len() < 2 && t.elapsed() < Duration::from_secs(20) {
+            std::thread::yield_now();
+        }
+        assert!(
+            shm.files().len() >= 2,
+            "{sig}: no segments: {:?}",
+            shm.files()
+        );
+        let launcher = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(launcher, sig).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("malt launch did not exit")
+            .unwrap();
+        assert!(!status.success(), "{sig}");
+        assert_eq!(
+            shm.files(),
+            Vec::<String>::new(),
+            "{sig}: files left behind"
+        );
+    }
+}
+
 #[test]
 fn launch_rejects_zero_ranks_and_a_missing_program() {
     let job = run_with_deadline(
