@@ -132,6 +132,15 @@ class Job:
                         for p in (self.proc.stdout, self.proc.stderr)]
         for r in self.readers:
             r.start()
+        # The launcher's exit time, taken when it exits, not when the soak
+        # next looks (it may be sleeping before a SIGCONT then).
+        self.exited_at = None
+        self.waiter = threading.Thread(target=self._wait, daemon=True)
+        self.waiter.start()
+
+    def _wait(self):
+        self.proc.wait()
+        self.exited_at = time.monotonic() - self.started
 
     def _read(self, pipe):
         for line in pipe:
@@ -146,12 +155,12 @@ class Job:
         """Exit code and seconds from start to exit, or (None, None) on a hang."""
         try:
             code = self.proc.wait(timeout=max(deadline_s - (time.monotonic() - self.started), 0))
-            took = time.monotonic() - self.started
         except subprocess.TimeoutExpired:
             return None, None
+        self.waiter.join(timeout=10)
         for r in self.readers:
             r.join(timeout=10)
-        return code, took
+        return code, self.exited_at
 
     def text(self):
         with self.lock:
