@@ -146,6 +146,15 @@ impl Streaming {
         }
     }
 
+    /// The pid rank `rank` printed (waiting at most `within` for it).
+    fn pid_of(&mut self, rank: usize, within: Duration) -> i32 {
+        let tag = format!("[{rank}] ");
+        let (_, line) = self.wait_for(&[&tag, "PID "], within).expect("a PID line");
+        line.split_once("PID ")
+            .and_then(|(_, p)| p.trim().parse().ok())
+            .expect("a pid")
+    }
+
     /// Waits (at most `within`) for a line containing every one of `needles`.
     fn wait_for(&mut self, needles: &[&str], within: Duration) -> Option<(Instant, String)> {
         let hit = |l: &str| needles.iter().all(|n| l.contains(n));
@@ -380,11 +389,7 @@ fn a_stopped_rank_is_evicted_between_t_half_and_2t_and_told_when_it_resumes() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut job = Streaming::launch(4, 3, "stop", "2");
     let wait = Duration::from_secs(60);
-    let (_, pid_line) = job.wait_for(&["[2] ", "PID "], wait).expect("victim pid");
-    let pid: i32 = pid_line
-        .split_once("PID ")
-        .and_then(|(_, p)| p.trim().parse().ok())
-        .expect("a pid");
+    let pid = job.pid_of(2, wait);
     let (_, stop_line) = job
         .wait_for(&["[2] ", "STOPPED "], wait)
         .expect("victim stops");
@@ -437,11 +442,7 @@ fn a_rank_that_stays_stopped_is_ended_once_the_survivors_finish() {
     let dir = shm.path();
     let mut job = Streaming::launch_env("shm", 4, 3, "stop", "2", &[("MALT_SHM_DIR", &dir)]);
     let wait = Duration::from_secs(60);
-    let (_, pid_line) = job.wait_for(&["[2] ", "PID "], wait).expect("victim pid");
-    let pid: i32 = pid_line
-        .split_once("PID ")
-        .and_then(|(_, p)| p.trim().parse().ok())
-        .expect("a pid");
+    let pid = job.pid_of(2, wait);
     let mut finished = None;
     for rank in [0, 1, 3] {
         let tag = format!("[{rank}] ");
