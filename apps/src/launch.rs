@@ -1,6 +1,8 @@
 //! `malt launch`: start N local ranks of a job with the environment set, a
-//! fresh job token and a free master port; prefix their output; forward
-//! SIGINT/SIGTERM; stop the survivors when one fails.
+//! fresh job token and a free master port; run the job's coordinator;
+//! prefix the ranks' output; forward SIGINT/SIGTERM; end every rank still
+//! running once the job's outcome is decided, and remove what killed ranks
+//! left in the shm directory.
 
 use dstorm::TransportKind;
 use nix::sys::signal::{kill, Signal};
@@ -20,8 +22,8 @@ pub struct LaunchOptions {
     pub ranks: usize,
     /// Transport for model bytes (`MALT_TRANSPORT`).
     pub transport: TransportKind,
-    /// Bound on the ranks' waits (`MALT_TIMEOUT`) and grace period after a
-    /// rank fails before the others are stopped.
+    /// Bound on the ranks' waits (`MALT_TIMEOUT`). The end of a decided job
+    /// does not depend on it (see [`STOP_GRACE`]).
     pub timeout: Duration,
     /// The program and its arguments.
     pub program: PathBuf,

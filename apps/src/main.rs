@@ -99,9 +99,9 @@ struct LaunchArgs {
     /// Transport for model bytes.
     #[arg(long, default_value = "shm")]
     transport: TransportKind,
-    /// Bound on every wait of the ranks, and the grace period after a rank
-    /// fails before the others are stopped (seconds; above one year, `inf`
-    /// included, it means one year).
+    /// Bound on every wait of the ranks (seconds; above one year, `inf`
+    /// included, it means one year). Once the job's outcome is decided,
+    /// ranks still running are ended within 6 s, whatever this is.
     #[arg(long, default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
     /// Fault tolerance: the job succeeds when at least this many ranks
