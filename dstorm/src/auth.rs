@@ -23,10 +23,10 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Longest a handshake may take on the accepting side, and the read
-/// deadline of each of its steps on the connecting side.
+/// Longest a handshake may take, on either side, however slowly the other
+/// side sends.
 pub const DEADLINE: Duration = Duration::from_secs(3);
 /// The target of a control-channel handshake (data handshakes name the
 /// receiving rank).
@@ -127,12 +127,49 @@ fn deadlines(conn: &TcpStream, d: Option<Duration>) -> io::Result<()> {
     conn.set_write_timeout(d)
 }
 
+/// Fills `buf` from `conn` by `deadline` at the latest, however the peer
+/// trickles its bytes (a socket timeout alone bounds each read, not the
+/// whole message).
+fn read_by(conn: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "handshake timed out",
+            ));
+        }
+        conn.set_read_timeout(Some(left))?;
+        let mut r = conn;
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "handshake timed out",
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The accepting side: challenges the peer on `conn`, checks its answer,
 /// proves knowledge of `key` in turn, and returns who the peer is. `me` is
 /// this side's rank, or [`COORDINATOR`]. Leaves no deadline set on `conn`.
 /// On [`AuthError::BadProof`] the peer has not been answered yet: the
 /// caller counts the refusal, then tells it with [`refuse`].
 pub fn accept(conn: &TcpStream, key: &[u8], channel: Channel, me: u32) -> Result<Claim, AuthError> {
+    let deadline = Instant::now() + DEADLINE;
     deadlines(conn, Some(DEADLINE))?;
     let mut challenge = [0u8; CHALLENGE];
     challenge[..8].copy_from_slice(&MAGIC);
@@ -143,8 +180,7 @@ pub fn accept(conn: &TcpStream, key: &[u8], channel: Channel, me: u32) -> Result
     let mut w = conn;
     w.write_all(&challenge)?;
     let mut answer = [0u8; ANSWER];
-    let mut r = conn;
-    r.read_exact(&mut answer)?;
+    read_by(conn, &mut answer, deadline)?;
     let (signed, given) = answer.split_at(NONCE + 12);
     let ok = tag(key, b"malt client", &[&challenge, signed])
         .verify_slice(given)
@@ -185,10 +221,10 @@ pub fn connect(
     target: u32,
     claim: Claim,
 ) -> Result<(), AuthError> {
+    let deadline = Instant::now() + DEADLINE;
     deadlines(conn, Some(DEADLINE))?;
     let mut challenge = [0u8; CHALLENGE];
-    let mut r = conn;
-    r.read_exact(&mut challenge)?;
+    read_by(conn, &mut challenge, deadline)?;
     let what = match channel {
         Channel::Control => "coordinator",
         Channel::Data => "tcp data receiver",
@@ -210,7 +246,7 @@ pub fn connect(
     let mut w = conn;
     w.write_all(&answer)?;
     let mut verdict = [0u8; VERDICT];
-    r.read_exact(&mut verdict)?;
+    read_by(conn, &mut verdict, deadline)?;
     if verdict[0] != 0 {
         return Err(AuthError::Refused);
     }
@@ -347,6 +383,32 @@ mod tests {
         // The client sees rank 1's challenge while it wants rank 2.
         assert!(matches!(c, Err(AuthError::NotMalt(_))), "{c:?}");
         assert!(s.is_err());
+    }
+
+    #[test]
+    fn a_peer_that_trickles_bytes_is_dropped_at_the_deadline() {
+        let (s, c) = pair();
+        let trickle = std::thread::spawn(move || {
+            let mut ch = [0u8; CHALLENGE];
+            let _ = (&c).read_exact(&mut ch);
+            // One byte at a time, each well within a per-read timeout.
+            for _ in 0..ANSWER {
+                if (&c).write_all(&[0u8]).is_err() {
+                    return;
+                }
+                std::thread::sleep(DEADLINE / 4);
+            }
+        });
+        let t = std::time::Instant::now();
+        let got = accept(&s, b"secret", Channel::Control, COORDINATOR);
+        assert!(matches!(got, Err(AuthError::Io(_))), "{got:?}");
+        assert!(
+            t.elapsed() < DEADLINE + Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
+        drop(s);
+        trickle.join().unwrap();
     }
 
     #[test]

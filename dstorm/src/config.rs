@@ -425,11 +425,14 @@ fn default_data_addr(master: &str) -> String {
 
 /// Under srun, mpirun and torchrun the ranks share a job id, which is
 /// public; the token is the HMAC of that id under this user's secret
-/// ([`crate::secret`]), which other users cannot read. Single-rank runs need
-/// no secret at all.
+/// ([`crate::secret`]), which other users cannot read. A single-rank run
+/// gets a random token of its own.
 fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> {
     if world == 1 {
-        return Ok("single-rank".into());
+        // Nobody else belongs to the job: a fresh random token, so that no
+        // other process can authenticate to its coordinator.
+        let b: [u8; 16] = rand::random();
+        return Ok(b.iter().map(|x| format!("{x:02x}")).collect());
     }
     let ids: &[&str] = match launcher {
         "slurm" => &["SLURM_JOB_ID", "SLURM_STEP_ID"],
