@@ -51,6 +51,22 @@ pub fn load_or_create(path: &Path) -> Result<Vec<u8>> {
             .mode(0o700)
             .create(dir)
             .map_err(|e| err(path, format_args!("cannot create its directory: {e}")))?;
+        // Another user who may rename or remove entries in the directory
+        // could replace the secret between two ranks' reads (a sticky
+        // directory such as /tmp forbids that).
+        let m = fs::symlink_metadata(dir).map_err(|e| err(path, e))?;
+        let private = m.uid() == crate::shm::euid() && m.mode() & 0o022 == 0;
+        let sticky = m.mode() & 0o1000 != 0;
+        if !m.is_dir() || !(private || sticky) {
+            return Err(err(
+                path,
+                format_args!(
+                    "its directory {} must be this user's own and writable by nobody else \
+                     (or sticky, as /tmp is)",
+                    dir.display()
+                ),
+            ));
+        }
     }
     let tmp = path.with_extension(format!(
         "tmp-{}-{:x}",
@@ -153,6 +169,18 @@ mod tests {
         );
         // No temporary file is left beside it.
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("shared");
+        fs::create_dir_all(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = load_or_create(&d.join("secret")).unwrap_err().to_string();
+        assert!(e.contains("writable by nobody else"), "{e}");
+        assert!(!d.join("secret").exists());
         fs::remove_dir_all(&d).unwrap();
     }
 
