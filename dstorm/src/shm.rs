@@ -214,9 +214,15 @@ fn reserve(file: &File, dir: &Path, path: &Path, len: usize) -> Result<()> {
             format!("{len} bytes is more than a file can hold"),
         ))
     })?;
-    // SAFETY: the descriptor belongs to `file`, which outlives the call;
-    // posix_fallocate only allocates blocks of that file.
-    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_off) } {
+    let reserved = loop {
+        // SAFETY: the descriptor belongs to `file`, which outlives the call;
+        // posix_fallocate only allocates blocks of that file.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_off) } {
+            libc::EINTR => continue,
+            rc => break rc,
+        }
+    };
+    match reserved {
         0 => {}
         libc::ENOSPC | libc::EFBIG => {
             return Err(Error::ShmFull {
