@@ -78,6 +78,26 @@ fn a_failing_rank_fails_the_job_and_the_others_are_stopped() {
     }
 }
 
+/// Ranks that are wrapper scripts: once one fails, the others and what
+/// they started are ended with their process groups, within the stop
+/// grace, and the launcher does not wait for the children's output pipes.
+#[test]
+fn a_failing_rank_ends_the_other_ranks_children_too() {
+    let mut cmd = Command::new(malt());
+    cmd.args(["launch", "-n", "3", "--timeout", "30", "--", "sh", "-c"])
+        .arg("if [ \"$MALT_RANK\" = 1 ]; then exit 3; fi; sleep 120 & echo pid=$!; wait; true");
+    let t = Instant::now();
+    let job = run_with_deadline(cmd, DEADLINE);
+    let took = t.elapsed();
+    assert_eq!(job.code, Some(3), "{job:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let p = pids(&job.stdout);
+    assert_eq!(p.len(), 2, "{}", job.stdout);
+    for pid in p {
+        assert!(!alive(pid), "a rank's child {pid} left running");
+    }
+}
+
 /// A rank that stops with an error (here: its shm directory is unusable)
 /// leaves without finishing; the others are told at once, with the cause,
 /// instead of waiting for their timeout, and nothing is left behind.

@@ -9,6 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -308,6 +309,9 @@ pub fn launch_with(
             .env("MALT_MAX_REGROUPS", policy.max_regroups.to_string())
             .env_remove("RANK")
             .env_remove("WORLD_SIZE")
+            // Each rank leads a process group of its own, which the launcher
+            // signals whole: a wrapper script's children end with it.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(if opts.prefix || rank == 0 {
@@ -348,15 +352,21 @@ pub fn launch_with(
         }
     }
     let pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
-    let sig_thread = forward_signals(pids.clone(), interrupted.clone());
+    // Set as soon as a rank is reaped, so that no signal goes to its pid
+    // (which the system may give to another process) after that.
+    let exited: Arc<Vec<AtomicBool>> =
+        Arc::new(pids.iter().map(|_| AtomicBool::new(false)).collect());
+    let sig_thread = forward_signals(pids.clone(), exited.clone(), interrupted.clone());
     let (tx, rx) = mpsc::channel();
     let waiters: Vec<_> = children
         .into_iter()
         .enumerate()
         .map(|(rank, mut c)| {
             let tx = tx.clone();
+            let exited = exited.clone();
             std::thread::spawn(move || {
                 let s = c.wait().ok();
+                exited[rank].store(true, Ordering::Release);
                 let _ = tx.send((rank, s));
             })
         })
@@ -417,8 +427,25 @@ pub fn launch_with(
     for w in waiters {
         let _ = w.join();
     }
+    // The ranks' output pipes close when the last process holding them
+    // exits: a rank's leftover children are ended with its process group.
+    let pumps_until = Instant::now() + STOP_GRACE;
+    while pumps.iter().any(|p| !p.is_finished()) && Instant::now() < pumps_until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if pumps.iter().any(|p| !p.is_finished()) {
+        for pid in &pids {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        }
+    }
+    let pumps_until = Instant::now() + STOP_GRACE;
+    while pumps.iter().any(|p| !p.is_finished()) && Instant::now() < pumps_until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for p in pumps {
-        let _ = p.join();
+        if p.is_finished() {
+            let _ = p.join();
+        }
     }
     if let Some(h) = sig_thread {
         h.close();
@@ -426,6 +453,16 @@ pub fn launch_with(
     // Every rank is gone; the coordinator's last word stands.
     let job = coordinator.state();
     drop(coordinator);
+    // The rank the coordinator saw fail first is the cause; the others may
+    // have exited before it, stopped by the news.
+    let first_failure = job
+        .first_failed
+        .filter(|r| {
+            statuses
+                .get(*r)
+                .is_some_and(|s| !s.is_some_and(|s| s.success()))
+        })
+        .or(first_failure);
     // Ranks killed before they could remove their segment files (SIGKILL,
     // or stopped and ended here) leave them behind; nobody else will.
     let removed = dstorm::remove_shm_files(&shm_dir(opts), dstorm::shm_job(&token, job.nonce));
@@ -483,9 +520,10 @@ impl Ending {
     }
 
     fn terminate(&mut self, rank: usize, pid: i32) {
-        let pid = Pid::from_raw(pid);
-        let _ = kill(pid, Signal::SIGTERM);
-        let _ = kill(pid, Signal::SIGCONT);
+        // The rank's process group: the rank and whatever it started.
+        let group = Pid::from_raw(-pid);
+        let _ = kill(group, Signal::SIGTERM);
+        let _ = kill(group, Signal::SIGCONT);
         if let Err(i) = self.signalled.binary_search(&rank) {
             self.signalled.insert(i, rank);
         }
@@ -505,7 +543,7 @@ impl Ending {
         if self.kill_at.is_some_and(|t| now >= t) {
             self.kill_at = None;
             for r in alive() {
-                let _ = kill(Pid::from_raw(pids[r]), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(-pids[r]), Signal::SIGKILL);
             }
         }
     }
@@ -531,7 +569,11 @@ fn shm_dir(opts: &LaunchOptions) -> PathBuf {
 }
 
 /// Forwards SIGINT and SIGTERM to the children while the job runs.
-fn forward_signals(pids: Vec<i32>, flag: Arc<AtomicBool>) -> Option<signal_hook::iterator::Handle> {
+fn forward_signals(
+    pids: Vec<i32>,
+    exited: Arc<Vec<AtomicBool>>,
+    flag: Arc<AtomicBool>,
+) -> Option<signal_hook::iterator::Handle> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
     let handle = signals.handle();
@@ -543,8 +585,10 @@ fn forward_signals(pids: Vec<i32>, flag: Arc<AtomicBool>) -> Option<signal_hook:
             } else {
                 Signal::SIGTERM
             };
-            for pid in &pids {
-                let _ = kill(Pid::from_raw(*pid), s);
+            for (pid, gone) in pids.iter().zip(exited.iter()) {
+                if !gone.load(Ordering::Acquire) {
+                    let _ = kill(Pid::from_raw(-pid), s);
+                }
             }
         }
     });

@@ -381,7 +381,7 @@ fn read_loop(mut r: BufReader<TcpStream>, view: Arc<View>, tx: mpsc::Sender<From
 }
 
 enum Event {
-    Connected(usize, TcpStream),
+    Connected(usize, TcpStream, auth::Claim),
     Message(usize, ToMaster),
     Closed(usize),
 }
@@ -397,6 +397,21 @@ pub(crate) fn bind(addr: &str, port: u16) -> Result<TcpListener> {
             source,
         })?
         .collect();
+    // A host name that resolves to loopback (Debian maps the host's own name
+    // to 127.0.1.1) cannot be what ranks on other hosts reach: listen on
+    // every interface rather than only there.
+    let named = addr.parse::<std::net::IpAddr>().is_err() && addr != "localhost";
+    if named && !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()) {
+        tracing::warn!(
+            addr,
+            "the master address resolves to loopback only; the coordinator listens on every \
+             interface (set MALT_MASTER_ADDR to the address the other ranks reach)"
+        );
+        return TcpListener::bind(("0.0.0.0", port)).map_err(|source| Error::Control {
+            op: "listen as master (is another job using MALT_MASTER_PORT?)",
+            source,
+        });
+    }
     let mut last = io::Error::new(
         io::ErrorKind::NotFound,
         format!("{addr} resolves to nothing"),
@@ -451,20 +466,23 @@ pub(crate) fn spawn_coordinator(
         AUTH_PENDING,
         move |conn: TcpStream| {
             let peer = conn.peer_addr().ok();
-            if let Err(e) = auth::accept(&conn, &key, auth::Channel::Control, auth::COORDINATOR) {
-                tracing::warn!(?peer, error = %e, "refused a control connection");
-                if matches!(e, auth::AuthError::BadProof) {
-                    auth::refuse(&conn);
+            let claim = match auth::accept(&conn, &key, auth::Channel::Control, auth::COORDINATOR) {
+                Ok(claim) => claim,
+                Err(e) => {
+                    tracing::warn!(?peer, error = %e, "refused a control connection");
+                    if matches!(e, auth::AuthError::BadProof) {
+                        auth::refuse(&conn);
+                    }
+                    return;
                 }
-                return;
-            }
+            };
             let _ = conn.set_nodelay(true);
             let Ok(read_half) = conn.try_clone() else {
                 return;
             };
             let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let tx = acc_tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if tx.send(Event::Connected(id, conn)).is_err() {
+            if tx.send(Event::Connected(id, conn, claim)).is_err() {
                 return;
             }
             // An authenticated rank: its messages are read by a thread of
@@ -525,6 +543,10 @@ pub struct JobState {
     /// the token it names the job's shm segment files
     /// ([`crate::shm_job`]).
     pub nonce: u64,
+    /// The first rank the coordinator saw fail (left without finishing,
+    /// crashed, or announced a panic): the cause, when the others then
+    /// stop too.
+    pub first_failed: Option<usize>,
 }
 
 /// A coordinator running outside the ranks (in `malt launch`), so that any
@@ -597,6 +619,10 @@ struct Coordinator {
     public: Arc<Mutex<JobState>>,
     /// This job's random nonce.
     nonce: u64,
+    /// The first rank seen to fail.
+    first_failed: Option<usize>,
+    /// What each connection proved it is (rank, world) in its handshake.
+    claims: BTreeMap<usize, auth::Claim>,
 }
 
 impl Coordinator {
@@ -617,6 +643,8 @@ impl Coordinator {
             dead: BTreeSet::new(),
             public: Arc::new(Mutex::new(JobState::default())),
             nonce: rand::random(),
+            first_failed: None,
+            claims: BTreeMap::new(),
         }
     }
 
@@ -632,6 +660,9 @@ impl Coordinator {
         }
         if st.aborted.is_none() && self.aborted.is_some() {
             st.aborted = self.aborted.clone();
+        }
+        if st.first_failed.is_none() {
+            st.first_failed = self.first_failed;
         }
     }
 
@@ -719,8 +750,9 @@ impl Coordinator {
                 },
             };
             match ev {
-                Event::Connected(id, s) => {
+                Event::Connected(id, s, claim) => {
                     self.conns.insert(id, s);
+                    self.claims.insert(id, claim);
                     self.started.get_or_insert_with(Instant::now);
                     if let Some(reason) = self.aborted.clone() {
                         self.send_to(id, &FromMaster::Aborted { reason });
@@ -729,6 +761,7 @@ impl Coordinator {
                 Event::Message(id, m) => self.message(id, m),
                 Event::Closed(id) => {
                     self.conns.remove(&id);
+                    self.claims.remove(&id);
                     if let Some(rank) = self.ranks.remove(&id) {
                         if !self.done.contains(&rank) {
                             self.failed(rank, "left the job without saying goodbye".into());
@@ -749,6 +782,7 @@ impl Coordinator {
         if self.aborted.is_some() || self.dead.contains(&rank) {
             return;
         }
+        self.first_failed.get_or_insert(rank);
         if self.tolerant && self.welcomed {
             tracing::warn!(rank, %why, "rank failed");
             self.decider.crashed(rank, Instant::now());
@@ -940,6 +974,16 @@ impl Coordinator {
     }
 
     fn hello(&mut self, id: usize, rank: usize, world: usize, endpoint: Endpoint) {
+        let proved = self
+            .claims
+            .get(&id)
+            .is_some_and(|c| c.rank as usize == rank && c.world as usize == world);
+        if !proved {
+            return self.refuse(
+                id,
+                format!("hello as rank {rank} of {world} differs from what the handshake proved"),
+            );
+        }
         if let Some(reason) = self.aborted.clone() {
             return self.send_to(id, &FromMaster::Aborted { reason });
         }

@@ -147,6 +147,16 @@ pub(crate) fn bind_addr(cfg: &crate::Config) -> String {
         })
         .map(|a| a.ip());
     match route {
+        // A master name that resolves to loopback says nothing about the
+        // interface peers on other hosts use.
+        Ok(ip) if ip.is_loopback() => {
+            tracing::warn!(
+                master = %cfg.master_addr,
+                "the master address resolves to loopback: the tcp transport listens on every \
+                 interface (set MALT_DATA_ADDR to choose one)"
+            );
+            "0.0.0.0".into()
+        }
         Ok(ip) if !ip.is_unspecified() => ip.to_string(),
         other => {
             tracing::warn!(
