@@ -1035,3 +1035,32 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Control messages come only from authenticated ranks, but a bad
+        /// one must still be an error, never a panic.
+        #[test]
+        fn control_decoders_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            len in 0u32..400,
+        ) {
+            let mut framed = len.to_le_bytes().to_vec();
+            framed.extend_from_slice(&body);
+            let _ = recv::<ToMaster>(&mut framed.as_slice());
+            let _ = recv::<FromMaster>(&mut framed.as_slice());
+            let _ = recv::<ToMaster>(&mut body.as_slice());
+        }
+
+        #[test]
+        fn a_length_beyond_the_limit_is_refused_before_reading(extra in 1u32..1000) {
+            let framed = (MAX_MESSAGE + extra).to_le_bytes();
+            let e = recv::<ToMaster>(&mut framed.as_slice()).unwrap_err();
+            prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        }
+    }
+}

@@ -139,6 +139,20 @@ impl Header {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn header_parser_never_panics_and_round_trips_what_it_accepts(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            if let Ok(h) = Header::parse(&bytes) {
+                let mut b = [0u8; HEADER_LEN];
+                h.write(&mut b);
+                prop_assert_eq!(Header::parse(&b), Ok(h));
+            }
+        }
+    }
 
     #[test]
     fn round_trip_and_rejections() {
