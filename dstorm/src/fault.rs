@@ -14,10 +14,12 @@
 //! The first input after a quiet period opens a short collection window (so
 //! that ranks killed together cost one regroup, and so that an isolated rank
 //! that suspects everybody is seen as the odd one out), then [`Decider::decide`]
-//! evicts: every crashed rank, then, while suspicions remain among the
-//! survivors, the rank involved in the most of them (ties: the more
-//! suspected, then the higher rank). One decider, one survivor set: no split
-//! brain.
+//! evicts: every crashed rank; a rank that alone suspects every other member
+//! (of at least three), as a cut-off or deaf rank does; then, while
+//! suspicions remain among the survivors, the most suspected rank (ties: the
+//! one involved in the most suspicions, then the higher rank). Stopped ranks
+//! suspect nobody, so one observer of two stopped ranks is not taken for the
+//! odd one out. One decider, one survivor set: no split brain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -156,6 +158,17 @@ impl Decider {
         self.window_end.get_or_insert(now + self.policy.window());
     }
 
+    /// The rank every suspicion comes from, if it suspects every other
+    /// member (of at least three).
+    fn lone_accuser_of_everyone(&self) -> Option<usize> {
+        let mut accusers = self.suspicions.iter().map(|(a, _)| *a);
+        let first = accusers.next()?;
+        (self.members.len() >= 3
+            && accusers.all(|a| a == first)
+            && self.suspicions.len() == self.members.len() - 1)
+            .then_some(first)
+    }
+
     /// When [`decide`](Self::decide) must next be called.
     pub fn deadline(&self) -> Option<Instant> {
         self.window_end
@@ -168,7 +181,15 @@ impl Decider {
             _ => return None,
         }
         self.window_end = None;
+        // One rank that suspects every other member (of at least three),
+        // and nobody else reporting, is taken to be the one cut off (or
+        // deaf): that all the others stopped at once is the less likely
+        // story.
+        let lone = self.lone_accuser_of_everyone();
         let mut evicted: BTreeSet<usize> = std::mem::take(&mut self.crashed);
+        if let Some(a) = lone.filter(|_| evicted.is_empty()) {
+            evicted.insert(a);
+        }
         let mut edges: Vec<(usize, usize)> = std::mem::take(&mut self.suspicions)
             .into_iter()
             .filter(|(a, b)| !evicted.contains(a) && !evicted.contains(b))
@@ -181,9 +202,14 @@ impl Decider {
                 s.0 += 1;
                 s.1 += 1;
             }
+            // The most suspected rank first (stopped ranks accuse nobody,
+            // so one observer suspecting two of them must not make the
+            // observer the odd one out); then the one involved in the most
+            // suspicions (a cut-off rank suspects everybody and everybody
+            // suspects it); then the higher rank.
             let worst = score
                 .iter()
-                .max_by_key(|(rank, (total, suspected))| (*total, *suspected, **rank))
+                .max_by_key(|(rank, (total, suspected))| (*suspected, *total, **rank))
                 .map(|(r, _)| *r);
             let Some(worst) = worst else { break };
             evicted.insert(worst);
@@ -289,6 +315,46 @@ mod tests {
                 epoch: 2,
                 members: vec![0, 1, 3],
                 evicted: vec![2]
+            }
+        );
+    }
+
+    #[test]
+    fn one_observer_of_two_stopped_ranks_is_not_taken_for_the_odd_one_out() {
+        // Seen in the fault soak: ranks 2 and 3 stopped together; rank 0's
+        // reports arrived in the window, rank 1's 240 ms later. The old
+        // rule evicted 0, then 1, and kept the two stopped ranks.
+        let t0 = Instant::now();
+        let mut d = Decider::new(4, policy(2));
+        d.suspect(0, 2, t0);
+        d.suspect(0, 3, t0);
+        let out = d.decide(t0 + policy(2).window()).unwrap();
+        assert_eq!(
+            out,
+            Decision::Regroup {
+                epoch: 2,
+                members: vec![0, 1],
+                evicted: vec![2, 3]
+            }
+        );
+    }
+
+    #[test]
+    fn a_lone_accuser_of_everyone_is_the_one_evicted() {
+        // Rank 3 no longer hears anybody (deaf), while they all hear it:
+        // only its reports arrive.
+        let t0 = Instant::now();
+        let mut d = Decider::new(4, policy(1));
+        for of in [0, 1, 2] {
+            d.suspect(3, of, t0);
+        }
+        let out = d.decide(t0 + policy(1).window()).unwrap();
+        assert_eq!(
+            out,
+            Decision::Regroup {
+                epoch: 2,
+                members: vec![0, 1, 2],
+                evicted: vec![3]
             }
         );
     }
