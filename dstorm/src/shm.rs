@@ -115,18 +115,31 @@ pub fn job_of(token: &str, nonce: u64) -> u64 {
 /// they could remove their own. Only regular files owned by this user are
 /// removed, and none is opened. Returns how many were removed.
 pub fn remove_job_files(dir: &Path, job: u64) -> usize {
-    let prefix = format!("{FILE_PREFIX}{job:016x}-o");
+    remove_own_files(dir, &format!("{FILE_PREFIX}{job:016x}-o"), |_, _| true)
+}
+
+/// Removes this user's regular files in `dir` whose names start with
+/// `prefix` and for which `doomed(rest of the name, path)` holds; returns
+/// how many. Other entries (another user's, FIFOs, symlinks) are neither
+/// opened nor removed.
+fn remove_own_files(
+    dir: &Path,
+    prefix: &str,
+    mut doomed: impl FnMut(&str, &Path) -> bool,
+) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
     let mut removed = 0;
     for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
             continue;
-        }
-        let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| is_own_file(&m));
-        if ours && fs::remove_file(e.path()).is_ok() {
-            tracing::debug!(path = %e.path().display(), "removed a segment file of the job");
+        };
+        let path = e.path();
+        let ours = fs::symlink_metadata(&path).is_ok_and(|m| is_own_file(&m));
+        if ours && doomed(rest, &path) && fs::remove_file(&path).is_ok() {
+            tracing::debug!(path = %path.display(), "removed a segment file");
             removed += 1;
         }
     }
@@ -186,22 +199,7 @@ fn owner_alive(path: &Path) -> Option<u32> {
 /// Removes segment files of dead processes (best effort, own files only:
 /// the sticky /dev/shm refuses to unlink other users' files anyway).
 fn reap_stale(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().starts_with(FILE_PREFIX) {
-            continue;
-        }
-        let path = e.path();
-        if !fs::symlink_metadata(&path).is_ok_and(|m| is_own_file(&m)) {
-            continue;
-        }
-        if owner_alive(&path).is_none() && fs::remove_file(&path).is_ok() {
-            tracing::debug!(path = %path.display(), "removed a stale segment file");
-        }
-    }
+    remove_own_files(dir, FILE_PREFIX, |_, path| owner_alive(path).is_none());
 }
 
 /// Gives a new segment file its size with the space reserved, so that a
@@ -414,26 +412,11 @@ impl Transport for ShmTransport {
         // A departed rank cannot remove its segment files; the survivors
         // do. An evicted rank that still runs keeps its mappings.
         let prefix = format!("{FILE_PREFIX}{:016x}-o", self.job());
-        let Ok(dir) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in dir.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let Some(rest) = name.strip_prefix(&prefix) else {
-                continue;
-            };
-            let owner = rest
-                .rsplit_once("-r")
-                .and_then(|(_, r)| r.parse::<usize>().ok());
-            let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| is_own_file(&m));
-            if ours
-                && owner.is_some_and(|r| peers.contains(&r))
-                && fs::remove_file(e.path()).is_ok()
-            {
-                tracing::debug!(file = %name, "removed a departed rank's segment file");
-            }
-        }
+        remove_own_files(&self.dir, &prefix, |rest, _| {
+            rest.rsplit_once("-r")
+                .and_then(|(_, r)| r.parse::<usize>().ok())
+                .is_some_and(|r| peers.contains(&r))
+        });
     }
 }
 
