@@ -215,10 +215,7 @@ pub fn free_port() -> std::io::Result<u16> {
 
 /// A fresh random job token.
 pub fn fresh_token() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    dstorm::secret::random_token()
 }
 
 fn pump(
@@ -429,18 +426,11 @@ pub fn launch_with(
     }
     // The ranks' output pipes close when the last process holding them
     // exits: a rank's leftover children are ended with its process group.
-    let pumps_until = Instant::now() + STOP_GRACE;
-    while pumps.iter().any(|p| !p.is_finished()) && Instant::now() < pumps_until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if pumps.iter().any(|p| !p.is_finished()) {
+    if !pumps_end(&pumps, STOP_GRACE) {
         for pid in &pids {
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
         }
-    }
-    let pumps_until = Instant::now() + STOP_GRACE;
-    while pumps.iter().any(|p| !p.is_finished()) && Instant::now() < pumps_until {
-        std::thread::sleep(Duration::from_millis(20));
+        pumps_end(&pumps, STOP_GRACE);
     }
     for p in pumps {
         if p.is_finished() {
@@ -478,6 +468,21 @@ pub fn launch_with(
         evicted: job.evicted,
         aborted: job.aborted,
     })
+}
+
+/// Whether the output pumps end within `within` (they end when the last
+/// process holding a rank's pipes exits).
+fn pumps_end(pumps: &[std::thread::JoinHandle<()>], within: Duration) -> bool {
+    let until = Instant::now() + within;
+    loop {
+        if pumps.iter().all(|p| p.is_finished()) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// How often the launcher looks at the coordinator's verdicts.

@@ -112,7 +112,7 @@ fn tag(key: &[u8], label: &[u8], parts: &[&[u8]]) -> HmacSha256 {
 /// per-user secret and a launcher's job id.
 pub fn derive(key: &[u8], msg: &[u8]) -> String {
     let t = tag(key, b"malt token", &[msg]).finalize().into_bytes();
-    t.iter().map(|b| format!("{b:02x}")).collect()
+    crate::secret::hex(&t)
 }
 
 fn nonce() -> [u8; NONCE] {

@@ -431,8 +431,7 @@ fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> 
     if world == 1 {
         // Nobody else belongs to the job: a fresh random token, so that no
         // other process can authenticate to its coordinator.
-        let b: [u8; 16] = rand::random();
-        return Ok(b.iter().map(|x| format!("{x:02x}")).collect());
+        return Ok(crate::secret::random_token());
     }
     let ids: &[&str] = match launcher {
         "slurm" => &["SLURM_JOB_ID", "SLURM_STEP_ID"],

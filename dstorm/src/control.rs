@@ -514,10 +514,7 @@ pub(crate) fn spawn_coordinator(
     std::thread::Builder::new()
         .name("malt-coordinator".into())
         .spawn(move || {
-            let mut c = Coordinator::new(world, timeout, policy);
-            state.lock().unwrap_or_else(|p| p.into_inner()).nonce = c.nonce;
-            c.public = state;
-            c.run(rx);
+            Coordinator::new(world, timeout, policy, state).run(rx);
             let _ = done_tx.send(());
         })
         .map_err(ctl_err("spawn coordinator"))?;
@@ -626,7 +623,14 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn new(world: usize, timeout: Duration, policy: FaultPolicy) -> Coordinator {
+    fn new(
+        world: usize,
+        timeout: Duration,
+        policy: FaultPolicy,
+        public: Arc<Mutex<JobState>>,
+    ) -> Coordinator {
+        let nonce = rand::random();
+        public.lock().unwrap_or_else(|p| p.into_inner()).nonce = nonce;
         Coordinator {
             world,
             timeout,
@@ -641,8 +645,8 @@ impl Coordinator {
             round: None,
             done: BTreeSet::new(),
             dead: BTreeSet::new(),
-            public: Arc::new(Mutex::new(JobState::default())),
-            nonce: rand::random(),
+            public,
+            nonce,
             first_failed: None,
             claims: BTreeMap::new(),
         }

@@ -16,6 +16,20 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// Bytes in lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh random 128-bit token from the operating system's generator, in
+/// hex: what `malt launch` gives each job, and a single-rank job itself.
+pub fn random_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex(&b)
+}
+
 /// Longest secret file read (the file is 65 bytes as written).
 const MAX_BYTES: u64 = 4096;
 /// Fewest bytes a secret must have.
@@ -81,8 +95,7 @@ pub fn load_or_create(path: &Path) -> Result<Vec<u8>> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         let bytes: [u8; 32] = rand::random();
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        f.write_all(format!("{hex}\n").as_bytes())?;
+        f.write_all(format!("{}\n", hex(&bytes)).as_bytes())?;
         f.sync_all()?;
         match fs::hard_link(&tmp, path) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
