@@ -25,6 +25,7 @@ mod control;
 pub mod error;
 pub mod fault;
 mod group;
+pub mod hostlist;
 pub mod layout;
 mod membership;
 mod monitor;
