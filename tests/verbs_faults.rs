@@ -123,6 +123,108 @@ fn a_killed_peer_is_a_peer_error_at_the_writer_within_a_bound() {
     assert!(r["followups_ms"].as_u64().unwrap_or(u64::MAX) < 1000, "{r}");
 }
 
+/// Ranks 1 and 3 write where they may not in rank 0's segment: rank 1 into
+/// rank 2's queue, rank 3 over the control block. Both writes must fail at
+/// rank 0's adapter (a remote access error at the writer), leave rank 0's
+/// memory as it was, and not keep rank 2's own update from arriving.
+#[test]
+#[ignore = "rank program: run by the multi-process tests"]
+fn rank_foreign_writer() {
+    let g = Group::from_env().expect("join");
+    let mut o = g
+        .create_object(&ObjectSpec::new("foreign", 64))
+        .expect("create");
+    o.ignore_membership();
+    let rank = g.rank();
+    let control_before = o.read_word_at(0);
+    let attack = match rank {
+        // Rank 0's senders are 1, 2, 3: queue 1 is rank 2's.
+        1 => Some(o.write_into_queue(0, 1, &[0xee; 64])),
+        3 => Some(o.write_word_at(0, 0, u64::MAX)),
+        _ => None,
+    };
+    if let Some(first) = attack {
+        // The failure comes back with a later completion: write on (into
+        // the rank's own queue) until the connection reports it.
+        let start = Instant::now();
+        let mut outcome = first;
+        let mut i = 1;
+        while outcome.is_ok() && start.elapsed() < Duration::from_secs(20) {
+            i += 1;
+            outcome = o.write(0, &[rank as u8; 64], i);
+        }
+        let e = outcome.err();
+        report(json!({
+            "rank": rank,
+            "error": e.as_ref().map(|e| e.to_string()),
+            "peer": match &e { Some(Error::Peer { peer, .. }) => Some(*peer), _ => None },
+        }));
+    }
+    g.barrier().expect("barrier after the foreign writes");
+    let mut out = vec![0u8; 64];
+    if rank == 0 {
+        // Whatever landed of the foreign writes is there by now: the
+        // writers saw their failures, which the adapter reports after it
+        // refused (or applied) the write.
+        let early = o.poll_from(2, &mut out).expect("poll rank 2's queue");
+        report(json!({
+            "rank": 0,
+            "foreign_in_queue_2": early.is_some(),
+            "control_unchanged": o.read_word_at(0) == control_before,
+        }));
+    }
+    g.barrier().expect("barrier before rank 2 writes");
+    if rank == 2 {
+        o.write(0, &[2u8; 64], 7).expect("rank 2's own update");
+    }
+    if rank == 0 {
+        let u = o
+            .poll_from_timeout(2, &mut out, Duration::from_secs(20))
+            .expect("poll rank 2's update");
+        report(json!({
+            "rank": 0,
+            "own_update": u.map(|u| u.iteration),
+            "own_payload_ok": out.iter().all(|b| *b == 2),
+        }));
+    }
+    g.barrier().expect("final barrier");
+}
+
+#[test]
+#[ignore = "requires an RDMA device (run in the guest: rxe-setup/ci-verbs.sh)"]
+fn a_write_outside_the_senders_own_queue_is_a_remote_access_error() {
+    let port = free_port();
+    let extra = [
+        ("MALT_TRANSPORT", "verbs"),
+        ("MALT_TIMEOUT", "60"),
+        ("MALT_RDMA_TIMEOUT", "10"),
+        ("MALT_RDMA_RETRY", "1"),
+    ];
+    let envs: Vec<_> = (0..4)
+        .map(|r| rank_env(r, 4, "verbs-foreign", port, &extra))
+        .collect();
+    let jobs = spawn_ranks("rank_foreign_writer", &envs, Duration::from_secs(180));
+    for (r, j) in jobs.iter().enumerate() {
+        assert_eq!(j.code, Some(0), "rank {r}: {j:?}");
+    }
+    for r in [1, 3] {
+        let res = &jobs[r].results()[0];
+        eprintln!("rank {r}: {res}");
+        assert_eq!(
+            res["peer"], 0,
+            "rank {r}: a Peer error naming rank 0: {res}"
+        );
+        let msg = res["error"].as_str().unwrap_or_default();
+        assert!(msg.contains("remote access error"), "rank {r}: {res}");
+    }
+    let results = jobs[0].results();
+    eprintln!("rank 0: {results:?}");
+    assert_eq!(results[0]["foreign_in_queue_2"], false, "{results:?}");
+    assert_eq!(results[0]["control_unchanged"], true, "{results:?}");
+    assert_eq!(results[1]["own_update"], 7, "{results:?}");
+    assert_eq!(results[1]["own_payload_ok"], true, "{results:?}");
+}
+
 /// An update that takes longer than the failure timeout to arrive is slow,
 /// not dead: its chunks tell the receiver's fault monitor that the writer
 /// lives, while the heartbeats wait behind it. Two ranks exchange 64 MiB

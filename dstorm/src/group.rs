@@ -851,6 +851,12 @@ impl Object {
         Ok(())
     }
 
+    /// Test hook: the word at `offset` of this rank's own segment.
+    #[doc(hidden)]
+    pub fn read_word_at(&self, offset: usize) -> u64 {
+        self.region.word(offset).load(Ordering::SeqCst)
+    }
+
     /// `Ok` while the group is still in this object's epoch.
     fn check(&self) -> Result<()> {
         if self.tracks {
@@ -1189,7 +1195,7 @@ impl Object {
         c.peers[sender].received += 1;
         c.peers[sender].bytes_received += len as u64;
         if self.flow == FlowControl::Backpressure {
-            let ack = crate::layout::CONTROL_BYTES + 8 * self.rank;
+            let ack = self.layout.ack_offset(self.rank);
             self.links.write_word(sender, ack, seq)?;
         }
         Ok(())

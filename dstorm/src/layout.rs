@@ -2,9 +2,14 @@
 //! writer (which computes offsets in a peer's segment) and the reader.
 //!
 //! ```text
-//! [control block: 128 B][ack table: world x 8 B, padded to 64][queue of sender s0][queue of s1]...
+//! [control block: 128 B][peer words: world x 16 B, padded to 64][queue of sender s0][queue of s1]...
+//! peer words of rank p = [ack u64][bell u32][unused u32]
 //! queue = depth slots; slot = [header 64 B][payload, padded to 8][trailer 8 B], padded to 64
 //! ```
+//! Everything a peer `p` may write into a segment is its queue (if it is a
+//! sender) and its own 16 bytes of peer words: on verbs each is a memory
+//! region of its own, so `p` cannot touch the control block, another
+//! sender's queue or another peer's words.
 //! The trailer follows the payload actually written, so a short update is one
 //! contiguous write of `64 + round8(len) + 8` bytes.
 
@@ -12,6 +17,10 @@ use crate::wire::{HEADER_BYTES, TRAILER_BYTES};
 
 /// Bytes of the control block at the start of every segment.
 pub const CONTROL_BYTES: usize = 128;
+/// Bytes of each peer's words (its ack word and its doorbell word).
+pub const PEER_WORDS_BYTES: usize = 16;
+/// Where a peer's doorbell word lies within its words.
+pub const PEER_BELL_AT: usize = 8;
 /// Alignment of slots (a cache line).
 pub const SLOT_ALIGN: usize = 64;
 
@@ -49,7 +58,7 @@ impl Layout {
         senders.sort_unstable();
         senders.dedup();
         let slot_bytes = round_up(HEADER_BYTES + pad8(capacity) + TRAILER_BYTES, SLOT_ALIGN);
-        let queues_offset = round_up(CONTROL_BYTES + 8 * world, SLOT_ALIGN);
+        let queues_offset = round_up(CONTROL_BYTES + PEER_WORDS_BYTES * world, SLOT_ALIGN);
         let total = queues_offset + senders.len() * depth * slot_bytes;
         Layout {
             capacity,
@@ -77,9 +86,21 @@ impl Layout {
         self.slot_offset(queue, (seq % self.depth as u64) as usize)
     }
 
-    /// Offset of the ack word in which `peer` reports what it consumed of ours.
+    /// Offset of `peer`'s words: the ack word in which it reports what it
+    /// consumed of ours, then the doorbell word it stores into after a
+    /// remote write (verbs), [`PEER_WORDS_BYTES`] in all.
     pub fn ack_offset(&self, peer: usize) -> usize {
-        CONTROL_BYTES + 8 * peer
+        CONTROL_BYTES + PEER_WORDS_BYTES * peer
+    }
+
+    /// Offset of `peer`'s doorbell word (u32).
+    pub fn bell_offset(&self, peer: usize) -> usize {
+        self.ack_offset(peer) + PEER_BELL_AT
+    }
+
+    /// Offset and length of queue `queue` (all its slots).
+    pub fn queue_range(&self, queue: usize) -> (usize, usize) {
+        (self.slot_offset(queue, 0), self.depth * self.slot_bytes)
     }
 
     /// Offset of a slot's trailer for a payload of `len` bytes.
@@ -120,7 +141,13 @@ mod tests {
                 }
             }
             assert_eq!(last_end, l.total);
-            assert!(l.ack_offset(4) + 8 <= l.queues_offset);
+            assert!(l.ack_offset(4) + PEER_WORDS_BYTES <= l.queues_offset);
+            assert_eq!(l.bell_offset(4), l.ack_offset(4) + 8);
+            for q in 0..3 {
+                let (off, len) = l.queue_range(q);
+                assert_eq!(off, l.slot_offset(q, 0));
+                assert_eq!(off + len, l.slot_offset(q, 2) + l.slot_bytes);
+            }
         }
     }
 

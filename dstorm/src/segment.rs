@@ -12,7 +12,7 @@
 //! Peer memory is only ever touched through raw pointers and atomics; no
 //! `&[u8]` to it is handed out to safe code.
 
-use crate::layout::{pad8, Layout};
+use crate::layout::{pad8, Layout, PEER_WORDS_BYTES};
 use crate::wire::{checksum, SlotHeader, HEADER_BYTES};
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 use std::fs::File;
@@ -33,10 +33,6 @@ pub(crate) mod ctl {
     pub const DOORBELL: usize = 48; // u32
     pub const WAITERS: usize = 52; // u32
     pub const OBJECT: usize = 56;
-    /// Stored by remote writers (verbs) with whatever value they choose, so
-    /// that a reader spinning on it sees new data before the local ring.
-    /// Never slept on: its values may repeat.
-    pub const REMOTE_BELL: usize = 64; // u32
     /// The owner's PID namespace (the inode of `/proc/self/ns/pid`; 0:
     /// unknown), so that a process in another namespace sharing the
     /// directory does not take a live owner's pid for a dead one.
@@ -69,6 +65,11 @@ pub(crate) enum SlotRead {
 #[derive(Debug)]
 pub(crate) struct Region {
     map: MmapRaw,
+    /// Where remote writers (verbs) store into their doorbell words, so that
+    /// a reader spinning on them sees new data before the local ring: the
+    /// offset of the first word and how many there are, one per peer,
+    /// [`PEER_WORDS_BYTES`] apart. Never slept on: their values may repeat.
+    bells: Option<(usize, usize)>,
 }
 
 // The region is only accessed through atomics and raw-pointer copies, so
@@ -79,6 +80,7 @@ impl Region {
         let m: MmapMut = MmapOptions::new().len(len.max(1)).map_anon()?;
         Ok(Region {
             map: MmapRaw::from(m),
+            bells: None,
         })
     }
 
@@ -86,11 +88,20 @@ impl Region {
     pub fn shared(file: &File, len: usize) -> io::Result<Region> {
         // Populate: fault the pages in now, not on the first writes.
         let map = MmapOptions::new().len(len).populate().map_raw(file)?;
-        Ok(Region { map })
+        Ok(Region { map, bells: None })
     }
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Makes [`doorbell`](Self::doorbell) also watch the peers' doorbell
+    /// words of `layout`, which remote writers store into.
+    #[cfg(any(feature = "verbs", test))]
+    pub fn watch_bells(&mut self, layout: &crate::layout::Layout) {
+        let first = layout.bell_offset(0);
+        self.check(first, PEER_WORDS_BYTES * layout.world, 8);
+        self.bells = Some((first, layout.world));
     }
 
     /// Start of the mapping, for registering it with an RDMA device.
@@ -317,11 +328,22 @@ impl Region {
         }
     }
 
-    /// A snapshot of the doorbell (low 32 bits) and of the word remote
-    /// writers store into (high 32 bits): it changes whenever either does.
+    /// A snapshot of the doorbell (low 32 bits) and of the sum of the words
+    /// remote writers store into (high 32 bits): it changes whenever the
+    /// doorbell or one of those words does. (Each writer stores a counter of
+    /// its own, so two writers' changes cannot cancel out between looks
+    /// short of 2^32 writes.)
     pub fn doorbell(&self) -> u64 {
         let local = self.word32(ctl::DOORBELL).load(Ordering::SeqCst);
-        let remote = self.word32(ctl::REMOTE_BELL).load(Ordering::SeqCst);
+        let remote = match self.bells {
+            None => 0,
+            Some((first, n)) => (0..n).fold(0u32, |sum, i| {
+                sum.wrapping_add(
+                    self.word32(first + i * PEER_WORDS_BYTES)
+                        .load(Ordering::SeqCst),
+                )
+            }),
+        };
         u64::from(remote) << 32 | u64::from(local)
     }
 
@@ -452,17 +474,41 @@ mod tests {
         assert_ne!(h.join().unwrap(), seen);
     }
 
-    /// A remote writer stores its own values into the remote bell; even when
-    /// its store and the ring that follows bring a word back to the value a
-    /// reader saw, the reader does not sleep through the ring.
+    /// A region watching the doorbell words of 3 peers.
+    fn with_bells() -> (Region, Layout) {
+        let layout = Layout::new(8, 1, vec![0, 1, 2], 3);
+        let mut r = Region::anon(layout.total.max(4096)).unwrap();
+        r.watch_bells(&layout);
+        (r, layout)
+    }
+
+    /// A store into any peer's doorbell word changes the snapshot without a
+    /// local ring, and the snapshot ignores words that are not doorbells.
+    #[test]
+    fn each_peers_bell_word_moves_the_snapshot() {
+        let (r, layout) = with_bells();
+        let mut seen = r.doorbell();
+        for peer in 0..3 {
+            r.word32(layout.bell_offset(peer))
+                .fetch_add(1 + peer as u32, Ordering::SeqCst);
+            assert_ne!(r.doorbell(), seen, "peer {peer}'s bell");
+            seen = r.doorbell();
+        }
+        r.word(layout.ack_offset(1)).store(99, Ordering::SeqCst);
+        assert_eq!(r.doorbell(), seen, "an ack word is not a doorbell");
+    }
+
+    /// A remote writer stores its own values into its bell word; even when
+    /// its store and the ring that follows bring the word back to the value
+    /// a reader saw, the reader does not sleep through the ring.
     #[test]
     fn a_repeated_remote_bell_value_does_not_hide_a_ring() {
-        let r = Region::anon(4096).unwrap();
-        let remote = r.word32(ctl::REMOTE_BELL);
+        let (r, layout) = with_bells();
+        let remote = r.word32(layout.bell_offset(1));
         remote.store(7, Ordering::SeqCst);
         r.ring();
         let seen = r.doorbell();
-        // Another sender stores a value one below, the ring makes it +1...
+        // The sender stores a value one below, the ring makes it +1...
         remote.store(6, Ordering::SeqCst);
         r.ring();
         // ...and a third store brings the remote word back.

@@ -10,11 +10,18 @@
 //! connects each queue pair to the one its peer made for it.
 //!
 //! # Segments
-//! Each object's segment is anonymous memory registered as one memory region
-//! with remote write access. Its address, length and rkey reach the peers
-//! in-band: `create` sends an `Announce` control message (a two-sided SEND)
-//! to every peer over the already connected queue pair, and `connect` waits
-//! (bounded by the job timeout) until each peer it links to has announced.
+//! Each object's segment is anonymous memory. It is registered with remote
+//! write access piecewise, one memory region per peer for that peer's 16
+//! bytes of peer words (its ack word and its doorbell word) and one per
+//! sender for its queue; the control block and everything else stay
+//! local. A peer thus holds keys to its own words and queue only: a write
+//! anywhere else, by mistake or by a misbehaving peer, fails at this
+//! rank's adapter with a remote access error (and breaks only that peer's
+//! connection). The segment's address and length, and the receiving peer's
+//! two keys, reach it in-band: `create` sends each peer its own `Announce`
+//! control message (a two-sided SEND) over the already connected queue
+//! pair, and `connect` waits (bounded by the job timeout) until each peer it
+//! links to has announced.
 //! Object creation calls `create`, a barrier, then `connect`, so the
 //! announcements are on their way before anyone waits for them, and the
 //! rendezvous only carries per-rank data.
@@ -24,8 +31,8 @@
 //! per-peer staging ring and posts one RDMA WRITE of the whole slot (split
 //! into at most quarter-ring pieces for very large updates, posted in order
 //! on the same queue pair), followed, in the same post, by a 4-byte RDMA
-//! WRITE WITH IMMEDIATE into the receiver's remote-bell word; the immediate
-//! value is the object id. Acknowledgement words go the same way. Work
+//! WRITE WITH IMMEDIATE into the writer's own doorbell word in the
+//! receiver's segment; the immediate value is the object id. Acknowledgement words go the same way. Work
 //! requests are signalled selectively (see `ring`), and the completion of a
 //! signalled request releases its staging bytes and those of every older
 //! request. A writer that finds the ring or the send queue full sleeps on
@@ -38,13 +45,14 @@
 //!   are executed in order, so the trailer, the last bytes of the slot's
 //!   last write, lands after the rest. The reader's checks reject anything
 //!   else as torn.
-//! - The 4-byte write changes the receiver's remote-bell word, so a reader
-//!   that spins on the segment's bells sees new data at once (as with shm).
+//! - The 4-byte write changes the writer's doorbell word in the receiver's
+//!   segment, and a reader spinning on the segment's doorbell also watches
+//!   the sum of those words, so it sees new data at once (as with shm).
 //! - The immediate data consumes a posted receive; the receive thread, which
 //!   sleeps on the receive completion channel, rings the object's doorbell
 //!   (increment and futex wake), which wakes parked readers. Parking uses
 //!   only the doorbell, which nothing but increments ever changes: the
-//!   remote-bell values of different senders may repeat an earlier value,
+//!   writers' doorbell words may come back to an earlier sum,
 //!   and a reader parked on such a word could sleep through new data (an
 //!   early version stored them into the doorbell itself and did, rarely).
 //!

@@ -1,20 +1,23 @@
-//! Control messages sent over a peer's queue pair (two-sided SEND), 32
+//! Control messages sent over a peer's queue pair (two-sided SEND), 40
 //! bytes, little-endian:
 //!
 //! ```text
 //! [magic "MLTV" u32][kind u16][version u16][object u32][rkey u32][addr u64][len u64]
+//! [words_rkey u32][zero u32]
 //! ```
-//! - `Announce`: this rank's segment of `object` is registered at `addr`
-//!   (`len` bytes) under `rkey`; the peer may write into it.
+//! - `Announce`: this rank's segment of `object` lies at `addr` (`len`
+//!   bytes). The receiving peer may write its own queue in it under `rkey`
+//!   (0: it is not a sender of this object) and its own peer words under
+//!   `words_rkey`, and nothing else: each announcement is for one peer.
 //! - `Gone`: this rank destroyed its segment of `object`; the peer stops
 //!   writing into it and answers `GoneAck`.
 //! - `GoneAck`: every write of the sender into `object` precedes this
 //!   message on the connection (so has landed): the memory may be released.
 
 /// Size of an encoded message.
-pub(crate) const MSG_BYTES: usize = 32;
+pub(crate) const MSG_BYTES: usize = 40;
 const MAGIC: u32 = u32::from_le_bytes(*b"MLTV");
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 /// A control message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +30,10 @@ pub(crate) enum Msg {
         addr: u64,
         /// Its length.
         len: u64,
-        /// Its remote key.
+        /// The remote key of the receiving peer's queue (0: none).
         rkey: u32,
+        /// The remote key of the receiving peer's words.
+        words_rkey: u32,
     },
     /// A segment is being released.
     Gone {
@@ -43,17 +48,18 @@ pub(crate) enum Msg {
 }
 
 impl Msg {
-    /// The 32-byte encoding.
+    /// The encoding.
     pub fn encode(&self) -> [u8; MSG_BYTES] {
-        let (kind, object, rkey, addr, len) = match *self {
+        let (kind, object, rkey, addr, len, words_rkey) = match *self {
             Msg::Announce {
                 object,
                 addr,
                 len,
                 rkey,
-            } => (1u16, object, rkey, addr, len),
-            Msg::Gone { object } => (2, object, 0, 0, 0),
-            Msg::GoneAck { object } => (3, object, 0, 0, 0),
+                words_rkey,
+            } => (1u16, object, rkey, addr, len, words_rkey),
+            Msg::Gone { object } => (2, object, 0, 0, 0, 0),
+            Msg::GoneAck { object } => (3, object, 0, 0, 0, 0),
         };
         let mut b = [0u8; MSG_BYTES];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
@@ -63,6 +69,7 @@ impl Msg {
         b[12..16].copy_from_slice(&rkey.to_le_bytes());
         b[16..24].copy_from_slice(&addr.to_le_bytes());
         b[24..32].copy_from_slice(&len.to_le_bytes());
+        b[32..36].copy_from_slice(&words_rkey.to_le_bytes());
         b
     }
 
@@ -83,15 +90,20 @@ impl Msg {
         }
         let object = u32_at(8);
         let (rkey, addr, len) = (u32_at(12), u64_at(16), u64_at(24));
+        let words_rkey = u32_at(32);
+        if u32_at(36) != 0 {
+            return None;
+        }
         match u16_at(4) {
             1 => Some(Msg::Announce {
                 object,
                 addr,
                 len,
                 rkey,
+                words_rkey,
             }),
-            2 if (rkey, addr, len) == (0, 0, 0) => Some(Msg::Gone { object }),
-            3 if (rkey, addr, len) == (0, 0, 0) => Some(Msg::GoneAck { object }),
+            2 if (rkey, addr, len, words_rkey) == (0, 0, 0, 0) => Some(Msg::Gone { object }),
+            3 if (rkey, addr, len, words_rkey) == (0, 0, 0, 0) => Some(Msg::GoneAck { object }),
             _ => None,
         }
     }
@@ -110,6 +122,7 @@ mod tests {
                 addr: 0x7f00_1234_5000,
                 len: 1 << 20,
                 rkey: 0xabcd,
+                words_rkey: 0x1234,
             },
             Msg::Gone { object: 9 },
             Msg::GoneAck { object: u32::MAX },
@@ -121,7 +134,7 @@ mod tests {
     #[test]
     fn malformed_messages_are_rejected() {
         let good = Msg::Gone { object: 1 }.encode();
-        assert_eq!(Msg::decode(&good[..31]), None);
+        assert_eq!(Msg::decode(&good[..MSG_BYTES - 1]), None);
         let mut b = good;
         b[0] ^= 1;
         assert_eq!(Msg::decode(&b), None);
@@ -129,10 +142,16 @@ mod tests {
         b[4] = 7;
         assert_eq!(Msg::decode(&b), None);
         let mut b = good;
-        b[6] = 2;
+        b[6..8].copy_from_slice(&(VERSION - 1).to_le_bytes());
         assert_eq!(Msg::decode(&b), None);
         let mut b = good;
         b[20] = 1;
+        assert_eq!(Msg::decode(&b), None);
+        let mut b = good;
+        b[33] = 1;
+        assert_eq!(Msg::decode(&b), None);
+        let mut b = good;
+        b[38] = 1;
         assert_eq!(Msg::decode(&b), None);
     }
 

@@ -11,8 +11,8 @@ use super::ring::{Reservation, Ring};
 use super::settings::{detection_time, Settings};
 use crate::config::{Config, ProcessEnv, TransportKind};
 use crate::error::{Error, Result};
-use crate::layout::{pad8, Layout};
-use crate::segment::{ctl, Region};
+use crate::layout::{pad8, Layout, PEER_BELL_AT, PEER_WORDS_BYTES};
+use crate::segment::Region;
 use crate::transport::{Endpoint, Links, RejectCounters, RejectCounts, Transport};
 use crate::wire::{SlotHeader, HEADER_BYTES};
 use rdma_mummy_sys::{ibv_wc_opcode, ibv_wc_status};
@@ -37,7 +37,7 @@ const SQ_DEPTH: usize = 256;
 /// Most receives posted per peer (immediate data and control messages);
 /// fewer when the device's completion queues are too small for all peers.
 const RQ_DEPTH: usize = 1024;
-/// Bytes per receive buffer (control messages are 32 bytes).
+/// Bytes per receive buffer (control messages are 40 bytes).
 const RECV_BUF: usize = 64;
 /// Bytes staged for a doorbell write (4 used).
 const BELL_BYTES: usize = 8;
@@ -162,11 +162,13 @@ impl Failure {
     }
 }
 
-/// This rank's segment of one object, registered for remote writes.
+/// This rank's segment of one object, registered for remote writes: one
+/// memory region per peer for its words and one per sender for its queue,
+/// so that no peer can write where another one (or only this rank) may.
 #[derive(Debug)]
 struct LocalSeg {
     // Deregistered before the memory is released.
-    _mr: Arc<MemoryRegion>,
+    _mrs: Vec<Arc<MemoryRegion>>,
     region: Arc<Region>,
 }
 
@@ -175,7 +177,12 @@ struct LocalSeg {
 struct RemoteSeg {
     addr: u64,
     len: u64,
-    rkey: u32,
+    /// The remote key of this rank's queue in it (0: not a sender).
+    queue_rkey: u32,
+    /// The remote key of this rank's words in it.
+    words_rkey: u32,
+    /// The offset of this rank's words in it (set by `connect`).
+    words_at: usize,
     /// Set when the peer released the segment: writes into it are dropped.
     gone: Arc<AtomicBool>,
 }
@@ -905,13 +912,16 @@ impl Shared {
                 addr,
                 len,
                 rkey,
+                words_rkey,
             } => {
                 lock(&self.remote).insert(
                     (object, p.rank),
                     RemoteSeg {
                         addr,
                         len,
-                        rkey,
+                        queue_rkey: rkey,
+                        words_rkey,
+                        words_at: 0,
                         gone: Arc::new(AtomicBool::new(false)),
                     },
                 );
@@ -1007,23 +1017,56 @@ impl Transport for VerbsTransport {
 
     fn create(&self, object: u32, name: &str, layout: &Layout) -> Result<Arc<Region>> {
         let sh = &self.shared;
-        let region = Arc::new(Region::anon(layout.total).map_err(|source| Error::Segment {
+        let mut region = Region::anon(layout.total).map_err(|source| Error::Segment {
             path: format!("verbs:{name}").into(),
             op: "allocate",
             source,
-        })?);
-        // SAFETY: the region's mapping lives as long as the `LocalSeg` that
-        // holds both, which deregisters (`_mr`) before dropping its
-        // reference to the region.
-        let mr = unsafe {
-            sh.pd.reg_mr(
-                region.as_mut_ptr() as usize,
-                region.len(),
-                AccessFlags::LocalWrite | AccessFlags::RemoteWrite,
-            )
+        })?;
+        region.watch_bells(layout);
+        let region = Arc::new(region);
+        let (addr, len) = (region.as_mut_ptr() as u64, region.len() as u64);
+        let register = |off: usize, n: usize| {
+            debug_assert!(off + n <= region.len());
+            // SAFETY: `off..off + n` lies inside the region's mapping (the
+            // layout's ranges are inside its total), which lives as long as
+            // the `LocalSeg` that holds both; it deregisters (`_mrs`) before
+            // dropping its reference to the region.
+            unsafe {
+                sh.pd.reg_mr(
+                    region.as_mut_ptr().add(off) as usize,
+                    n,
+                    AccessFlags::LocalWrite | AccessFlags::RemoteWrite,
+                )
+            }
+            .map_err(|e| mem_err(name, e))
+        };
+        // Each live peer gets its own words and, if it sends, its own queue,
+        // each under a key of its own.
+        let mut mrs = Vec::new();
+        let mut announce = Vec::new();
+        for p in sh.peers.iter().flatten() {
+            if p.left.load(Ordering::Acquire) {
+                continue;
+            }
+            let words = register(layout.ack_offset(p.rank), PEER_WORDS_BYTES)?;
+            let queue = match layout.queue_index(p.rank) {
+                Some(q) => {
+                    let (off, n) = layout.queue_range(q);
+                    Some(register(off, n)?)
+                }
+                None => None,
+            };
+            let msg = Msg::Announce {
+                object,
+                addr,
+                len,
+                rkey: queue.as_ref().map_or(0, |m| m.rkey()),
+                words_rkey: words.rkey(),
+            };
+            announce.push((p, msg));
+            mrs.push(words);
+            mrs.extend(queue);
         }
-        .map_err(|e| mem_err(name, e))?;
-        let (addr, rkey, len) = (region.as_mut_ptr() as u64, mr.rkey(), region.len() as u64);
         {
             let mut local = sh.local.write().unwrap_or_else(|e| e.into_inner());
             let i = object as usize;
@@ -1031,23 +1074,14 @@ impl Transport for VerbsTransport {
                 local.resize_with(i + 1, || None);
             }
             local[i] = Some(Arc::new(LocalSeg {
-                _mr: mr,
+                _mrs: mrs,
                 region: region.clone(),
             }));
         }
-        let announce = Msg::Announce {
-            object,
-            addr,
-            len,
-            rkey,
-        };
         // Survivors create the next epoch's objects while departed ranks'
         // connections are failing or failed: those get no announcement.
-        for p in sh.peers.iter().flatten() {
-            if p.left.load(Ordering::Acquire) {
-                continue;
-            }
-            if let Err(e) = sh.send_msg(p, announce, "announce verbs segment") {
+        for (p, msg) in announce {
+            if let Err(e) = sh.send_msg(p, msg, "announce verbs segment") {
                 self.destroy(object);
                 return Err(e);
             }
@@ -1099,7 +1133,10 @@ impl Transport for VerbsTransport {
                     problem: format!("{} bytes announced, expected {}", seg.len, layout.total),
                 });
             }
-            remotes[*peer] = Some(seg);
+            remotes[*peer] = Some(RemoteSeg {
+                words_at: layout.ack_offset(sh.rank),
+                ..seg
+            });
         }
         drop(table);
         Ok(Box::new(VerbsLinks {
@@ -1254,6 +1291,16 @@ impl VerbsLinks {
             // object over tcp, the write goes nowhere.
             return Ok(true);
         }
+        // This rank's words go under their key, everything else under its
+        // queue's: a write anywhere else in the segment (another sender's
+        // queue, the control block) fails at the peer's adapter with a
+        // remote access error.
+        let words = remote.words_at..remote.words_at + PEER_WORDS_BYTES;
+        let rkey = if words.contains(&offset) {
+            remote.words_rkey
+        } else {
+            remote.queue_rkey
+        };
         let mut deadline = Deadline::after(sh.timeout);
         let max = s.ring.max_reservation() - 64;
         let chunks = img.total.div_ceil(max).max(1);
@@ -1292,7 +1339,7 @@ impl VerbsLinks {
                     len: n as u32,
                     lkey: s.mr.lkey(),
                     remote: remote.addr + (offset + at) as u64,
-                    rkey: remote.rkey,
+                    rkey,
                     signalled: false,
                 },
                 SendWr {
@@ -1301,19 +1348,18 @@ impl VerbsLinks {
                     local: s.buf.addr() + (r.start + pad8(n)) as u64,
                     len: 4,
                     lkey: s.mr.lkey(),
-                    remote: remote.addr + ctl::REMOTE_BELL as u64,
-                    rkey: remote.rkey,
+                    remote: remote.addr + (remote.words_at + PEER_BELL_AT) as u64,
+                    rkey: remote.words_rkey,
                     signalled: false,
                 },
             ];
             if last {
-                // A doorbell value no other write of this rank used lately:
-                // a reader spinning on the doorbell sees it change.
+                // A new value in this rank's doorbell word there: a reader
+                // spinning on the doorbell sees it change.
                 let v = sh
                     .bell
                     .fetch_add(1, Ordering::Relaxed)
-                    .wrapping_mul(sh.world as u32)
-                    .wrapping_add(sh.rank as u32)
+                    .wrapping_add(1)
                     .to_ne_bytes();
                 // SAFETY: the 8 doorbell bytes follow the image inside the reservation.
                 unsafe {
