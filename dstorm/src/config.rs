@@ -1,5 +1,5 @@
-//! Where a rank learns who it is: the environment of `malt launch`,
-//! torchrun, Slurm or Open MPI, in that order.
+//! Where a rank learns who it is: the environment of `malt launch`, an MPI
+//! launcher (Open MPI, PMIx, MPICH), torchrun or Slurm, in that order.
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -26,8 +26,16 @@ pub fn check_world(world: usize, from: &str) -> Result<()> {
 /// Directory of the shared-memory segment files unless `MALT_SHM_DIR` says
 /// otherwise.
 pub const DEFAULT_SHM_DIR: &str = "/dev/shm";
-/// Default bound on every wait (rendezvous, barrier, backpressure).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// What "no bound" means for a wait (a year): the default hard bound
+/// (`MALT_TIMEOUT` unset). Collectives wait for live ranks for as long as
+/// they live; dead, stopped or hung ones are found by the fault monitors
+/// within `2T` instead. (torch.distributed's default collective timeout
+/// is 30 minutes.)
+pub const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default bound on the rendezvous: how long the ranks that have started
+/// wait for the others to connect (`MALT_RENDEZVOUS_TIMEOUT`; torchrun's
+/// rendezvous waits 900 s as well).
+pub const DEFAULT_RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The largest `MALT_SPIN_US` (one second).
 const MAX_SPIN_US: u64 = 1_000_000;
@@ -103,6 +111,9 @@ pub struct Config {
     pub transport: TransportKind,
     /// Bound on every wait.
     pub timeout: Duration,
+    /// Bound on the rendezvous (`MALT_RENDEZVOUS_TIMEOUT`, seconds; never
+    /// above `timeout`).
+    pub rendezvous_timeout: Duration,
     /// Directory of shared-memory segment files.
     pub shm_dir: PathBuf,
     /// Address on which the tcp transport listens for peers' writes
@@ -140,6 +151,7 @@ impl fmt::Debug for Config {
             .field("token", &"<redacted>")
             .field("transport", &self.transport)
             .field("timeout", &self.timeout)
+            .field("rendezvous_timeout", &self.rendezvous_timeout)
             .field("shm_dir", &self.shm_dir)
             .field("data_addr", &self.data_addr)
             .field("min_ranks", &self.min_ranks)
@@ -184,16 +196,120 @@ fn parse<T: FromStr>(env: &dyn Env, key: &str) -> Result<Option<T>> {
     }
 }
 
-/// (rank variable, world variable, launcher) in order of precedence. MPI
-/// launchers come before Slurm: mpirun inside a Slurm allocation leaves the
-/// batch step's SLURM_PROCID (0 in every rank) in the environment.
+/// (rank variable, world variable, launcher) in order of precedence, by
+/// specificity: malt's own variables, then an MPI launcher's (Open MPI,
+/// PMIx, MPICH's PMI), then torchrun's generic `RANK` and `WORLD_SIZE`, then
+/// Slurm's. An MPI launcher run inside a Slurm allocation leaves the batch
+/// step's `SLURM_PROCID` (0 in every rank) in the environment, so Slurm
+/// comes last. The one exception is torchrun's workers (see
+/// [`torchrun_is_innermost`]).
 const LAUNCHERS: &[(&str, &str, &str)] = &[
     ("MALT_RANK", "MALT_WORLD_SIZE", "malt"),
-    ("RANK", "WORLD_SIZE", "torchrun"),
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "open mpi"),
+    ("PMIX_RANK", "PMIX_SIZE", "pmix"),
     ("PMI_RANK", "PMI_SIZE", "mpich"),
+    ("RANK", "WORLD_SIZE", "torchrun"),
     ("SLURM_PROCID", "SLURM_NTASKS", "slurm"),
 ];
+
+/// The prefix of the PMIx namespace of an `srun --mpi=pmix` step
+/// (`slurm.pmix.<job id>.<step id>`).
+const SLURM_PMIX_NAMESPACE: &str = "slurm.pmix.";
+
+/// torchrun's agent gives each worker `TORCHELASTIC_RUN_ID` with `RANK` and
+/// `WORLD_SIZE`; a worker that has them was started by torchrun, which then
+/// ran inside whatever launcher left its variables around it (`srun
+/// torchrun`, or `mpirun torchrun`, one agent per host): the worker's own
+/// numbers are torchrun's.
+fn torchrun_is_innermost(env: &dyn Env) -> bool {
+    env.get("TORCHELASTIC_RUN_ID").is_some() && env.get("RANK").is_some()
+}
+
+/// The launcher the environment describes.
+struct Found {
+    rank: usize,
+    world: usize,
+    launcher: &'static str,
+    /// The variable the world size came from.
+    world_var: &'static str,
+}
+
+/// Finds the launcher (see [`LAUNCHERS`]); none is a single rank.
+fn find_launcher(env: &dyn Env) -> Result<Found> {
+    let torchrun_first = torchrun_is_innermost(env);
+    let order = LAUNCHERS
+        .iter()
+        .filter(|l| l.2 == "malt")
+        .chain(
+            LAUNCHERS
+                .iter()
+                .filter(|l| torchrun_first && l.2 == "torchrun"),
+        )
+        .chain(
+            LAUNCHERS
+                .iter()
+                .filter(|l| l.2 != "malt" && !(torchrun_first && l.2 == "torchrun")),
+        );
+    for &(rk, wk, who) in order {
+        let rank: Option<usize> = parse(env, rk)?;
+        let world: Option<usize> = parse(env, wk)?;
+        match (rank, world) {
+            (Some(rank), Some(world)) => {
+                return Ok(Found {
+                    rank,
+                    world,
+                    launcher: who,
+                    world_var: wk,
+                })
+            }
+            (Some(rank), None) if who == "pmix" => return pmix_without_size(env, rank),
+            (Some(_), None) => return Err(Error::Config(format!("{rk} is set but {wk} is not"))),
+            (None, Some(_)) => return Err(Error::Config(format!("{wk} is set but {rk} is not"))),
+            (None, None) => {}
+        }
+    }
+    Ok(Found {
+        rank: 0,
+        world: 1,
+        launcher: "none",
+        world_var: "default",
+    })
+}
+
+/// PMIx gives every process its rank (`PMIX_RANK`) and namespace
+/// (`PMIX_NAMESPACE`) but no variable with the job's size: Open MPI 5's
+/// mpirun (prterun) adds `OMPI_COMM_WORLD_*`, read before PMIx, and
+/// `srun --mpi=pmix` adds Slurm's own variables for the same step, whose
+/// namespace is `slurm.pmix.<job>.<step>`. Anything else needs `PMIX_SIZE`
+/// (or `MALT_RANK` and `MALT_WORLD_SIZE`).
+fn pmix_without_size(env: &dyn Env, rank: usize) -> Result<Found> {
+    let ns = env.get("PMIX_NAMESPACE").unwrap_or_default();
+    if ns.starts_with(SLURM_PMIX_NAMESPACE) {
+        let world = parse::<usize>(env, "SLURM_NTASKS")?;
+        let procid = parse::<usize>(env, "SLURM_PROCID")?;
+        if let (Some(world), Some(procid)) = (world, procid) {
+            if procid != rank {
+                return Err(Error::Config(format!(
+                    "PMIX_RANK={rank} and SLURM_PROCID={procid} disagree in an srun \
+                     --mpi=pmix step (PMIX_NAMESPACE={ns:?}); set MALT_RANK and \
+                     MALT_WORLD_SIZE"
+                )));
+            }
+            return Ok(Found {
+                rank,
+                world,
+                launcher: "slurm",
+                world_var: "SLURM_NTASKS",
+            });
+        }
+    }
+    Err(Error::Config(format!(
+        "PMIX_RANK is set but the job's size is not: neither PMIX_SIZE nor \
+         OMPI_COMM_WORLD_SIZE is set, and PMIX_NAMESPACE={ns:?} is not an srun \
+         --mpi=pmix step with SLURM_NTASKS; set PMIX_SIZE, or MALT_RANK and \
+         MALT_WORLD_SIZE, in every rank"
+    )))
+}
 
 /// (local rank variable, local world variable) of each launcher.
 fn local_vars(launcher: &str) -> Option<(&'static str, &'static str)> {
@@ -207,23 +323,124 @@ fn local_vars(launcher: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The port of a job's coordinator when none is given: under srun and
-/// mpirun, one drawn from the job id, so that two jobs started on one host
-/// without `malt launch` do not both ask for 29517.
+/// What a job id needs: the variables (as a phrase for errors) and those
+/// of them that are not set.
+struct NoJobId {
+    needs: &'static str,
+    unset: Vec<&'static str>,
+}
+
+/// The id every rank of a job under `launcher` shares.
+fn job_id(env: &dyn Env, launcher: &str) -> std::result::Result<String, NoJobId> {
+    let all = |needs: &'static str, keys: &[&'static str]| {
+        let vals: Vec<Option<String>> = keys.iter().map(|k| env.get(k)).collect();
+        if vals.iter().all(Option::is_some) {
+            Ok(vals.into_iter().flatten().collect::<Vec<_>>().join("."))
+        } else {
+            Err(NoJobId {
+                needs,
+                unset: keys
+                    .iter()
+                    .zip(&vals)
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(k, _)| *k)
+                    .collect(),
+            })
+        }
+    };
+    match launcher {
+        "slurm" => all(
+            "SLURM_JOB_ID and SLURM_STEP_ID",
+            &["SLURM_JOB_ID", "SLURM_STEP_ID"],
+        ),
+        // Open MPI 4's mpirun sets the first, Open MPI 5's (prterun) only
+        // the PMIx namespace.
+        "open mpi" => env
+            .get("OMPI_MCA_ess_base_jobid")
+            .or_else(|| env.get("PMIX_NAMESPACE"))
+            .ok_or(NoJobId {
+                needs: "OMPI_MCA_ess_base_jobid (Open MPI 4) or PMIX_NAMESPACE (Open MPI 5)",
+                unset: vec!["OMPI_MCA_ess_base_jobid", "PMIX_NAMESPACE"],
+            }),
+        "pmix" => all("PMIX_NAMESPACE", &["PMIX_NAMESPACE"]),
+        // torchrun's default run id is the constant "none": the master's
+        // port tells apart two jobs of one user.
+        "torchrun" => all(
+            "TORCHELASTIC_RUN_ID and MASTER_PORT",
+            &["TORCHELASTIC_RUN_ID", "MASTER_PORT"],
+        ),
+        _ => Err(NoJobId {
+            needs: "",
+            unset: Vec::new(),
+        }),
+    }
+}
+
+/// The port of a job's coordinator when none is given: under srun, mpirun
+/// and PMIx launchers, one drawn from the job id (20000–29999), so that two
+/// jobs started on one host without `malt launch` do not both ask for 29517.
 fn default_port(env: &dyn Env, launcher: &str) -> u16 {
     let id = match launcher {
+        // Without a step id every step of the job shares the port.
         "slurm" => env
             .get("SLURM_JOB_ID")
             .map(|j| format!("{j}.{}", env.get("SLURM_STEP_ID").unwrap_or_default())),
-        "open mpi" => env.get("OMPI_MCA_ess_base_jobid"),
+        "open mpi" | "pmix" => job_id(env, launcher).ok(),
         _ => None,
     };
     match id {
-        Some(id) => {
-            let h = twox_hash::XxHash3_64::oneshot(format!("{launcher}:{id}").as_bytes());
-            20000 + (h % 10000) as u16
-        }
+        Some(id) => port_from(&format!("{launcher}:{id}")),
         None => DEFAULT_MASTER_PORT,
+    }
+}
+
+/// A port in 20000–29999 (below Linux's ephemeral ports) drawn from `key`.
+fn port_from(key: &str) -> u16 {
+    let h = twox_hash::XxHash3_64::oneshot(key.as_bytes());
+    20000 + (h % 10000) as u16
+}
+
+/// The coordinator's port when only `MASTER_PORT` is given. That port is
+/// torch.distributed's: torchrun's agent binds it for its own store (and a
+/// program that calls `init_process_group("env://")` binds it in rank 0), so
+/// malt takes another one drawn from it, the same in every rank: a port in
+/// 20000–29999, never `MASTER_PORT` itself.
+pub fn port_beside(master_port: u16) -> u16 {
+    let p = port_from(&format!("beside:{master_port}"));
+    if p == master_port {
+        20000 + (p - 20000 + 1) % 10000
+    } else {
+        p
+    }
+}
+
+/// The master's address under Slurm when no variable gives one: the first
+/// host of the step (`SLURM_STEP_NODELIST`, else `SLURM_JOB_NODELIST`),
+/// where srun's block and cyclic distributions put task 0; `Ok(None)`
+/// without a list, loopback when the list names one host.
+/// (`SLURM_LAUNCH_NODE_IPADDR` is where srun ran, not rank 0's host.)
+fn slurm_master(env: &dyn Env) -> Result<Option<String>> {
+    for var in ["SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST"] {
+        if let Some(list) = env.get(var) {
+            let first = crate::hostlist::first_host(var, &list)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            return Ok(Some(if first.more {
+                first.host
+            } else {
+                "127.0.0.1".to_string()
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// A port from `key`, if set: a number from 1 to 65535.
+fn port(env: &dyn Env, key: &str) -> Result<Option<u16>> {
+    match parse::<u16>(env, key)? {
+        Some(0) => Err(Error::Config(format!(
+            "{key}=0 is not a port a coordinator can be reached on (1 to 65535)"
+        ))),
+        p => Ok(p),
     }
 }
 
@@ -235,25 +452,12 @@ impl Config {
 
     /// Reads the configuration from `env` (see the README for every variable).
     pub fn from_source(env: &dyn Env) -> Result<Config> {
-        let mut found = None;
-        for (rk, wk, who) in LAUNCHERS {
-            let rank: Option<usize> = parse(env, rk)?;
-            let world: Option<usize> = parse(env, wk)?;
-            match (rank, world) {
-                (Some(r), Some(w)) => {
-                    found = Some((r, w, *who, *wk));
-                    break;
-                }
-                (Some(_), None) => {
-                    return Err(Error::Config(format!("{rk} is set but {wk} is not")))
-                }
-                (None, Some(_)) => {
-                    return Err(Error::Config(format!("{wk} is set but {rk} is not")))
-                }
-                (None, None) => {}
-            }
-        }
-        let (rank, world, launcher, world_var) = found.unwrap_or((0, 1, "none", "default"));
+        let Found {
+            rank,
+            world,
+            launcher,
+            world_var,
+        } = find_launcher(env)?;
         check_world(world, world_var)?;
         if rank >= world {
             return Err(Error::RankOutOfRange { rank, world });
@@ -271,10 +475,14 @@ impl Config {
             _ if world == 1 => (Some(0), Some(1)),
             _ => (None, None),
         };
-        let master_addr = match env
+        let given = env
             .get("MALT_MASTER_ADDR")
-            .or_else(|| env.get("MASTER_ADDR"))
-        {
+            .or_else(|| env.get("MASTER_ADDR"));
+        let from_nodes = match (&given, launcher) {
+            (None, "slurm") => slurm_master(env)?,
+            _ => None,
+        };
+        let master_addr = match given.or(from_nodes) {
             Some(a) => a,
             None => {
                 let nodes = parse::<usize>(env, "SLURM_NNODES").ok().flatten();
@@ -290,10 +498,10 @@ impl Config {
                 "127.0.0.1".to_string()
             }
         };
-        let master_port = match parse::<u16>(env, "MALT_MASTER_PORT")? {
+        let master_port = match port(env, "MALT_MASTER_PORT")? {
             Some(p) => p,
-            None => match parse::<u16>(env, "MASTER_PORT")? {
-                Some(p) => p,
+            None => match port(env, "MASTER_PORT")? {
+                Some(p) => port_beside(p),
                 None => default_port(env, launcher),
             },
         };
@@ -305,7 +513,10 @@ impl Config {
             Some(t) => t.parse()?,
             None => TransportKind::Shm,
         };
-        let timeout = seconds(env, "MALT_TIMEOUT")?.unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = seconds(env, "MALT_TIMEOUT")?.unwrap_or(NO_TIMEOUT);
+        let rendezvous_timeout = seconds(env, "MALT_RENDEZVOUS_TIMEOUT")?
+            .unwrap_or(DEFAULT_RENDEZVOUS_TIMEOUT)
+            .min(timeout);
         let fail_timeout = seconds(env, "MALT_FAIL_TIMEOUT")?.unwrap_or(DEFAULT_FAIL_TIMEOUT);
         let min_ranks = parse::<usize>(env, "MALT_MIN_RANKS")?.unwrap_or(world);
         if !(1..=world).contains(&min_ranks) {
@@ -348,6 +559,7 @@ impl Config {
             token,
             transport,
             timeout,
+            rendezvous_timeout,
             shm_dir,
             data_addr,
             min_ranks,
@@ -356,6 +568,14 @@ impl Config {
             external_coordinator,
             spin,
         })
+    }
+
+    /// The coordinator's and the control channel's bounds.
+    pub(crate) fn bounds(&self) -> crate::control::Bounds {
+        crate::control::Bounds {
+            timeout: self.timeout,
+            rendezvous: self.rendezvous_timeout,
+        }
     }
 
     /// The fault-tolerance settings.
@@ -378,7 +598,8 @@ impl Config {
             master_port: port,
             token: token.into(),
             transport: TransportKind::Shm,
-            timeout: DEFAULT_TIMEOUT,
+            timeout: NO_TIMEOUT,
+            rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,
             shm_dir: PathBuf::from(DEFAULT_SHM_DIR),
             data_addr: "127.0.0.1".into(),
             min_ranks: world,
@@ -433,12 +654,7 @@ fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> 
         // other process can authenticate to its coordinator.
         return Ok(crate::secret::random_token());
     }
-    let ids: &[&str] = match launcher {
-        "slurm" => &["SLURM_JOB_ID", "SLURM_STEP_ID"],
-        "open mpi" => &["OMPI_MCA_ess_base_jobid"],
-        // torchrun's default run id is the constant "none": the master's
-        // port tells apart two jobs of one user.
-        "torchrun" => &["TORCHELASTIC_RUN_ID", "MASTER_PORT"],
+    let id = match launcher {
         "mpich" => {
             return Err(Error::Config(
                 "no job token: MPICH's mpiexec gives no job id to derive one from; set \
@@ -447,22 +663,20 @@ fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> 
                     .into(),
             ))
         }
-        _ => return Err(Error::MissingToken),
-    };
-    let mut parts = Vec::with_capacity(ids.len());
-    for k in ids {
-        match env.get(k) {
-            Some(v) => parts.push(v),
-            None => {
+        "slurm" | "open mpi" | "pmix" | "torchrun" => match job_id(env, launcher) {
+            Ok(id) => id,
+            Err(NoJobId { needs, unset }) => {
                 return Err(Error::Config(format!(
                     "no job token: MALT_JOB_TOKEN is not set, and the {launcher} job's token is \
-                     derived from {} of which {k} is not set; set MALT_JOB_TOKEN to the same \
+                     derived from {needs}, but {} {} not set; set MALT_JOB_TOKEN to the same \
                      secret in every rank",
-                    ids.join(" and ")
+                    unset.join(" and "),
+                    if unset.len() == 1 { "is" } else { "are" }
                 )))
             }
-        }
-    }
+        },
+        _ => return Err(Error::MissingToken),
+    };
     let Some(path) = crate::secret::path(env) else {
         return Err(Error::Config(format!(
             "no job token: MALT_JOB_TOKEN is not set, and neither MALT_SECRET_FILE nor HOME \
@@ -470,7 +684,7 @@ fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> 
         )));
     };
     let secret = crate::secret::load_or_create(&path)?;
-    let id = format!("{launcher}:{}", parts.join("."));
+    let id = format!("{launcher}:{id}");
     Ok(format!(
         "derived:{}",
         crate::auth::derive(&secret, id.as_bytes())
@@ -536,39 +750,326 @@ mod tests {
     }
 
     #[test]
-    fn launcher_order_is_torchrun_mpi_slurm() {
+    fn launcher_order_is_malt_mpi_torchrun_slurm() {
         let secret = secret_file("order", "0123456789abcdef0123456789abcdef");
-        let c = Config::from_source(&env(&[
+        let slurm = [
             ("SLURM_PROCID", "1"),
             ("SLURM_NTASKS", "3"),
             ("SLURM_JOB_ID", "77"),
             ("SLURM_STEP_ID", "0"),
-            ("MALT_SECRET_FILE", &secret),
-        ]))
-        .unwrap();
+            ("MALT_SECRET_FILE", secret.as_str()),
+        ];
+        let c = Config::from_source(&env(&slurm)).unwrap();
         assert_eq!((c.rank, c.world), (1, 3));
-        let c = Config::from_source(&env(&[
-            ("SLURM_PROCID", "1"),
-            ("SLURM_NTASKS", "3"),
-            ("OMPI_COMM_WORLD_RANK", "0"),
-            ("OMPI_COMM_WORLD_SIZE", "2"),
-            ("OMPI_MCA_ess_base_jobid", "12345"),
-            ("MALT_SECRET_FILE", &secret),
-        ]))
-        .unwrap();
-        assert_eq!((c.rank, c.world), (0, 2));
+        // torchrun's generic variables come before Slurm's...
+        let mut torch = slurm.to_vec();
+        torch.extend([("RANK", "2"), ("WORLD_SIZE", "5"), ("MASTER_PORT", "29500")]);
+        torch.push(("TORCHELASTIC_RUN_ID", "r"));
+        let c = Config::from_source(&env(&torch)).unwrap();
+        assert_eq!((c.rank, c.world), (2, 5));
+        // ...and every MPI launcher's before torchrun's.
+        for mpi in [
+            [("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2")],
+            [("PMIX_RANK", "0"), ("PMIX_SIZE", "2")],
+            [("PMI_RANK", "0"), ("PMI_SIZE", "2")],
+        ] {
+            let mut e = slurm.to_vec();
+            e.extend([("RANK", "4"), ("WORLD_SIZE", "8")]);
+            e.extend(mpi);
+            e.extend([
+                ("OMPI_MCA_ess_base_jobid", "12345"),
+                ("PMIX_NAMESPACE", "prterun-h-1@1"),
+                ("MALT_JOB_TOKEN", "t"),
+            ]);
+            let c = Config::from_source(&env(&e)).unwrap();
+            assert_eq!((c.rank, c.world), (0, 2), "{mpi:?}");
+            // Open MPI before PMIx before MPICH's PMI.
+            e.extend([("PMI_RANK", "1"), ("PMI_SIZE", "3")]);
+            e.extend([("PMIX_RANK", "1"), ("PMIX_SIZE", "3")]);
+            let c = Config::from_source(&env(&e)).unwrap();
+            let want = if mpi[0].0 == "OMPI_COMM_WORLD_RANK" {
+                (0, 2)
+            } else {
+                (1, 3)
+            };
+            assert_eq!((c.rank, c.world), want, "{mpi:?}");
+        }
+        // MALT_* before everything.
+        let mut e = torch.clone();
+        e.extend([("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2")]);
+        e.extend([
+            ("MALT_RANK", "3"),
+            ("MALT_WORLD_SIZE", "4"),
+            ("MALT_JOB_TOKEN", "t"),
+        ]);
+        let c = Config::from_source(&env(&e)).unwrap();
+        assert_eq!((c.rank, c.world), (3, 4));
         let _ = std::fs::remove_file(&secret);
         let c = Config::from_source(&env(&[
             ("OMPI_COMM_WORLD_RANK", "1"),
             ("OMPI_COMM_WORLD_SIZE", "2"),
             ("MASTER_ADDR", "10.0.0.1"),
-            ("MASTER_PORT", "1234"),
+            ("MALT_MASTER_PORT", "1234"),
             ("MALT_JOB_TOKEN", "x"),
         ]))
         .unwrap();
         assert_eq!((c.rank, c.world, c.master_port), (1, 2, 1234));
         assert_eq!(c.master_addr, "10.0.0.1");
         assert_eq!(c.data_addr, DATA_ADDR_ROUTE);
+    }
+
+    #[test]
+    fn torchrun_inside_srun_or_mpirun_reads_torchruns_numbers() {
+        // `srun --mpi=pmix torchrun ...` and `mpirun torchrun ...`: one
+        // agent per host, whose launcher's variables its workers inherit.
+        for outer in [
+            [("PMIX_RANK", "1"), ("PMIX_NAMESPACE", "slurm.pmix.7.0")],
+            [("OMPI_COMM_WORLD_RANK", "1"), ("OMPI_COMM_WORLD_SIZE", "2")],
+            [("PMI_RANK", "1"), ("PMI_SIZE", "2")],
+        ] {
+            let mut e = vec![
+                ("SLURM_PROCID", "1"),
+                ("SLURM_NTASKS", "2"),
+                ("RANK", "5"),
+                ("WORLD_SIZE", "8"),
+                ("LOCAL_RANK", "1"),
+                ("LOCAL_WORLD_SIZE", "4"),
+                ("MASTER_ADDR", "node1"),
+                ("MASTER_PORT", "29500"),
+                ("TORCHELASTIC_RUN_ID", "job9"),
+                ("MALT_JOB_TOKEN", "t"),
+            ];
+            e.extend(outer);
+            let c = Config::from_source(&env(&e)).unwrap();
+            assert_eq!(
+                (c.rank, c.world, c.local_rank, c.local_world),
+                (5, 8, Some(1), Some(4)),
+                "{outer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pmix_ranks_their_size_and_their_job_id() {
+        let secret = secret_file("pmix", "0123456789abcdef0123456789abcdef");
+        let base = [
+            ("PMIX_RANK", "1"),
+            ("PMIX_SIZE", "2"),
+            ("MALT_SECRET_FILE", secret.as_str()),
+        ];
+        // The token is derived from the namespace; without it the error
+        // names it.
+        let e = Config::from_source(&env(&base));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("PMIX_NAMESPACE") && m.contains("MALT_JOB_TOKEN")),
+            "{e:?}"
+        );
+        let token = |ns: &str| {
+            let mut e = base.to_vec();
+            e.push(("PMIX_NAMESPACE", ns));
+            Config::from_source(&env(&e)).unwrap()
+        };
+        let c = token("prterun-h-123@1");
+        assert_eq!((c.rank, c.world), (1, 2));
+        assert_eq!(c.token, token("prterun-h-123@1").token);
+        assert_ne!(c.token, token("prterun-h-124@1").token);
+        assert_ne!(c.master_port, DEFAULT_MASTER_PORT);
+        // Without a size and outside srun: refused, naming what to set.
+        let e = Config::from_source(&env(&[
+            ("PMIX_RANK", "1"),
+            ("PMIX_NAMESPACE", "prterun-h-123@1"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "1"),
+        ]));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("PMIX_SIZE") && m.contains("MALT_WORLD_SIZE")),
+            "{e:?}"
+        );
+        let _ = std::fs::remove_file(&secret);
+    }
+
+    #[test]
+    fn srun_with_pmix_is_read_as_the_slurm_step_it_is() {
+        let secret = secret_file("srun-pmix", "0123456789abcdef0123456789abcdef");
+        let slurm = [
+            ("SLURM_PROCID", "2"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_JOB_ID", "7"),
+            ("SLURM_STEP_ID", "0"),
+            ("MALT_SECRET_FILE", secret.as_str()),
+        ];
+        let plain = Config::from_source(&env(&slurm)).unwrap();
+        let mut e = slurm.to_vec();
+        e.extend([("PMIX_RANK", "2"), ("PMIX_NAMESPACE", "slurm.pmix.7.0")]);
+        let c = Config::from_source(&env(&e)).unwrap();
+        assert_eq!((c.rank, c.world), (2, 4));
+        assert_eq!(c.token, plain.token, "the same job as srun without pmix");
+        assert_eq!(c.master_port, plain.master_port);
+        // A PMIx rank that is not this step's: refused.
+        let mut e = slurm.to_vec();
+        e.extend([("PMIX_RANK", "3"), ("PMIX_NAMESPACE", "slurm.pmix.7.0")]);
+        let e = Config::from_source(&env(&e));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("PMIX_RANK=3") && m.contains("SLURM_PROCID=2")),
+            "{e:?}"
+        );
+        let _ = std::fs::remove_file(&secret);
+    }
+
+    #[test]
+    fn open_mpi_5_derives_its_token_from_the_pmix_namespace() {
+        let secret = secret_file("ompi5", "0123456789abcdef0123456789abcdef");
+        let base = [
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("PMIX_RANK", "0"),
+            ("MALT_SECRET_FILE", secret.as_str()),
+        ];
+        let e = Config::from_source(&env(&base));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("OMPI_MCA_ess_base_jobid") && m.contains("PMIX_NAMESPACE")),
+            "{e:?}"
+        );
+        let mut with = base.to_vec();
+        with.push(("PMIX_NAMESPACE", "prterun-h-9@1"));
+        let c = Config::from_source(&env(&with)).unwrap();
+        assert!(c.token.starts_with("derived:"));
+        let _ = std::fs::remove_file(&secret);
+    }
+
+    #[test]
+    fn the_missing_token_error_names_the_launchers_variables() {
+        let secret = secret_file("names", "0123456789abcdef0123456789abcdef");
+        let e = Config::from_source(&env(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_PORT", "29500"),
+            ("MALT_SECRET_FILE", &secret),
+        ]));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("TORCHELASTIC_RUN_ID is not set") && m.contains("torchrun")),
+            "{e:?}"
+        );
+        let e = Config::from_source(&env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("MALT_SECRET_FILE", &secret),
+        ]));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("SLURM_JOB_ID and SLURM_STEP_ID are not set")),
+            "{e:?}"
+        );
+        let _ = std::fs::remove_file(&secret);
+    }
+
+    #[test]
+    fn under_slurm_the_master_is_the_first_host_of_the_step() {
+        let base = [
+            ("SLURM_PROCID", "3"),
+            ("SLURM_NTASKS", "6"),
+            ("SLURM_NNODES", "6"),
+            ("SLURM_LAUNCH_NODE_IPADDR", "10.9.9.9"),
+            ("MALT_JOB_TOKEN", "t"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut e = base.to_vec();
+            e.extend_from_slice(extra);
+            Config::from_source(&env(&e))
+        };
+        let c = with(&[("SLURM_STEP_NODELIST", "node[007-010,012],gpu3")]).unwrap();
+        assert_eq!(c.master_addr, "node007");
+        assert_eq!(c.data_addr, DATA_ADDR_ROUTE);
+        let c = with(&[("SLURM_JOB_NODELIST", "gpu[2-3]")]).unwrap();
+        assert_eq!(c.master_addr, "gpu2");
+        let c = with(&[
+            ("SLURM_STEP_NODELIST", "b[1-2]"),
+            ("SLURM_JOB_NODELIST", "a[1-9]"),
+        ])
+        .unwrap();
+        assert_eq!(c.master_addr, "b1", "the step's list first");
+        // Given addresses win.
+        let c = with(&[("SLURM_STEP_NODELIST", "b[1-2]"), ("MASTER_ADDR", "m")]).unwrap();
+        assert_eq!(c.master_addr, "m");
+        let c = with(&[
+            ("SLURM_STEP_NODELIST", "b[1-2]"),
+            ("MASTER_ADDR", "m"),
+            ("MALT_MASTER_ADDR", "mm"),
+        ])
+        .unwrap();
+        assert_eq!(c.master_addr, "mm");
+        // One host: loopback.
+        let c = with(&[("SLURM_STEP_NODELIST", "node[007]")]).unwrap();
+        assert_eq!(c.master_addr, "127.0.0.1");
+        // A malformed list is refused, naming its variable.
+        let e = with(&[("SLURM_STEP_NODELIST", "node[007-010")]);
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("SLURM_STEP_NODELIST")),
+            "{e:?}"
+        );
+        // No list: the address is required, never srun's host.
+        let e = with(&[]);
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("MALT_MASTER_ADDR")),
+            "{e:?}"
+        );
+        // Open MPI inside a Slurm allocation does not take Slurm's list.
+        let e = Config::from_source(&env(&[
+            ("SLURM_JOB_NODELIST", "a[1-2]"),
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "4"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+            ("MALT_JOB_TOKEN", "t"),
+        ]));
+        assert!(
+            matches!(&e, Err(Error::Config(m)) if m.contains("MALT_MASTER_ADDR")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn master_port_is_torchs_and_malt_takes_another_beside_it() {
+        let base = [
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("TORCHELASTIC_RUN_ID", "none"),
+            ("MALT_JOB_TOKEN", "t"),
+        ];
+        let port = |mp: &'static str, malt: Option<&'static str>| {
+            let mut e = base.to_vec();
+            e.push(("MASTER_PORT", mp));
+            if let Some(p) = malt {
+                e.push(("MALT_MASTER_PORT", p));
+            }
+            Config::from_source(&env(&e)).map(|c| c.master_port)
+        };
+        let p = port("29500", None).unwrap();
+        assert_ne!(p, 29500);
+        assert!((20000..30000).contains(&p), "{p}");
+        assert_eq!(p, port_beside(29500), "the same in every rank");
+        assert_ne!(port("29501", None).unwrap(), p, "another job, another port");
+        assert_eq!(port("29500", Some("4242")).unwrap(), 4242);
+        for bad in ["0", "65536", "x"] {
+            let e = port(bad, None);
+            assert!(
+                matches!(&e, Err(Error::Config(m)) if m.contains("MASTER_PORT")),
+                "{bad}: {e:?}"
+            );
+            let e = port("29500", Some(bad));
+            assert!(
+                matches!(&e, Err(Error::Config(m)) if m.contains("MALT_MASTER_PORT")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_port_beside_is_never_the_port_itself() {
+        for p in 1..=u16::MAX {
+            let b = port_beside(p);
+            assert_ne!(b, p);
+            assert!((20000..30000).contains(&b));
+        }
     }
 
     #[test]
