@@ -80,11 +80,13 @@ typedef enum malt_status {
     // process.
     MALT_ERR_FINALIZED = 8,
     // Called from inside a merge callback, where only `malt_rank`,
-    // `malt_world_size`, `malt_last_error` and `malt_status_string` are
-    // allowed.
+    // `malt_world_size`, `malt_local_rank`, `malt_local_world`,
+    // `malt_last_error` and `malt_status_string` are allowed.
     MALT_ERR_REENTRANT = 9,
     // The environment does not describe a usable job (rank, world size,
-    // token, transport), or a rank was refused by the master.
+    // token, transport), or a rank was refused by the master; or the
+    // launcher gave no local rank or local world size (`malt_local_rank`,
+    // `malt_local_world`).
     MALT_ERR_CONFIG = 10,
     // Ranks disagree about a collectively created vector (name, length,
     // type or options).
@@ -140,8 +142,8 @@ typedef struct malt_options {
 // merged result into `local` (also `len` elements). Return 0, or non-zero
 // to make the gather fail with MALT_ERR_CALLBACK. The pointers are valid
 // during the call only. The callback must not unwind (throw) and may call
-// only `malt_rank`, `malt_world_size`, `malt_last_error` and
-// `malt_status_string`.
+// only `malt_rank`, `malt_world_size`, `malt_local_rank`,
+// `malt_local_world`, `malt_last_error` and `malt_status_string`.
 typedef int (*malt_merge_fn_f32)(float *local,
                                  const float *const *incoming,
                                  size_t count,
@@ -222,6 +224,39 @@ enum malt_status malt_rank(size_t *rank);
 // `world` must be NULL (MALT_ERR_NULL) or point to writable memory for a
 // `size_t`.
 enum malt_status malt_world_size(size_t *world);
+
+// Stores this process's rank among the ranks of the job on its host,
+// `0 .. local world size - 1`, in `*local_rank` (to pick a GPU or a
+// socket, for example). It comes from the launcher: `MALT_LOCAL_RANK`
+// (`malt launch`), `OMPI_COMM_WORLD_LOCAL_RANK` (Open MPI),
+// `MPI_LOCALRANKID` (MPICH), `LOCAL_RANK` (torchrun) or `SLURM_LOCALID`
+// (srun); a one-rank job is local rank 0. Where the launcher gives none,
+// returns MALT_ERR_CONFIG (naming the variable) and leaves `*local_rank`
+// as it was.
+//
+// Thread safety: safe from any thread, including inside merge callbacks.
+//
+// # Safety
+//
+// `local_rank` must be NULL (MALT_ERR_NULL) or point to writable memory
+// for a `size_t`.
+enum malt_status malt_local_rank(size_t *local_rank);
+
+// Stores the number of ranks of the job on this process's host in
+// `*local_world`. It comes from the launcher: `MALT_LOCAL_WORLD_SIZE`
+// (`malt launch`), `OMPI_COMM_WORLD_LOCAL_SIZE` (Open MPI),
+// `MPI_LOCALNRANKS` (MPICH), `LOCAL_WORLD_SIZE` (torchrun) or a plain
+// number in `SLURM_NTASKS_PER_NODE` (srun); a one-rank job has 1. Where
+// the launcher gives none, returns MALT_ERR_CONFIG (naming the variable)
+// and leaves `*local_world` as it was.
+//
+// Thread safety: safe from any thread, including inside merge callbacks.
+//
+// # Safety
+//
+// `local_world` must be NULL (MALT_ERR_NULL) or point to writable memory
+// for a `size_t`.
+enum malt_status malt_local_world(size_t *local_world);
 
 // Waits until every rank has called `malt_barrier` (through the control
 // channel), at most `MALT_TIMEOUT` seconds (then MALT_ERR_TIMEOUT naming

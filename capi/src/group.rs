@@ -77,6 +77,80 @@ pub unsafe extern "C" fn malt_world_size(world: *mut usize) -> malt_status {
     })
 }
 
+/// Stores this process's rank among the ranks of the job on its host,
+/// `0 .. local world size - 1`, in `*local_rank` (to pick a GPU or a
+/// socket, for example). It comes from the launcher: `MALT_LOCAL_RANK`
+/// (`malt launch`), `OMPI_COMM_WORLD_LOCAL_RANK` (Open MPI),
+/// `MPI_LOCALRANKID` (MPICH), `LOCAL_RANK` (torchrun) or `SLURM_LOCALID`
+/// (srun); a one-rank job is local rank 0. Where the launcher gives none,
+/// returns MALT_ERR_CONFIG (naming the variable) and leaves `*local_rank`
+/// as it was.
+///
+/// Thread safety: safe from any thread, including inside merge callbacks.
+///
+/// # Safety
+///
+/// `local_rank` must be NULL (MALT_ERR_NULL) or point to writable memory
+/// for a `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn malt_local_rank(local_rank: *mut usize) -> malt_status {
+    call("malt_local_rank", || {
+        if local_rank.is_null() {
+            return Err(Error::Null("local_rank"));
+        }
+        let r = runtime::local_identity()?.0.ok_or_else(|| {
+            unknown(
+                "local rank",
+                "MALT_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, LOCAL_RANK or \
+                 SLURM_LOCALID",
+            )
+        })?;
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe { local_rank.write_unaligned(r) };
+        Ok(())
+    })
+}
+
+/// Stores the number of ranks of the job on this process's host in
+/// `*local_world`. It comes from the launcher: `MALT_LOCAL_WORLD_SIZE`
+/// (`malt launch`), `OMPI_COMM_WORLD_LOCAL_SIZE` (Open MPI),
+/// `MPI_LOCALNRANKS` (MPICH), `LOCAL_WORLD_SIZE` (torchrun) or a plain
+/// number in `SLURM_NTASKS_PER_NODE` (srun); a one-rank job has 1. Where
+/// the launcher gives none, returns MALT_ERR_CONFIG (naming the variable)
+/// and leaves `*local_world` as it was.
+///
+/// Thread safety: safe from any thread, including inside merge callbacks.
+///
+/// # Safety
+///
+/// `local_world` must be NULL (MALT_ERR_NULL) or point to writable memory
+/// for a `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn malt_local_world(local_world: *mut usize) -> malt_status {
+    call("malt_local_world", || {
+        if local_world.is_null() {
+            return Err(Error::Null("local_world"));
+        }
+        let w = runtime::local_identity()?.1.ok_or_else(|| {
+            unknown(
+                "local world size",
+                "MALT_LOCAL_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS, \
+                 LOCAL_WORLD_SIZE or SLURM_NTASKS_PER_NODE",
+            )
+        })?;
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe { local_world.write_unaligned(w) };
+        Ok(())
+    })
+}
+
+/// The error of a local number the launcher did not give.
+fn unknown(what: &str, vars: &str) -> Error {
+    Error::Dstorm(dstorm::Error::Config(format!(
+        "the launcher gave no {what}: none of {vars} is set to a usable number"
+    )))
+}
+
 /// Waits until every rank has called `malt_barrier` (through the control
 /// channel), at most `MALT_TIMEOUT` seconds (then MALT_ERR_TIMEOUT naming
 /// the ranks that did not arrive).

@@ -37,8 +37,8 @@ mod status;
 mod vector;
 
 pub use group::{
-    malt_barrier, malt_epoch, malt_finalize, malt_init, malt_members, malt_rank, malt_regroup,
-    malt_vector_rejoin, malt_world_size,
+    malt_barrier, malt_epoch, malt_finalize, malt_init, malt_local_rank, malt_local_world,
+    malt_members, malt_rank, malt_regroup, malt_vector_rejoin, malt_world_size,
 };
 pub use runtime::{
     malt_options, malt_vector, MALT_ASYNC, MALT_BSP, MALT_GRAPH_ALL, MALT_GRAPH_HALTON,

@@ -87,6 +87,8 @@ struct Runtime {
     group: Arc<Mutex<Group>>,
     rank: usize,
     world: usize,
+    local_rank: Option<usize>,
+    local_world: Option<usize>,
     vectors: HashMap<usize, Arc<Mutex<Vector>>>,
     next: usize,
 }
@@ -118,6 +120,8 @@ pub(crate) fn init() -> Result<(), Error> {
     *st = Phase::Running(Runtime {
         rank: group.rank(),
         world: group.world(),
+        local_rank: group.local_rank(),
+        local_world: group.local_world(),
         group: Arc::new(Mutex::new(group)),
         vectors: HashMap::new(),
         next: 1,
@@ -168,6 +172,16 @@ pub(crate) fn with_group<R>(f: impl FnOnce(&Group) -> Result<R, Error>) -> Resul
 pub(crate) fn identity() -> Result<(usize, usize), Error> {
     match &*state() {
         Phase::Running(rt) => Ok((rt.rank, rt.world)),
+        Phase::Uninit => Err(Error::NotInitialized),
+        Phase::Finalized => Err(Error::Finalized),
+    }
+}
+
+/// This rank's local rank and the local world size, where the launcher
+/// gave them.
+pub(crate) fn local_identity() -> Result<(Option<usize>, Option<usize>), Error> {
+    match &*state() {
+        Phase::Running(rt) => Ok((rt.local_rank, rt.local_world)),
         Phase::Uninit => Err(Error::NotInitialized),
         Phase::Finalized => Err(Error::Finalized),
     }

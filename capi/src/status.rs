@@ -36,11 +36,13 @@ pub enum malt_status {
     /// process.
     MALT_ERR_FINALIZED = 8,
     /// Called from inside a merge callback, where only `malt_rank`,
-    /// `malt_world_size`, `malt_last_error` and `malt_status_string` are
-    /// allowed.
+    /// `malt_world_size`, `malt_local_rank`, `malt_local_world`,
+    /// `malt_last_error` and `malt_status_string` are allowed.
     MALT_ERR_REENTRANT = 9,
     /// The environment does not describe a usable job (rank, world size,
-    /// token, transport), or a rank was refused by the master.
+    /// token, transport), or a rank was refused by the master; or the
+    /// launcher gave no local rank or local world size (`malt_local_rank`,
+    /// `malt_local_world`).
     MALT_ERR_CONFIG = 10,
     /// Ranks disagree about a collectively created vector (name, length,
     /// type or options).
@@ -91,7 +93,7 @@ pub(crate) enum Error {
     AlreadyInitialized,
     #[error("malt was finalized; it cannot be used again in this process")]
     Finalized,
-    #[error("not allowed inside a merge callback (only malt_rank, malt_world_size, malt_last_error and malt_status_string are)")]
+    #[error("not allowed inside a merge callback (only malt_rank, malt_world_size, malt_local_rank, malt_local_world, malt_last_error and malt_status_string are)")]
     Reentrant,
     #[error("the merge callback returned {0}")]
     Callback(c_int),

@@ -24,8 +24,8 @@ pub const MALT_UDF_MIN: c_int = 3;
 /// merged result into `local` (also `len` elements). Return 0, or non-zero
 /// to make the gather fail with MALT_ERR_CALLBACK. The pointers are valid
 /// during the call only. The callback must not unwind (throw) and may call
-/// only `malt_rank`, `malt_world_size`, `malt_last_error` and
-/// `malt_status_string`.
+/// only `malt_rank`, `malt_world_size`, `malt_local_rank`,
+/// `malt_local_world`, `malt_last_error` and `malt_status_string`.
 pub type malt_merge_fn_f32 = Option<
     unsafe extern "C" fn(
         local: *mut f32,

@@ -186,6 +186,14 @@ fn job_env(cmd: &mut Command, rank: usize, world: usize, port: u16, token: &str,
         .env("MALT_JOB_TOKEN", token)
         .env("MALT_TRANSPORT", transport)
         .env("MALT_TIMEOUT", "20");
+    // Over shm every rank is on this host: give the local numbers as `malt
+    // launch` does; over tcp leave them out, as a launcher may.
+    cmd.env_remove("MALT_LOCAL_RANK")
+        .env_remove("MALT_LOCAL_WORLD_SIZE");
+    if transport == "shm" {
+        cmd.env("MALT_LOCAL_RANK", rank.to_string())
+            .env("MALT_LOCAL_WORLD_SIZE", world.to_string());
+    }
 }
 
 /// Runs `exe` as `world` ranks of one job and returns each rank's run.

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <malt.h>
 
@@ -37,7 +38,7 @@ static void expect_true(int line, const char *what, int ok) {
 struct seen {
     int calls;
     size_t count, len;
-    malt_status rank_inside, scatter_inside;
+    malt_status rank_inside, local_world_inside, scatter_inside;
     malt_vector *self;
     int fail_with;
 };
@@ -51,6 +52,7 @@ static int merge_max(float *local, const float *const *incoming, size_t count, s
     s->count = count;
     s->len = len;
     s->rank_inside = malt_rank(&r);
+    s->local_world_inside = malt_local_world(&r);
     s->scatter_inside = malt_scatter(s->self);
     for (size_t k = 0; k < count; k++)
         for (size_t i = 0; i < len; i++)
@@ -97,11 +99,33 @@ static void rounds(const char *name, const malt_options *opts) {
     OK(malt_vector_free(v));
 }
 
+/* The local rank and local world size are the launcher's
+ * (MALT_LOCAL_RANK, MALT_LOCAL_WORLD_SIZE under malt launch); without them
+ * the calls say so and leave the output alone. */
+static void check_local_numbers(void) {
+    const char *lr = getenv("MALT_LOCAL_RANK"), *lw = getenv("MALT_LOCAL_WORLD_SIZE");
+    size_t local_rank = 77, local_world = 77;
+    if (lr != NULL && lw != NULL) {
+        OK(malt_local_rank(&local_rank));
+        OK(malt_local_world(&local_world));
+        TRUE(local_rank == (size_t)strtoul(lr, NULL, 10));
+        TRUE(local_world == (size_t)strtoul(lw, NULL, 10));
+        TRUE(local_rank < local_world && local_world <= world);
+    } else if (lr == NULL && lw == NULL) {
+        EXPECT(malt_local_rank(&local_rank), MALT_ERR_CONFIG);
+        TRUE(strstr(malt_last_error(), "MALT_LOCAL_RANK") != NULL);
+        EXPECT(malt_local_world(&local_world), MALT_ERR_CONFIG);
+        TRUE(strstr(malt_last_error(), "MALT_LOCAL_WORLD_SIZE") != NULL);
+        TRUE(local_rank == 77 && local_world == 77);
+    }
+}
+
 int main(void) {
     OK(malt_init());
     OK(malt_rank(&rank));
     OK(malt_world_size(&world));
     TRUE(world == 2);
+    check_local_numbers();
     const float r = (float)rank;
 
     /* Dense float, MALT_UDF_AVG under BSP: every rank holds the exact mean. */
@@ -140,6 +164,7 @@ int main(void) {
     OK(malt_gather_fn_f32(c, merge_max, &s));
     TRUE(s.calls == 1 && s.count == 1 && s.len == 16);
     TRUE(s.rank_inside == MALT_OK);
+    TRUE(s.local_world_inside != MALT_ERR_REENTRANT);
     TRUE(s.scatter_inside == MALT_ERR_REENTRANT);
     TRUE(cv[0] == 15.0f && cv[7] == 8.0f && cv[15] == 15.0f);
     /* A failing callback: the gather completes, MALT_ERR_CALLBACK. */

@@ -56,6 +56,10 @@ int main(void) {
     MESSAGE_HAS("not initialized");
     TRUE(rank == 99);
     EXPECT(malt_world_size(&world), MALT_ERR_NOT_INITIALIZED);
+    EXPECT(malt_local_rank(&rank), MALT_ERR_NOT_INITIALIZED);
+    MESSAGE_HAS("malt_local_rank");
+    EXPECT(malt_local_world(&world), MALT_ERR_NOT_INITIALIZED);
+    TRUE(rank == 99 && world == 99);
     EXPECT(malt_barrier(), MALT_ERR_NOT_INITIALIZED);
     EXPECT(malt_finalize(), MALT_ERR_NOT_INITIALIZED);
     EXPECT(malt_scatter(bogus), MALT_ERR_NOT_INITIALIZED);
@@ -71,6 +75,15 @@ int main(void) {
     EXPECT(malt_world_size(NULL), MALT_ERR_NULL);
     EXPECT(malt_rank(&rank), MALT_OK);
     EXPECT(malt_world_size(&world), MALT_OK);
+    TRUE(rank == 0 && world == 1);
+    /* One rank: local rank 0 of 1, whatever the launcher says. */
+    EXPECT(malt_local_rank(NULL), MALT_ERR_NULL);
+    MESSAGE_HAS("local_rank");
+    EXPECT(malt_local_world(NULL), MALT_ERR_NULL);
+    MESSAGE_HAS("local_world");
+    rank = world = 99;
+    EXPECT(malt_local_rank(&rank), MALT_OK);
+    EXPECT(malt_local_world(&world), MALT_OK);
     TRUE(rank == 0 && world == 1);
 
     /* Creation: bad names, options, lengths and outputs. The outputs are
@@ -203,6 +216,8 @@ int main(void) {
     MESSAGE_HAS("finalized");
     EXPECT(malt_init(), MALT_ERR_FINALIZED);
     EXPECT(malt_rank(&rank), MALT_ERR_FINALIZED);
+    EXPECT(malt_local_rank(&rank), MALT_ERR_FINALIZED);
+    EXPECT(malt_local_world(&world), MALT_ERR_FINALIZED);
     EXPECT(malt_scatter(s), MALT_ERR_FINALIZED);
     EXPECT(malt_sparse_update_f32(s, idx, val, 1), MALT_ERR_FINALIZED);
     EXPECT(malt_vector_free(s), MALT_ERR_FINALIZED);
