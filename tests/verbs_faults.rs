@@ -157,7 +157,10 @@ fn rank_foreign_writer() {
         report(json!({
             "rank": rank,
             "error": e.as_ref().map(|e| e.to_string()),
-            "peer": match &e { Some(Error::Peer { peer, .. }) => Some(*peer), _ => None },
+            "peer": e.as_ref().and_then(|e| match e {
+                Error::Peer { peer, .. } => Some(*peer),
+                _ => None,
+            }),
         }));
     }
     g.barrier().expect("barrier after the foreign writes");
