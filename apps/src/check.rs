@@ -95,6 +95,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// `x` rounded to one decimal (latencies in µs: 693.7, not 693.7090000000001).
+fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
 /// Runs the check on an already joined group.
 pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> {
     let (rank, world) = (group.rank(), group.world());
@@ -133,7 +138,8 @@ pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> 
             let u = obj.poll_from_timeout(s, &mut recv, timeout)?;
             let Some(u) = u else {
                 error = Some(format!(
-                    "round {round}: no update from rank {s} within {timeout:?}"
+                    "round {round}: no update from rank {s} within {}",
+                    dstorm::error::Seconds(timeout)
                 ));
                 break 'rounds;
             };
@@ -172,8 +178,8 @@ pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> 
         lapped: c.lapped,
         rounds: opts.rounds,
         size,
-        lat_us_p50: percentile(&lat, 50.0),
-        lat_us_p99: percentile(&lat, 99.0),
+        lat_us_p50: tenths(percentile(&lat, 50.0)),
+        lat_us_p99: tenths(percentile(&lat, 99.0)),
         error,
     })
 }

@@ -5,4 +5,5 @@ pub mod bench;
 pub mod check;
 pub mod data;
 pub mod launch;
+pub mod log;
 pub mod train;

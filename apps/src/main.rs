@@ -337,15 +337,11 @@ fn join(transport: TransportKind) -> Result<dstorm::Group, dstorm::Error> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MALT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Launch(_)) {
+        malt::log::set_tag("launch");
+    }
+    malt::log::init();
     match cli.cmd {
         Cmd::Launch(a) => {
             let mut command = a.command.into_iter();

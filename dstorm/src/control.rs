@@ -233,6 +233,13 @@ impl Client {
                 )))
             }
         };
+        tracing::debug!(
+            rank,
+            master,
+            epoch,
+            peers = table.len(),
+            "welcomed by the coordinator"
+        );
         // From here on the reader thread waits for as long as the job runs;
         // collectives bound their own waits.
         w.set_read_timeout(None).map_err(ctl_err("configure"))?;
@@ -1027,8 +1034,15 @@ impl Coordinator {
         }
         self.ranks.insert(id, rank);
         self.endpoints.insert(rank, endpoint);
+        tracing::debug!(
+            rank,
+            joined = self.ranks.len(),
+            world = self.world,
+            "a rank joined the rendezvous"
+        );
         if self.ranks.len() == self.world {
             let table: Vec<Endpoint> = self.endpoints.values().cloned().collect();
+            tracing::info!(world = self.world, "every rank joined: rendezvous complete");
             self.welcomed = true;
             let nonce = self.nonce;
             self.send_ranks(&FromMaster::Welcome {

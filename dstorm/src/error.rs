@@ -24,7 +24,7 @@ pub enum Error {
     #[error("no job token: set MALT_JOB_TOKEN (malt launch sets it for you)")]
     MissingToken,
     /// The master (rank 0) could not be reached in time.
-    #[error("master {addr} unreachable after {waited:?}: {source}")]
+    #[error("master {addr} unreachable after {}: {source}", Seconds(*.waited))]
     MasterUnreachable {
         /// Address tried.
         addr: String,
@@ -46,7 +46,7 @@ pub enum Error {
     #[error("job aborted: {0}")]
     Aborted(String),
     /// A collective operation did not complete in time.
-    #[error("{op} timed out after {waited:?}{}", waiting_for(.missing))]
+    #[error("{op} timed out after {}{}", Seconds(*.waited), waiting_for(.missing))]
     Timeout {
         /// The operation (barrier, rendezvous, poll, ...).
         op: String,
@@ -237,6 +237,26 @@ fn waiting_for(missing: &[usize]) -> String {
     }
 }
 
+/// A duration in seconds, rounded to what a reader needs: `4.85 s`,
+/// `0.012 s`, `693.7 s`.
+#[derive(Debug, Clone, Copy)]
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.as_secs_f64();
+        if s.fract() == 0.0 {
+            write!(f, "{s:.0} s")
+        } else if s >= 100.0 {
+            write!(f, "{s:.1} s")
+        } else if s >= 0.1 {
+            write!(f, "{s:.2} s")
+        } else {
+            write!(f, "{s:.3} s")
+        }
+    }
+}
+
 /// Ranks printed in full in a message; longer lists show this many and
 /// say how many more there are, so that a message stays one short line
 /// whatever the size of the job.
@@ -294,8 +314,18 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "barrier timed out after 1s waiting for ranks [1, 3]"
+            "barrier timed out after 1 s waiting for ranks [1, 3]"
         );
+    }
+
+    #[test]
+    fn seconds_are_rounded_for_a_reader() {
+        let s = |d: Duration| Seconds(d).to_string();
+        assert_eq!(s(Duration::from_nanos(4_847_928_081)), "4.85 s");
+        assert_eq!(s(Duration::from_secs_f64(693.709)), "693.7 s");
+        assert_eq!(s(Duration::from_micros(12_345)), "0.012 s");
+        assert_eq!(s(Duration::from_secs(30)), "30 s");
+        assert_eq!(s(Duration::ZERO), "0 s");
     }
 
     #[test]

@@ -258,6 +258,12 @@ impl Group {
                 g.cfg.fail_timeout,
             )?);
         }
+        tracing::info!(
+            rank = g.cfg.rank,
+            world = g.cfg.world,
+            transport = %g.cfg.transport.as_str(),
+            "joined the job"
+        );
         Ok(g)
     }
 
@@ -497,6 +503,15 @@ impl Group {
             queue_at[*p] = l.queue_index(rank);
         }
         let nq = layout.senders.len();
+        tracing::debug!(
+            object = %spec.name,
+            id,
+            capacity = spec.capacity,
+            depth = spec.depth,
+            ?out,
+            senders = ?layout.senders,
+            "created an object"
+        );
         self.view.register(&region);
         Ok(Object {
             id,

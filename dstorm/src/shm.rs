@@ -338,6 +338,7 @@ impl Transport for ShmTransport {
         region
             .word(ctl::MAGIC)
             .store(ctl::SEGMENT_MAGIC, Ordering::Release);
+        tracing::debug!(object, path = %path.display(), bytes = layout.total, "created a segment");
         self.own
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -383,6 +384,7 @@ impl Transport for ShmTransport {
                 regions.resize_with(peer + 1, || None);
             }
             regions[*peer] = Some(region);
+            tracing::debug!(object, peer, path = %path.display(), "mapped a peer's segment");
         }
         Ok(Box::new(ShmLinks { regions }))
     }

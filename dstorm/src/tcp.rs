@@ -480,6 +480,7 @@ impl Transport for TcpTransport {
                 out: Mutex::new((s, Vec::with_capacity(HEADER_BYTES + COALESCE_BYTES))),
                 control,
             })));
+            tracing::debug!(peer = ep.rank, addr, "tcp data connection open");
         }
         *self.peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
         Ok(())

@@ -67,7 +67,7 @@ pub enum VolError {
         name: String,
     },
     /// A consistency wait did not end within the group's timeout.
-    #[error("vector {vector:?}: {op} at iteration {iteration} timed out after {waited:?} waiting for ranks {}", dstorm::error::RankList(missing))]
+    #[error("vector {vector:?}: {op} at iteration {iteration} timed out after {} waiting for ranks {}", dstorm::error::Seconds(*waited), dstorm::error::RankList(missing))]
     Timeout {
         /// The vector.
         vector: String,

@@ -280,7 +280,7 @@ impl RunSummary {
             s.push_str(&format!(" test_rmse={r:.4}"));
         }
         if let (Some(g), Some(t)) = (self.goal_loss, self.time_to_goal_s) {
-            s.push_str(&format!(" goal {g} at {t:.2}s"));
+            s.push_str(&format!(" goal {g:.6} at {t:.2}s"));
         }
         s.push_str(&format!(" examples/s={:.0}", self.examples_per_s));
         if let Some(c) = &self.comparison {

@@ -405,8 +405,8 @@ impl InProcessSync {
                 let now = Instant::now();
                 if now >= deadline {
                     let msg = format!(
-                        "timed out after {:?} waiting for {} of {} ranks",
-                        sh.timeout,
+                        "timed out after {} waiting for {} of {} ranks",
+                        dstorm::error::Seconds(sh.timeout),
                         sh.world - st.arrived,
                         sh.world
                     );
