@@ -26,8 +26,16 @@ pub fn check_world(world: usize, from: &str) -> Result<()> {
 /// Directory of the shared-memory segment files unless `MALT_SHM_DIR` says
 /// otherwise.
 pub const DEFAULT_SHM_DIR: &str = "/dev/shm";
-/// Default bound on every wait (rendezvous, barrier, backpressure).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// What "no bound" means for a wait (a year): the default hard bound
+/// (`MALT_TIMEOUT` unset). Collectives wait for live ranks for as long as
+/// they live; dead, stopped or hung ones are found by the fault monitors
+/// within `2T` instead. (torch.distributed's default collective timeout
+/// is 30 minutes.)
+pub const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default bound on the rendezvous: how long the ranks that have started
+/// wait for the others to connect (`MALT_RENDEZVOUS_TIMEOUT`; torchrun's
+/// rendezvous waits 900 s as well).
+pub const DEFAULT_RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The largest `MALT_SPIN_US` (one second).
 const MAX_SPIN_US: u64 = 1_000_000;
@@ -103,6 +111,9 @@ pub struct Config {
     pub transport: TransportKind,
     /// Bound on every wait.
     pub timeout: Duration,
+    /// Bound on the rendezvous (`MALT_RENDEZVOUS_TIMEOUT`, seconds; never
+    /// above `timeout`).
+    pub rendezvous_timeout: Duration,
     /// Directory of shared-memory segment files.
     pub shm_dir: PathBuf,
     /// Address on which the tcp transport listens for peers' writes
@@ -140,6 +151,7 @@ impl fmt::Debug for Config {
             .field("token", &"<redacted>")
             .field("transport", &self.transport)
             .field("timeout", &self.timeout)
+            .field("rendezvous_timeout", &self.rendezvous_timeout)
             .field("shm_dir", &self.shm_dir)
             .field("data_addr", &self.data_addr)
             .field("min_ranks", &self.min_ranks)
@@ -501,7 +513,10 @@ impl Config {
             Some(t) => t.parse()?,
             None => TransportKind::Shm,
         };
-        let timeout = seconds(env, "MALT_TIMEOUT")?.unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = seconds(env, "MALT_TIMEOUT")?.unwrap_or(NO_TIMEOUT);
+        let rendezvous_timeout = seconds(env, "MALT_RENDEZVOUS_TIMEOUT")?
+            .unwrap_or(DEFAULT_RENDEZVOUS_TIMEOUT)
+            .min(timeout);
         let fail_timeout = seconds(env, "MALT_FAIL_TIMEOUT")?.unwrap_or(DEFAULT_FAIL_TIMEOUT);
         let min_ranks = parse::<usize>(env, "MALT_MIN_RANKS")?.unwrap_or(world);
         if !(1..=world).contains(&min_ranks) {
@@ -544,6 +559,7 @@ impl Config {
             token,
             transport,
             timeout,
+            rendezvous_timeout,
             shm_dir,
             data_addr,
             min_ranks,
@@ -552,6 +568,14 @@ impl Config {
             external_coordinator,
             spin,
         })
+    }
+
+    /// The coordinator's and the control channel's bounds.
+    pub(crate) fn bounds(&self) -> crate::control::Bounds {
+        crate::control::Bounds {
+            timeout: self.timeout,
+            rendezvous: self.rendezvous_timeout,
+        }
     }
 
     /// The fault-tolerance settings.
@@ -574,7 +598,8 @@ impl Config {
             master_port: port,
             token: token.into(),
             transport: TransportKind::Shm,
-            timeout: DEFAULT_TIMEOUT,
+            timeout: NO_TIMEOUT,
+            rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,
             shm_dir: PathBuf::from(DEFAULT_SHM_DIR),
             data_addr: "127.0.0.1".into(),
             min_ranks: world,

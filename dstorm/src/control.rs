@@ -9,12 +9,15 @@
 //! by the job timeout and names the ranks that did not arrive.
 
 use crate::auth;
+pub(crate) use crate::coordinator::Bounds;
+pub use crate::coordinator::JobState;
+use crate::coordinator::{Coordinator, Input, Out, Takeover};
 use crate::error::{Error, Result};
-use crate::fault::{Decider, Decision, FaultPolicy};
+use crate::fault::FaultPolicy;
 use crate::membership::View;
 use crate::transport::{Endpoint, Transport};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{mpsc, Arc, Mutex};
@@ -45,6 +48,13 @@ pub(crate) enum ToMaster {
     Failing { reason: String },
     /// This rank leaves; `clean` after its final barrier.
     Bye { clean: bool },
+    /// The coordinator's host failed and this rank reached the one that
+    /// takes over, from its view of `epoch`.
+    Rejoin {
+        rank: usize,
+        world: usize,
+        epoch: u32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,17 +148,22 @@ fn ctl_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
 }
 
 impl Client {
-    /// Connects (retrying until `timeout`, since the coordinator may start
-    /// later), says hello and waits for the endpoint table.
+    /// Connects (retrying until the rendezvous bound, since the coordinator
+    /// may start later), says hello and waits for the endpoint table.
+    /// Collectives are bounded by `bounds.timeout`.
     pub fn join(
-        master: &str,
-        token: &str,
-        rank: usize,
-        world: usize,
+        cfg: &crate::Config,
         endpoint: Endpoint,
-        timeout: Duration,
         transport: Arc<dyn Transport>,
+        standby: Option<TcpListener>,
     ) -> Result<(Client, Vec<Endpoint>, u64)> {
+        let master = &format!("{}:{}", cfg.master_addr, cfg.master_port);
+        let (token, rank, world) = (cfg.token.as_str(), cfg.rank, cfg.world);
+        let bounds = cfg.bounds();
+        let Bounds {
+            timeout,
+            rendezvous,
+        } = bounds;
         let start = Instant::now();
         let mut backoff = Duration::from_millis(10);
         let claim = auth::Claim {
@@ -180,7 +195,7 @@ impl Client {
                 Ok(s) => break s,
                 // Not reachable yet, or busy: the coordinator may start
                 // later, and closes connections it has no room for.
-                Err(auth::AuthError::Io(e)) if start.elapsed() + backoff >= timeout => {
+                Err(auth::AuthError::Io(e)) if start.elapsed() + backoff >= rendezvous => {
                     return Err(Error::MasterUnreachable {
                         addr: master.to_string(),
                         waited: start.elapsed(),
@@ -206,7 +221,7 @@ impl Client {
         // The coordinator answers or fails the rendezvous within `timeout`;
         // the margin lets its answer, which names missing ranks, arrive first.
         stream
-            .set_read_timeout(Some(timeout + Duration::from_secs(5)))
+            .set_read_timeout(Some(rendezvous + Duration::from_secs(5)))
             .map_err(ctl_err("configure"))?;
         let mut r = BufReader::new(stream.try_clone().map_err(ctl_err("clone socket"))?);
         let mut w = stream;
@@ -219,7 +234,7 @@ impl Client {
             },
         )
         .map_err(ctl_err("send hello"))?;
-        let (table, epoch, nonce) = match receive(&mut r, "rendezvous", timeout)? {
+        let (table, epoch, nonce) = match receive(&mut r, "rendezvous", rendezvous)? {
             FromMaster::Welcome {
                 table,
                 epoch,
@@ -243,18 +258,30 @@ impl Client {
         // From here on the reader thread waits for as long as the job runs;
         // collectives bound their own waits.
         w.set_read_timeout(None).map_err(ctl_err("configure"))?;
+        let standby = standby.map(|listener| crate::failover::Standby {
+            rank,
+            world,
+            token: token.to_string(),
+            bounds,
+            policy: cfg.fault_policy(),
+            nonce,
+            listener: Some(listener),
+            addrs: table.iter().map(|e| e.standby.clone()).collect(),
+            host: 0,
+        });
         let view = Arc::new(View::new(
             rank,
             world,
             epoch,
             Arc::new(Mutex::new(w)),
             transport,
+            standby.is_some(),
         ));
         let (tx, replies) = mpsc::channel();
         let v = view.clone();
         std::thread::Builder::new()
             .name(format!("malt-ctl-{rank}"))
-            .spawn(move || read_loop(r, v, tx))
+            .spawn(move || read_loop(r, v, tx, standby))
             .map_err(ctl_err("spawn control reader"))?;
         Ok((
             Client {
@@ -369,8 +396,15 @@ fn receive(r: &mut impl Read, op: &'static str, waited: Duration) -> Result<From
 }
 
 /// The reader thread: membership news to the view, everything to the
-/// caller waiting in a collective (which re-checks the view).
-fn read_loop(mut r: BufReader<TcpStream>, view: Arc<View>, tx: mpsc::Sender<FromMaster>) {
+/// caller waiting in a collective (which re-checks the view). When the
+/// connection breaks while the group still runs, a rank with a standby
+/// finds the next coordinator and reads from it instead.
+fn read_loop(
+    mut r: BufReader<TcpStream>,
+    view: Arc<View>,
+    tx: mpsc::Sender<FromMaster>,
+    mut standby: Option<crate::failover::Standby>,
+) {
     loop {
         match recv::<FromMaster>(&mut r) {
             Ok(m) => {
@@ -380,8 +414,22 @@ fn read_loop(mut r: BufReader<TcpStream>, view: Arc<View>, tx: mpsc::Sender<From
                 }
             }
             Err(_) => {
-                view.lost();
-                return;
+                let next = match standby.as_mut() {
+                    Some(sb) if view.may_fail_over() => sb.fail_over(&view),
+                    _ => None,
+                };
+                let Some(s) = next else {
+                    view.lost();
+                    return;
+                };
+                match s.try_clone() {
+                    Ok(w) => view.reconnected(w),
+                    Err(_) => {
+                        view.lost();
+                        return;
+                    }
+                }
+                r = BufReader::new(s);
             }
         }
     }
@@ -458,9 +506,10 @@ pub(crate) fn spawn_coordinator(
     listener: TcpListener,
     token: String,
     world: usize,
-    timeout: Duration,
+    bounds: Bounds,
     policy: FaultPolicy,
     state: Arc<Mutex<JobState>>,
+    takeover: Option<Takeover>,
 ) -> Result<(SocketAddr, mpsc::Receiver<()>)> {
     let local = listener.local_addr().map_err(ctl_err("listener address"))?;
     let (tx, rx) = mpsc::channel();
@@ -521,36 +570,70 @@ pub(crate) fn spawn_coordinator(
     std::thread::Builder::new()
         .name("malt-coordinator".into())
         .spawn(move || {
-            Coordinator::new(world, timeout, policy, state).run(rx);
+            let core = match takeover {
+                None => Coordinator::new(world, bounds, policy, state),
+                Some(t) => Coordinator::takeover(world, bounds, policy, state, t, Instant::now()),
+            };
+            serve(core, rx);
             let _ = done_tx.send(());
         })
         .map_err(ctl_err("spawn coordinator"))?;
     Ok((local, done_rx))
 }
 
-/// What the coordinator has decided so far, as the process hosting it sees
-/// it (`malt launch` ends the ranks still alive once the outcome is known).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct JobState {
-    /// Ranks removed from the group (crashed, or suspected by the fault
-    /// monitors), ascending. A rank evicted while stopped or hung may still
-    /// be running.
-    pub evicted: Vec<usize>,
-    /// Ranks that said a clean goodbye, ascending.
-    pub finished: Vec<usize>,
-    /// Why the job was stopped, once it was: quorum lost, too many regroups,
-    /// a collective that timed out, or a failure in a job that tolerates
-    /// none.
-    pub aborted: Option<String>,
-    /// The job's random nonce, sent to every rank with the welcome: with
-    /// the token it names the job's shm segment files
-    /// ([`crate::shm_job`]).
-    pub nonce: u64,
-    /// The first rank the coordinator saw fail (left without finishing,
-    /// crashed, or announced a panic): the cause, when the others then
-    /// stop too.
-    pub first_failed: Option<usize>,
+/// The coordinator's thread: feeds `core` what the connection threads
+/// report and its deadlines, and carries out what it decides.
+fn serve(mut core: Coordinator, rx: mpsc::Receiver<Event>) {
+    let mut conns: BTreeMap<usize, TcpStream> = BTreeMap::new();
+    loop {
+        let ev = match core.deadline() {
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                Ok(ev) => Some(ev),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            None => match rx.recv() {
+                Ok(ev) => Some(ev),
+                Err(_) => return,
+            },
+        };
+        let now = Instant::now();
+        let done = match ev {
+            None => {
+                core.tick(now);
+                false
+            }
+            Some(Event::Connected(id, s, claim)) => {
+                conns.insert(id, s);
+                core.input(Input::Connected(id, claim), now)
+            }
+            Some(Event::Message(id, m)) => core.input(Input::Message(id, m), now),
+            Some(Event::Closed(id)) => {
+                conns.remove(&id);
+                core.input(Input::Closed(id), now)
+            }
+        };
+        for o in core.take_out() {
+            match o {
+                Out::Send(id, msg) => {
+                    // A connection that cannot be written is dropped; its
+                    // reader thread reports it closed.
+                    if conns.get_mut(&id).is_some_and(|s| send(s, &msg).is_err()) {
+                        conns.remove(&id);
+                    }
+                }
+                Out::Close(id) => {
+                    if let Some(s) = conns.remove(&id) {
+                        let _ = s.shutdown(Shutdown::Both);
+                    }
+                }
+            }
+        }
+        core.publish();
+        if done {
+            return;
+        }
+    }
 }
 
 /// A coordinator running outside the ranks (in `malt launch`), so that any
@@ -576,13 +659,18 @@ impl CoordinatorHandle {
         crate::config::check_world(world, "the launcher")?;
         let listener = bind(addr, port)?;
         let state = Arc::new(Mutex::new(JobState::default()));
+        let bounds = Bounds {
+            timeout,
+            rendezvous: timeout.min(crate::config::DEFAULT_RENDEZVOUS_TIMEOUT),
+        };
         let (addr, done) = spawn_coordinator(
             listener,
             token.to_string(),
             world,
-            timeout,
+            bounds,
             policy,
             state.clone(),
+            None,
         )?;
         Ok(CoordinatorHandle { addr, done, state })
     }
@@ -600,457 +688,6 @@ impl CoordinatorHandle {
     /// Waits up to `timeout` for every rank to have left; true if they have.
     pub fn wait(&self, timeout: Duration) -> bool {
         self.done.recv_timeout(timeout).is_ok()
-    }
-}
-
-struct Coordinator {
-    world: usize,
-    timeout: Duration,
-    tolerant: bool,
-    decider: Decider,
-    conns: BTreeMap<usize, TcpStream>,
-    /// connection id -> rank, for connections that said a valid hello.
-    ranks: BTreeMap<usize, usize>,
-    endpoints: BTreeMap<usize, Endpoint>,
-    started: Option<Instant>,
-    welcomed: bool,
-    aborted: Option<String>,
-    /// (epoch, round, started, contributions by rank)
-    round: Option<(u32, u64, Instant, BTreeMap<usize, String>)>,
-    done: BTreeSet<usize>,
-    dead: BTreeSet<usize>,
-    /// What the host process sees of `dead`, `done` and `aborted`.
-    public: Arc<Mutex<JobState>>,
-    /// This job's random nonce.
-    nonce: u64,
-    /// The first rank seen to fail.
-    first_failed: Option<usize>,
-    /// What each connection proved it is (rank, world) in its handshake.
-    claims: BTreeMap<usize, auth::Claim>,
-}
-
-impl Coordinator {
-    fn new(
-        world: usize,
-        timeout: Duration,
-        policy: FaultPolicy,
-        public: Arc<Mutex<JobState>>,
-    ) -> Coordinator {
-        let nonce = rand::random();
-        public.lock().unwrap_or_else(|p| p.into_inner()).nonce = nonce;
-        Coordinator {
-            world,
-            timeout,
-            tolerant: policy.tolerant(world),
-            decider: Decider::new(world, policy),
-            conns: BTreeMap::new(),
-            ranks: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
-            started: None,
-            welcomed: false,
-            aborted: None,
-            round: None,
-            done: BTreeSet::new(),
-            dead: BTreeSet::new(),
-            public,
-            nonce,
-            first_failed: None,
-            claims: BTreeMap::new(),
-        }
-    }
-
-    /// Copies what changed of the verdicts to [`JobState`]; the three only
-    /// grow, so comparing sizes finds every change.
-    fn publish(&self) {
-        let mut st = self.public.lock().unwrap_or_else(|p| p.into_inner());
-        if st.evicted.len() != self.dead.len() {
-            st.evicted = self.dead.iter().copied().collect();
-        }
-        if st.finished.len() != self.done.len() {
-            st.finished = self.done.iter().copied().collect();
-        }
-        if st.aborted.is_none() && self.aborted.is_some() {
-            st.aborted = self.aborted.clone();
-        }
-        if st.first_failed.is_none() {
-            st.first_failed = self.first_failed;
-        }
-    }
-
-    fn send_to(&mut self, conn: usize, msg: &FromMaster) {
-        if let Some(s) = self.conns.get_mut(&conn) {
-            if send(s, msg).is_err() {
-                self.conns.remove(&conn);
-            }
-        }
-    }
-
-    /// Sends `msg` to every rank, rank 0 last: unless a launcher runs the
-    /// coordinator (`malt launch`), rank 0's process hosts it, and a message
-    /// that ends the job (an abort) makes that process exit, which would cut
-    /// off the ranks not yet told.
-    fn send_ranks(&mut self, msg: &FromMaster) {
-        let mut ids: Vec<(usize, usize)> = self.ranks.iter().map(|(id, r)| (*r, *id)).collect();
-        ids.sort_unstable_by_key(|(rank, _)| std::cmp::Reverse(*rank));
-        for (_, id) in ids {
-            self.send_to(id, msg);
-        }
-    }
-
-    fn conn_of(&self, rank: usize) -> Option<usize> {
-        self.ranks
-            .iter()
-            .find(|(_, r)| **r == rank)
-            .map(|(id, _)| *id)
-    }
-
-    fn abort(&mut self, reason: String) {
-        tracing::error!(%reason, "aborting the job");
-        self.send_ranks(&FromMaster::Aborted {
-            reason: reason.clone(),
-        });
-        self.aborted = Some(reason);
-    }
-
-    fn refuse(&mut self, conn: usize, reason: String) {
-        tracing::warn!(%reason, "refused a control connection");
-        self.send_to(conn, &FromMaster::Refused { reason });
-        if let Some(s) = self.conns.remove(&conn) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn missing(&self, present: impl Fn(usize) -> bool) -> Vec<usize> {
-        self.decider
-            .members()
-            .into_iter()
-            .filter(|r| !present(*r))
-            .collect()
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        if self.aborted.is_some() {
-            return None;
-        }
-        let own = match (&self.round, self.started, self.welcomed) {
-            (Some((_, _, t, _)), _, _) => Some(*t + self.timeout),
-            (None, Some(t), false) => Some(t + self.timeout),
-            _ => None,
-        };
-        match (own, self.decider.deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn run(mut self, rx: mpsc::Receiver<Event>) {
-        loop {
-            let ev = match self.deadline() {
-                Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                    Ok(ev) => ev,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.expire();
-                        self.publish();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
-                None => match rx.recv() {
-                    Ok(ev) => ev,
-                    Err(_) => return,
-                },
-            };
-            match ev {
-                Event::Connected(id, s, claim) => {
-                    self.conns.insert(id, s);
-                    self.claims.insert(id, claim);
-                    self.started.get_or_insert_with(Instant::now);
-                    if let Some(reason) = self.aborted.clone() {
-                        self.send_to(id, &FromMaster::Aborted { reason });
-                    }
-                }
-                Event::Message(id, m) => self.message(id, m),
-                Event::Closed(id) => {
-                    self.conns.remove(&id);
-                    self.claims.remove(&id);
-                    if let Some(rank) = self.ranks.remove(&id) {
-                        if !self.done.contains(&rank) {
-                            self.failed(rank, "left the job without saying goodbye".into());
-                        }
-                    }
-                    if self.welcomed && self.ranks.is_empty() {
-                        self.publish();
-                        return;
-                    }
-                }
-            }
-            self.publish();
-        }
-    }
-
-    /// `rank` is gone: a regroup in a fault-tolerant job, the end otherwise.
-    fn failed(&mut self, rank: usize, why: String) {
-        if self.aborted.is_some() || self.dead.contains(&rank) {
-            return;
-        }
-        self.first_failed.get_or_insert(rank);
-        if self.tolerant && self.welcomed {
-            tracing::warn!(rank, %why, "rank failed");
-            self.decider.crashed(rank, Instant::now());
-            self.act(Instant::now());
-        } else {
-            self.abort(format!("rank {rank} {why}"));
-        }
-    }
-
-    fn expire(&mut self) {
-        let now = Instant::now();
-        if self.decider.deadline().is_some_and(|d| d <= now) {
-            self.act(now);
-        }
-        let overdue = match (&self.round, self.started, self.welcomed) {
-            (Some((_, _, t, _)), _, _) => *t + self.timeout <= now,
-            (None, Some(t), false) => t + self.timeout <= now,
-            _ => false,
-        };
-        if !overdue || self.aborted.is_some() {
-            return;
-        }
-        if let Some((_, round, _, got)) = self.round.take() {
-            let missing = self.missing(|r| got.contains_key(&r));
-            let reason = format!("round {round} timed out after {:?}", self.timeout);
-            let ids: Vec<usize> = self.ranks.keys().copied().collect();
-            for id in ids {
-                self.send_to(
-                    id,
-                    &FromMaster::Failed {
-                        round,
-                        reason: reason.clone(),
-                        missing: missing.clone(),
-                    },
-                );
-            }
-            self.aborted = Some(format!(
-                "{reason}, waiting for ranks {}",
-                crate::error::RankList(&missing)
-            ));
-        } else if !self.welcomed {
-            let have: BTreeSet<usize> = self.ranks.values().copied().collect();
-            let missing: Vec<usize> = (0..self.world).filter(|r| !have.contains(r)).collect();
-            self.abort(format!(
-                "rendezvous timed out after {:?} waiting for ranks {}",
-                self.timeout,
-                crate::error::RankList(&missing)
-            ));
-        }
-    }
-
-    /// Carries out the decider's verdict, if it has one now.
-    fn act(&mut self, now: Instant) {
-        let Some(decision) = self.decider.decide(now) else {
-            return;
-        };
-        let (evicted, epoch) = match &decision {
-            Decision::Regroup { evicted, epoch, .. } => (evicted.clone(), *epoch),
-            Decision::Quorum { evicted, .. } | Decision::TooManyRegroups { evicted, .. } => {
-                (evicted.clone(), self.decider.epoch() + 1)
-            }
-        };
-        for r in &evicted {
-            self.dead.insert(*r);
-            if let Some(id) = self.conn_of(*r) {
-                self.send_to(
-                    id,
-                    &FromMaster::Evicted {
-                        epoch,
-                        reason: "suspected dead by the fault monitor".into(),
-                    },
-                );
-                self.ranks.remove(&id);
-                if let Some(s) = self.conns.remove(&id) {
-                    let _ = s.shutdown(Shutdown::Both);
-                }
-            }
-        }
-        // A round in progress belonged to the old group.
-        self.round = None;
-        match decision {
-            Decision::Regroup { epoch, members, .. } => {
-                tracing::warn!(epoch, ?members, ?evicted, "regrouping");
-                let dead: Vec<usize> = self.dead.iter().copied().collect();
-                self.send_ranks(&FromMaster::Regroup {
-                    epoch,
-                    members,
-                    dead,
-                });
-            }
-            Decision::Quorum { alive, min, .. } => {
-                let reason = format!(
-                    "only {} ranks {} are left, fewer than the minimum of {min}",
-                    alive.len(),
-                    crate::error::RankList(&alive)
-                );
-                tracing::error!(%reason, "stopping the job");
-                self.send_ranks(&FromMaster::Quorum { alive, min });
-                self.aborted = Some(reason);
-            }
-            Decision::TooManyRegroups { regroups, .. } => {
-                self.abort(format!(
-                    "ranks {evicted:?} failed after {regroups} regroups, the most allowed \
-                     (MALT_MAX_REGROUPS)"
-                ));
-            }
-        }
-    }
-
-    fn message(&mut self, id: usize, m: ToMaster) {
-        match m {
-            ToMaster::Hello {
-                rank,
-                world,
-                endpoint,
-            } => self.hello(id, rank, world, endpoint),
-            ToMaster::Gather { epoch, round, data } => {
-                let Some(&rank) = self.ranks.get(&id) else {
-                    return self.refuse(id, "gather before hello".into());
-                };
-                if let Some(reason) = self.aborted.clone() {
-                    return self.send_to(id, &FromMaster::Aborted { reason });
-                }
-                let current = self.decider.epoch();
-                if epoch < current {
-                    // Sent before this rank heard of the regroup; the
-                    // regroup message tells it to start over.
-                    return;
-                }
-                if epoch > current {
-                    return self.abort(format!(
-                        "rank {rank} is in epoch {epoch} while the group is in epoch {current}"
-                    ));
-                }
-                let (e, r, _, got) = self
-                    .round
-                    .get_or_insert_with(|| (epoch, round, Instant::now(), BTreeMap::new()));
-                if (*e, *r) != (epoch, round) {
-                    let reason = format!(
-                        "rank {rank} is in collective round {round} while others are in round {r}"
-                    );
-                    return self.abort(reason);
-                }
-                got.insert(rank, data);
-                let members = self.decider.members();
-                if members.iter().all(|m| got.contains_key(m)) {
-                    if let Some((epoch, round, _, got)) = self.round.take() {
-                        let data: Vec<String> = got.into_values().collect();
-                        self.send_ranks(&FromMaster::Gathered { epoch, round, data });
-                    }
-                }
-            }
-            ToMaster::Suspect { peer, reason } => {
-                let Some(&rank) = self.ranks.get(&id) else {
-                    return;
-                };
-                if self.tolerant && self.welcomed {
-                    tracing::warn!(rank, peer, %reason, "suspicion reported");
-                    self.decider.suspect(rank, peer, Instant::now());
-                    self.act(Instant::now());
-                }
-            }
-            ToMaster::Failing { reason } => {
-                if let Some(&rank) = self.ranks.get(&id) {
-                    self.failed(rank, format!("failed: {reason}"));
-                }
-            }
-            ToMaster::Bye { clean } => {
-                if let Some(&rank) = self.ranks.get(&id) {
-                    if clean {
-                        self.done.insert(rank);
-                        self.decider.finished(rank);
-                    } else {
-                        // Left without finishing the job: it stopped with an
-                        // error (reported in its own output), or dropped its
-                        // group without `finish`. The others are told now,
-                        // not when their next wait times out.
-                        self.failed(
-                            rank,
-                            "left the job without finishing it (it stopped with an error: see its \
-                             output)"
-                                .into(),
-                        );
-                        self.done.insert(rank);
-                    }
-                }
-            }
-        }
-    }
-
-    fn hello(&mut self, id: usize, rank: usize, world: usize, endpoint: Endpoint) {
-        let proved = self
-            .claims
-            .get(&id)
-            .is_some_and(|c| c.rank as usize == rank && c.world as usize == world);
-        if !proved {
-            return self.refuse(
-                id,
-                format!("hello as rank {rank} of {world} differs from what the handshake proved"),
-            );
-        }
-        if let Some(reason) = self.aborted.clone() {
-            return self.send_to(id, &FromMaster::Aborted { reason });
-        }
-        if world != self.world {
-            self.refuse(
-                id,
-                format!(
-                    "world size {world} disagrees with the coordinator's {}",
-                    self.world
-                ),
-            );
-            return self.abort(format!(
-                "rank {rank} says the world has {world} ranks, the coordinator says {}",
-                self.world
-            ));
-        }
-        if rank >= self.world {
-            self.refuse(id, format!("rank {rank} is out of range for world {world}"));
-            return self.abort(format!(
-                "a process claimed rank {rank} in a world of {world}"
-            ));
-        }
-        if self.dead.contains(&rank) {
-            let epoch = self.decider.epoch();
-            self.send_to(
-                id,
-                &FromMaster::Evicted {
-                    epoch,
-                    reason: "the group went on without this rank".into(),
-                },
-            );
-            return self.refuse(id, format!("rank {rank} was evicted"));
-        }
-        if self.ranks.values().any(|r| *r == rank) || self.welcomed {
-            self.refuse(id, format!("rank {rank} is already taken"));
-            return self.abort(format!("two processes claimed rank {rank}"));
-        }
-        self.ranks.insert(id, rank);
-        self.endpoints.insert(rank, endpoint);
-        tracing::debug!(
-            rank,
-            joined = self.ranks.len(),
-            world = self.world,
-            "a rank joined the rendezvous"
-        );
-        if self.ranks.len() == self.world {
-            let table: Vec<Endpoint> = self.endpoints.values().cloned().collect();
-            tracing::info!(world = self.world, "every rank joined: rendezvous complete");
-            self.welcomed = true;
-            let nonce = self.nonce;
-            self.send_ranks(&FromMaster::Welcome {
-                table,
-                epoch: 1,
-                nonce,
-            });
-        }
     }
 }
 

@@ -109,6 +109,17 @@ impl Decider {
         }
     }
 
+    /// The group of a coordinator that takes over at `epoch` with
+    /// `members` (the regroups so far counted from the epoch).
+    pub fn resume(policy: FaultPolicy, epoch: u32, members: &[usize]) -> Decider {
+        Decider {
+            epoch,
+            members: members.iter().copied().collect(),
+            regroups: epoch.saturating_sub(1),
+            ..Decider::new(0, policy)
+        }
+    }
+
     /// The current epoch.
     pub fn epoch(&self) -> u32 {
         self.epoch

@@ -203,9 +203,10 @@ impl Group {
                     l,
                     cfg.token.clone(),
                     cfg.world,
-                    cfg.timeout,
+                    cfg.bounds(),
                     policy,
                     Default::default(),
+                    None,
                 )?
                 .1,
             )
@@ -213,6 +214,18 @@ impl Group {
             None
         };
         let transport = make_transport(&cfg)?;
+        // A coordinator hosted by a rank may move to another if that rank
+        // fails (see `failover`): each rank of a fault-tolerant job stands
+        // by to host it.
+        let standby = if cfg.fault_policy().tolerant(cfg.world) && !cfg.external_coordinator {
+            let bind = crate::tcp::bind_addr(&cfg);
+            Some(crate::tcp::listen(
+                &bind,
+                "bind the standby coordinator listener",
+            )?)
+        } else {
+            None
+        };
         let me = Endpoint {
             rank: cfg.rank,
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -220,17 +233,10 @@ impl Group {
                 .unwrap_or_default(),
             pid: std::process::id(),
             data_addr: transport.local_endpoint(),
+            standby: standby.as_ref().map(|(_, addr)| addr.to_string()),
         };
-        let master = format!("{}:{}", cfg.master_addr, cfg.master_port);
-        let (client, table, nonce) = Client::join(
-            &master,
-            &cfg.token,
-            cfg.rank,
-            cfg.world,
-            me,
-            cfg.timeout,
-            transport.clone(),
-        )?;
+        let (client, table, nonce) =
+            Client::join(&cfg, me, transport.clone(), standby.map(|(l, _)| l))?;
         transport.welcome(nonce);
         transport.start(&table)?;
         let view = client.view().clone();
@@ -247,7 +253,11 @@ impl Group {
         };
         // Every rank's transport is connected before anyone writes.
         g.barrier()?;
-        if g.cfg.fault_policy().tolerant(g.cfg.world) {
+        // Every job of several ranks runs the fault monitors: a dead, stopped
+        // or hung rank is found within 2T and ends a job that tolerates no
+        // failure (or is evicted from one that does), so collectives need
+        // no short timeout.
+        if g.cfg.world > 1 {
             let mut beats =
                 g.create_object(&ObjectSpec::new(crate::monitor::HEARTBEAT_OBJECT, 8).depth(2))?;
             // Heartbeats flow whatever the epoch.
@@ -558,11 +568,17 @@ impl Drop for Group {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(done) = coordinator {
-            let _ = done.recv_timeout(self.cfg.timeout);
+        // So does a rank that took the coordinator over.
+        for done in coordinator.into_iter().chain(self.view.take_hosted()) {
+            let _ = done.recv_timeout(self.cfg.timeout.min(HOST_LINGER));
         }
     }
 }
+
+/// Longest a rank that hosts the coordinator stays after leaving, for the
+/// others' last answers: a rank that is stopped or hung at the end must not
+/// keep it forever.
+const HOST_LINGER: Duration = Duration::from_secs(30);
 
 /// A group may be shared between threads (collectives serialise on the
 /// control channel).

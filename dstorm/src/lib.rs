@@ -22,6 +22,8 @@
 pub mod auth;
 pub mod config;
 mod control;
+mod coordinator;
+mod failover;
 pub mod error;
 pub mod fault;
 mod group;

@@ -42,6 +42,13 @@ pub(crate) struct View {
     regions: Mutex<Vec<Weak<Region>>>,
     writer: Arc<Mutex<TcpStream>>,
     transport: Arc<dyn Transport>,
+    /// A lost coordinator may be replaced (see [`crate::failover`]): a
+    /// message that cannot be sent meanwhile is not an error, since the
+    /// takeover's regroup, or the end of the group, interrupts every wait.
+    pub(crate) failover: bool,
+    /// The coordinator this rank took over, once it has: signalled when
+    /// every rank has left it.
+    hosted: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,6 +62,7 @@ impl View {
         epoch: u32,
         writer: Arc<Mutex<TcpStream>>,
         transport: Arc<dyn Transport>,
+        failover: bool,
     ) -> View {
         View {
             rank,
@@ -70,7 +78,30 @@ impl View {
             regions: Mutex::new(Vec::new()),
             writer,
             transport,
+            failover,
+            hosted: Mutex::new(None),
         }
+    }
+
+    /// Sends from now on to the coordinator that took over.
+    pub fn reconnected(&self, w: TcpStream) {
+        *lock(&self.writer) = w;
+    }
+
+    /// This rank now hosts the coordinator, which signals `done`.
+    pub fn set_hosted(&self, done: std::sync::mpsc::Receiver<()>) {
+        *lock(&self.hosted) = Some(done);
+    }
+
+    /// The coordinator this rank took over, if it did.
+    pub fn take_hosted(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        lock(&self.hosted).take()
+    }
+
+    /// Whether the group still runs for this rank: a lost coordinator is
+    /// worth replacing.
+    pub fn may_fail_over(&self) -> bool {
+        self.failover && !self.ended() && !lock(&self.state).leaving
     }
 
     /// This rank.
@@ -169,10 +200,16 @@ impl View {
 
     /// Sends this rank's part of a collective round.
     pub fn send_gather(&self, epoch: u32, round: u64, data: String) -> std::io::Result<()> {
-        control::send(
+        match control::send(
             &mut *lock(&self.writer),
             &ToMaster::Gather { epoch, round, data },
-        )
+        ) {
+            Err(e) if self.failover => {
+                tracing::debug!(error = %e, "gather not sent: waiting for a takeover");
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Reports that this rank has not heard from `peer`.

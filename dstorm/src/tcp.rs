@@ -14,7 +14,7 @@ use crate::segment::Region;
 use crate::transport::{Endpoint, Links, RejectCounters, RejectCounts, Transport};
 use crate::wire::{checksum, FrameHeader, FrameKind, SlotHeader, HEADER_BYTES};
 use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -79,20 +79,7 @@ impl TcpTransport {
         epoch: u32,
         timeout: Duration,
     ) -> Result<TcpTransport> {
-        let listener = TcpListener::bind((bind_ip, 0)).map_err(|source| Error::Control {
-            op: "bind tcp data listener",
-            source,
-        })?;
-        let mut addr = listener.local_addr().map_err(|source| Error::Control {
-            op: "tcp data listener address",
-            source,
-        })?;
-        if addr.ip().is_unspecified() {
-            // Peers need a routable address; the host name resolves to one.
-            if let Some(ip) = host_ip() {
-                addr.set_ip(ip);
-            }
-        }
+        let (listener, addr) = listen(bind_ip, "bind tcp data listener")?;
         let shared = Arc::new(Shared {
             rank,
             world,
@@ -168,6 +155,23 @@ pub(crate) fn bind_addr(cfg: &crate::Config) -> String {
             "0.0.0.0".into()
         }
     }
+}
+
+/// A listener on `bind_ip` (any port) and the address peers reach it by:
+/// for every interface (`0.0.0.0`), the address the host name resolves to.
+pub(crate) fn listen(bind_ip: &str, op: &'static str) -> Result<(TcpListener, SocketAddr)> {
+    let listener =
+        TcpListener::bind((bind_ip, 0)).map_err(|source| Error::Control { op, source })?;
+    let mut addr = listener
+        .local_addr()
+        .map_err(|source| Error::Control { op, source })?;
+    if addr.ip().is_unspecified() {
+        // Peers need a routable address; the host name resolves to one.
+        if let Some(ip) = host_ip() {
+            addr.set_ip(ip);
+        }
+    }
+    Ok((listener, addr))
 }
 
 fn host_ip() -> Option<std::net::IpAddr> {

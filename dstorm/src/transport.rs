@@ -22,6 +22,11 @@ pub struct Endpoint {
     pub pid: u32,
     /// Transport-specific address (tcp: `ip:port` of its receive listener).
     pub data_addr: Option<String>,
+    /// Where this rank would run the coordinator if the rank hosting it
+    /// fails (`ip:port`; fault-tolerant jobs whose coordinator runs in a
+    /// rank, that is not under `malt launch`).
+    #[serde(default)]
+    pub standby: Option<String>,
 }
 
 /// What every transport implements.
