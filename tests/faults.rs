@@ -388,6 +388,7 @@ fn a_stopped_rank_is_evicted_between_t_half_and_2t_and_told_when_it_resumes() {
     use nix::unistd::Pid;
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut job = Streaming::launch(4, 3, "stop", "2");
+    let launcher = job.child.id();
     let wait = Duration::from_secs(60);
     let pid = job.pid_of(2, wait);
     let (_, stop_line) = job
@@ -419,6 +420,8 @@ fn a_stopped_rank_is_evicted_between_t_half_and_2t_and_told_when_it_resumes() {
     let (code, lines) = job.finish(Duration::from_secs(60));
     let text = lines.join("\n");
     assert_eq!(code, Some(0), "3 of 4 ranks suffice:\n{text}");
+    let _ =
+        std::fs::remove_file(std::env::temp_dir().join(format!("malt-faults-evicted-{launcher}")));
     let told: Vec<&String> = lines.iter().filter(|l| l.contains("EVICTED")).collect();
     assert_eq!(
         told.len(),
@@ -628,8 +631,20 @@ fn fault_rank() {
                     _ => "ERROR",
                 };
                 say(format!("{tag} {} {e}", unix_now()));
+                if tag == "EVICTED" {
+                    let _ = std::fs::write(evicted_mark(), b"");
+                }
                 std::process::exit(3);
             }
+        }
+    }
+    if scenario == "stop" {
+        // The launcher ends an evicted rank once the survivors are done:
+        // give the resumed victim time to learn of its eviction (bounded;
+        // nothing notifies a file's creation, so look every 10 ms).
+        let until = Instant::now() + Duration::from_secs(10);
+        while !evicted_mark().exists() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
     let first = w[0];
@@ -650,6 +665,15 @@ fn fault_rank() {
     drop(sv);
     drop(w);
     group.finish().expect("finish");
+}
+
+/// The file an evicted rank makes once it has said so, named after its
+/// launcher (the ranks' parent).
+fn evicted_mark() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "malt-faults-evicted-{}",
+        std::os::unix::process::parent_id()
+    ))
 }
 
 /// The pid of rank `rank` among the children of `launcher`.
