@@ -104,6 +104,9 @@ fn device_err(step: &str, port: &Port, e: impl fmt::Display) -> Error {
 struct Failure {
     kind: io::ErrorKind,
     what: String,
+    /// A request flushed because the connection had already failed: a
+    /// consequence, whose cause may come with another completion.
+    flushed: bool,
 }
 
 impl Failure {
@@ -143,6 +146,7 @@ impl Failure {
             what: format!(
                 "{during}: {name} (completion status {status}, vendor error {vendor:#x})"
             ),
+            flushed: status == s::IBV_WC_WR_FLUSH_ERR,
         }
     }
 
@@ -150,6 +154,7 @@ impl Failure {
         Failure {
             kind: e.kind(),
             what: format!("{during}: {e}"),
+            flushed: false,
         }
     }
 
@@ -219,6 +224,9 @@ struct Peer {
     channel: ChannelPtr,
     _channel: Arc<CompletionChannel>,
     failed: OnceLock<Failure>,
+    /// The first failure that is not a flush, when one was seen: the cause
+    /// reported in preference to `failed`.
+    cause: OnceLock<Failure>,
     pending_acks: Mutex<Vec<u32>>,
     has_pending: AtomicBool,
     /// Left the group (`forget`): no new segment is announced to it.
@@ -226,6 +234,15 @@ struct Peer {
     /// Immediate-data writes received from this peer: grows while a long
     /// update arrives chunk by chunk (the fault monitor's sign of life).
     arrivals: AtomicU64,
+}
+
+impl Peer {
+    /// Why the connection failed, if it did: its cause when one was seen,
+    /// else the first failure (a flush, say).
+    fn failure(&self) -> Option<&Failure> {
+        let f = self.failed.get()?;
+        Some(self.cause.get().unwrap_or(f))
+    }
 }
 
 struct Shared {
@@ -395,6 +412,7 @@ impl VerbsTransport {
                 channel: ch_ptr,
                 _channel: ch,
                 failed: OnceLock::new(),
+                cause: OnceLock::new(),
                 pending_acks: Mutex::new(Vec::new()),
                 has_pending: AtomicBool::new(false),
                 left: AtomicBool::new(false),
@@ -511,9 +529,10 @@ impl Shared {
         let Some(p) = self.peers.get(rank).and_then(Option::as_ref) else {
             return;
         };
-        if p.failed.set(f.clone()).is_ok() && !self.closed.load(Ordering::Relaxed) {
+        if !f.flushed && p.cause.set(f.clone()).is_ok() && !self.closed.load(Ordering::Relaxed) {
             tracing::warn!(peer = rank, error = %f.what, "verbs connection failed");
         }
+        let _ = p.failed.set(f);
         let mut d = lock(&self.draining);
         d.retain(|_, e| {
             if let Some(w) = e.waiting.get_mut(rank) {
@@ -606,8 +625,9 @@ impl Shared {
         op: &'static str,
         deadline: Option<&mut Deadline>,
     ) -> Result<bool> {
-        if let Some(f) = p.failed.get() {
-            return Err(f.to_error(op, p.rank));
+        if p.failed.get().is_some() {
+            // Fails, with the cause the send completions may hold.
+            self.reap(p, s, op)?;
         }
         let r = match deadline {
             Some(d) => self.reserve(p, s, MSG_BYTES, 1, d, op)?,
@@ -665,7 +685,7 @@ impl Shared {
                 break;
             }
         }
-        match p.failed.get() {
+        match p.failure() {
             Some(f) => Err(f.to_error(op, p.rank)),
             None => Ok(total),
         }
@@ -1002,6 +1022,7 @@ impl Transport for VerbsTransport {
                 Failure {
                     kind: io::ErrorKind::ConnectionAborted,
                     what: "the peer left the group".into(),
+                    flushed: false,
                 },
             );
         }
@@ -1106,7 +1127,7 @@ impl Transport for VerbsTransport {
                 if let Some(seg) = table.get(&(object, *peer)) {
                     break seg.clone();
                 }
-                if let Some(f) = p.failed.get() {
+                if let Some(f) = p.failure() {
                     return Err(f.to_error("connect verbs segment", *peer));
                 }
                 let now = Instant::now();
@@ -1282,9 +1303,6 @@ impl VerbsLinks {
             }
         };
         let s = &mut *guard;
-        if let Some(f) = p.failed.get() {
-            return Err(f.to_error(OP, peer));
-        }
         sh.reap(p, s, OP)?;
         if remote.gone.load(Ordering::SeqCst) {
             // The peer released the segment: like a frame for a missing
