@@ -2,7 +2,8 @@
 //! torchrun the coordinator runs in rank 0's process; in a fault-tolerant
 //! job the survivors move it to the lowest surviving rank and go on. Four
 //! `malt train svm` ranks are started by hand with srun-style variables and
-//! `MALT_MIN_RANKS=3`, and rank 0 is SIGKILLed halfway through training.
+//! `MALT_MIN_RANKS=3`, and rank 0 is SIGKILLed (or SIGSTOPped: its
+//! coordinator falls silent with it) halfway through training.
 
 mod common;
 
@@ -42,14 +43,14 @@ struct Setup {
 }
 
 impl Setup {
-    fn new() -> Setup {
-        let base = std::env::temp_dir().join(format!("malt-failover-{}", std::process::id()));
+    fn new(tag: &str) -> Setup {
+        let base = std::env::temp_dir().join(format!("malt-failover-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).expect("temp dir");
         Setup {
             secret: base.join("secret"),
             base,
-            shm: ShmDir::new("failover"),
+            shm: ShmDir::new(&format!("failover-{tag}")),
         }
     }
 
@@ -128,9 +129,11 @@ fn wait_all(children: Vec<Child>, deadline: Instant) -> Vec<Job> {
     hs.into_iter().map(|h| h.join().expect("waiter")).collect()
 }
 
-#[test]
-fn the_survivors_of_the_coordinators_host_take_over_and_finish() {
-    let setup = Setup::new();
+/// Runs the job without a fault, then again with `signal` sent to rank 0
+/// once it has written half the epochs' metrics: the survivors must take
+/// over and finish. A stopped rank 0 is continued once they have.
+fn lose_rank_0(signal: Signal) {
+    let setup = Setup::new(&signal.to_string());
     let clean = wait_all(
         setup.spawn("clean"),
         Instant::now() + Duration::from_secs(180),
@@ -141,14 +144,14 @@ fn the_survivors_of_the_coordinators_host_take_over_and_finish() {
     let clean = summary(&clean[0]).expect("rank 0 reports the fault-free run");
 
     let mut ranks = setup.spawn("faulty");
-    let victim = ranks[0].id();
+    let victim = Pid::from_raw(ranks[0].id() as i32);
     let metrics = setup.base.join("faulty");
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut killed = false;
+    let mut signalled = false;
     while Instant::now() < deadline {
         if metrics_lines(&metrics) >= HALF {
-            kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("kill rank 0");
-            killed = true;
+            kill(victim, signal).expect("signal rank 0");
+            signalled = true;
             break;
         }
         if ranks[0].try_wait().ok().flatten().is_some() {
@@ -157,17 +160,24 @@ fn the_survivors_of_the_coordinators_host_take_over_and_finish() {
         // metrics.csv has no notification: look again after 5 ms.
         std::thread::sleep(Duration::from_millis(5));
     }
-    let killed_at = Instant::now();
-    let jobs = wait_all(
-        std::mem::take(&mut ranks),
-        killed_at + Duration::from_secs(120),
-    );
-    assert!(killed, "rank 0 never reached halfway: {}", jobs[0].stderr);
-    assert_eq!(jobs[0].signal, Some(9), "rank 0: {:?}", jobs[0]);
-    for (r, j) in jobs.iter().enumerate().skip(1) {
-        assert_eq!(j.code, Some(0), "survivor {r} must finish:\n{}", j.stderr);
+    let at = Instant::now();
+    let rank0 = ranks.remove(0);
+    let survivors = wait_all(ranks, at + Duration::from_secs(120));
+    let took = at.elapsed();
+    // A stopped rank 0 resumes once the others are done, and leaves.
+    let _ = kill(victim, Signal::SIGCONT);
+    let rank0 = wait_child(rank0, Duration::from_secs(60));
+    assert!(signalled, "rank 0 never reached halfway: {}", rank0.stderr);
+    for (i, j) in survivors.iter().enumerate() {
+        assert_eq!(
+            j.code,
+            Some(0),
+            "survivor {} must finish:\n{}",
+            i + 1,
+            j.stderr
+        );
     }
-    let faulty = summary(&jobs[1]).expect("rank 1, the lowest survivor, reports");
+    let faulty = summary(&survivors[0]).expect("rank 1, the lowest survivor, reports");
     eprintln!("clean: {clean}\nfaulty: {faulty}");
     assert_eq!(faulty["ranks"], 3, "{faulty}");
     let regroups = faulty["regroups"].as_array().expect("regroups reported");
@@ -182,16 +192,32 @@ fn the_survivors_of_the_coordinators_host_take_over_and_finish() {
         faulty["test_error"].as_f64().expect("test_error"),
     );
     println!(
-        "FAILOVER {{\"test_error_clean\":{e0},\"test_error_faulty\":{e1},\"survivors_done_s\":{:.2}}}",
-        killed_at.elapsed().as_secs_f64()
+        "FAILOVER {{\"signal\":\"{signal}\",\"test_error_clean\":{e0},\"test_error_faulty\":{e1},\"survivors_done_s\":{:.2}}}",
+        took.as_secs_f64()
     );
     assert!(
         (e1 - e0).abs() <= 0.01,
-        "test error {e1} with the coordinator's host killed, {e0} without"
+        "test error {e1} with the coordinator's host lost, {e0} without"
     );
+    match signal {
+        Signal::SIGKILL => assert_eq!(rank0.signal, Some(9), "rank 0: {rank0:?}"),
+        // Back from its stop, rank 0 finds the group gone on without it.
+        _ => assert_ne!(rank0.code, Some(0), "rank 0: {rank0:?}"),
+    }
+    assert!(!rank0.timed_out, "rank 0 did not leave: {rank0:?}");
     assert!(
         setup.shm.files().is_empty(),
         "left behind: {:?}",
         setup.shm.files()
     );
+}
+
+#[test]
+fn the_survivors_of_a_killed_coordinators_host_take_over_and_finish() {
+    lose_rank_0(Signal::SIGKILL);
+}
+
+#[test]
+fn the_survivors_of_a_stopped_coordinators_host_take_over_and_finish() {
+    lose_rank_0(Signal::SIGSTOP);
 }

@@ -10,9 +10,12 @@ use std::time::Instant;
 /// buffers of this size besides its segments.
 pub const MAX_SIZE: usize = 1 << 30;
 
-/// Most rounds `malt check --rounds` runs; each round keeps one latency
-/// sample (8 bytes) for the percentiles.
-pub const MAX_ROUNDS: usize = 1_000_000;
+/// Most rounds `malt check --rounds` runs (days of running).
+pub const MAX_ROUNDS: usize = 1_000_000_000;
+
+/// Most latency samples kept for the percentiles (8 MiB): beyond that
+/// many rounds, a uniform sample of them (reservoir sampling).
+const MAX_SAMPLES: usize = 1 << 20;
 
 /// Options of `malt check`.
 #[derive(Debug, Clone)]
@@ -123,6 +126,7 @@ pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> 
     // Samples are kept as rounds complete, never reserved for rounds that
     // may not run.
     let mut lat = Vec::with_capacity(opts.rounds.min(1024));
+    let mut pick = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(rank as u64);
     let mut verified = 0u64;
     let mut error = None;
     let senders: Vec<usize> = obj.in_neighbors().to_vec();
@@ -158,7 +162,13 @@ pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> 
             }
             verified += u.len as u64;
         }
-        lat.push(t0.elapsed().as_secs_f64() * 1e6);
+        keep_sample(
+            &mut lat,
+            MAX_SAMPLES,
+            round,
+            t0.elapsed().as_secs_f64() * 1e6,
+            &mut pick,
+        );
     }
     lat.sort_by(f64::total_cmp);
     let c = obj.counters();
@@ -182,6 +192,23 @@ pub fn check(group: &Group, opts: &CheckOptions) -> dstorm::Result<CheckReport> 
         lat_us_p99: tenths(percentile(&lat, 99.0)),
         error,
     })
+}
+
+/// Keeps the latency of round `round` (0, 1, ...) in `lat`, at most `max`
+/// of them: beyond that, a uniform sample of every round so far (round
+/// `round` replaces a kept sample with chance `max / (round + 1)`).
+fn keep_sample(
+    lat: &mut Vec<f64>,
+    max: usize,
+    round: usize,
+    sample: f64,
+    rng: &mut impl rand::Rng,
+) {
+    if lat.len() < max {
+        lat.push(sample);
+    } else if let Some(slot) = lat.get_mut(rng.gen_range(0..=round)) {
+        *slot = sample;
+    }
 }
 
 /// `malt check` as a command: returns the process exit code (0 ok, 1 a
@@ -237,6 +264,7 @@ pub fn run(opts: &CheckOptions) -> i32 {
         }
         Err(e) => {
             eprintln!("malt check: {e}");
+            group.fail(&e);
             2
         }
     }
@@ -256,6 +284,29 @@ mod tests {
         assert!(first_mismatch(&a, 1, 3, 3).is_some());
         a[999] ^= 0x10;
         assert_eq!(first_mismatch(&a, 1, 2, 3), Some(999));
+    }
+
+    #[test]
+    fn latency_samples_stay_bounded_and_uniform() {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
+        let mut lat = Vec::new();
+        for round in 0..100_000 {
+            keep_sample(&mut lat, 1000, round, round as f64, &mut rng);
+        }
+        assert_eq!(lat.len(), 1000);
+        // A uniform sample of 0..100000: about a tenth below 10000, and the
+        // median near 50000.
+        let early = lat.iter().filter(|x| **x < 10_000.0).count();
+        assert!(
+            (50..=150).contains(&early),
+            "{early} of 1000 from the first tenth"
+        );
+        lat.sort_by(f64::total_cmp);
+        assert!(
+            (40_000.0..60_000.0).contains(&lat[500]),
+            "median {}",
+            lat[500]
+        );
     }
 
     #[test]

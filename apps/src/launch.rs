@@ -24,9 +24,10 @@ pub struct LaunchOptions {
     pub ranks: usize,
     /// Transport for model bytes (`MALT_TRANSPORT`).
     pub transport: TransportKind,
-    /// Bound on the ranks' waits (`MALT_TIMEOUT`). The end of a decided job
-    /// does not depend on it (see [`STOP_GRACE`]).
-    pub timeout: Duration,
+    /// Hard bound on the ranks' waits (`MALT_TIMEOUT`); none by default:
+    /// the fault monitors find dead, stopped or hung ranks instead. The end
+    /// of a decided job does not depend on it (see [`STOP_GRACE`]).
+    pub timeout: Option<Duration>,
     /// The program and its arguments.
     pub program: PathBuf,
     /// Arguments.
@@ -441,9 +442,15 @@ pub fn launch_with(
     crate::log::set_tag("launch");
     let token = fresh_token();
     // The coordinator lives here, not in rank 0: any rank may fail.
-    let coordinator =
-        dstorm::CoordinatorHandle::start("127.0.0.1", 0, &token, opts.ranks, opts.timeout, policy)
-            .map_err(LaunchError::Coordinator)?;
+    let coordinator = dstorm::CoordinatorHandle::start(
+        "127.0.0.1",
+        0,
+        &token,
+        opts.ranks,
+        opts.timeout.unwrap_or(dstorm::config::NO_TIMEOUT),
+        policy,
+    )
+    .map_err(LaunchError::Coordinator)?;
     let port = coordinator.port();
     let tolerated = opts.ranks - policy.min_ranks;
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -469,8 +476,8 @@ pub fn launch_with(
             .env("MALT_MASTER_PORT", port.to_string())
             .env("MALT_JOB_TOKEN", &token)
             .env("MALT_TRANSPORT", opts.transport.as_str())
-            .env("MALT_TIMEOUT", opts.timeout.as_secs_f64().to_string())
             .env("MALT_COORDINATOR", "external")
+            .env("MALT_LAUNCHER_PID", std::process::id().to_string())
             .env("MALT_MIN_RANKS", policy.min_ranks.to_string())
             .env(
                 "MALT_FAIL_TIMEOUT",
@@ -489,6 +496,9 @@ pub fn launch_with(
             } else {
                 Stdio::inherit()
             });
+        if let Some(t) = opts.timeout {
+            cmd.env("MALT_TIMEOUT", t.as_secs_f64().to_string());
+        }
         if rank == 0 {
             match &screen {
                 Some(_) => cmd

@@ -99,11 +99,13 @@ struct LaunchArgs {
     /// Transport for model bytes.
     #[arg(long, default_value = "shm")]
     transport: TransportKind,
-    /// Bound on every wait of the ranks (seconds; above one year, `inf`
-    /// included, it means one year). Once the job's outcome is decided,
-    /// ranks still running are ended within 6 s, whatever this is.
-    #[arg(long, default_value = "30", value_parser = parse_timeout)]
-    timeout: Duration,
+    /// Hard bound on every wait of the ranks (seconds; above one year, `inf`
+    /// included, it means one year). None by default: collectives wait for
+    /// live ranks, and the fault monitors find dead, stopped or hung ones
+    /// within 2T. Once the job's outcome is decided, ranks still running
+    /// are ended within 6 s, whatever this is.
+    #[arg(long, env = "MALT_TIMEOUT", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
     /// Fault tolerance: the job succeeds when at least this many ranks
     /// finish successfully; when ranks die, the survivors regroup and go on
     /// (default: every rank must succeed, any failure stops the job).
@@ -306,7 +308,7 @@ fn relaunch(ranks: usize, transport: TransportKind) -> ExitCode {
     let opts = launch::LaunchOptions {
         ranks,
         transport,
-        timeout: Duration::from_secs(60),
+        timeout: None,
         program: exe,
         args: std::env::args().skip(1).collect(),
         prefix: false,

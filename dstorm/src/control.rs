@@ -23,6 +23,8 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How often a rank waiting for a collective's answer looks at its view.
+const VIEW_SLICE: Duration = Duration::from_millis(100);
 /// Longest control message accepted from an authenticated rank.
 const MAX_MESSAGE: u32 = 64 << 20;
 /// Threads that authenticate new control connections, and how many
@@ -276,6 +278,7 @@ impl Client {
             Arc::new(Mutex::new(w)),
             transport,
             standby.is_some(),
+            (!cfg.external_coordinator).then_some(0),
         ));
         let (tx, replies) = mpsc::channel();
         let v = view.clone();
@@ -329,7 +332,13 @@ impl Client {
         let deadline = Instant::now() + self.timeout + Duration::from_secs(5);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.replies.recv_timeout(left) {
+            // In slices: the group may also end here, without a message
+            // (this rank's monitor suspects the coordinator's own host).
+            match self.replies.recv_timeout(left.min(VIEW_SLICE)) {
+                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
+                    self.view.check(epoch)?;
+                    continue;
+                }
                 Ok(FromMaster::Gathered {
                     epoch: e,
                     round: r,
@@ -419,11 +428,23 @@ fn read_loop(
                     _ => None,
                 };
                 let Some(s) = next else {
+                    if view.orphaned() {
+                        // `malt launch` died (SIGKILL, say) and nobody will
+                        // end this rank: it must not live on, computing
+                        // for nobody. Exit without unwinding, leaving no
+                        // segment file behind.
+                        tracing::error!(
+                            "malt launch, which ran this job's coordinator, is gone: this rank ends"
+                        );
+                        view.remove_own();
+                        std::process::exit(143);
+                    }
                     view.lost();
                     return;
                 };
+                let host = standby.as_ref().map_or(0, |sb| sb.host);
                 match s.try_clone() {
-                    Ok(w) => view.reconnected(w),
+                    Ok(w) => view.reconnected(w, host),
                     Err(_) => {
                         view.lost();
                         return;

@@ -251,22 +251,10 @@ impl Group {
             monitor: None,
             finished: false,
         };
-        // Every rank's transport is connected before anyone writes.
-        g.barrier()?;
-        // Every job of several ranks runs the fault monitors: a dead, stopped
-        // or hung rank is found within 2T and ends a job that tolerates no
-        // failure (or is evicted from one that does), so collectives need
-        // no short timeout.
-        if g.cfg.world > 1 {
-            let mut beats =
-                g.create_object(&ObjectSpec::new(crate::monitor::HEARTBEAT_OBJECT, 8).depth(2))?;
-            // Heartbeats flow whatever the epoch.
-            beats.ignore_membership();
-            g.monitor = Some(crate::monitor::Monitor::start(
-                beats,
-                g.view.clone(),
-                g.cfg.fail_timeout,
-            )?);
+        if let Err(e) = g.start_monitor() {
+            // The others hear why, not only that this rank left.
+            g.fail(&e);
+            return Err(e);
         }
         tracing::info!(
             rank = g.cfg.rank,
@@ -275,6 +263,27 @@ impl Group {
             "joined the job"
         );
         Ok(g)
+    }
+
+    /// The first barrier, then the fault monitor. Every job of several
+    /// ranks runs the fault monitors: a dead, stopped or hung rank is found
+    /// within 2T and ends a job that tolerates no failure (or is evicted
+    /// from one that does), so collectives need no short timeout.
+    fn start_monitor(&mut self) -> Result<()> {
+        // Every rank's transport is connected before anyone writes.
+        self.barrier()?;
+        if self.cfg.world > 1 {
+            let mut beats =
+                self.create_object(&ObjectSpec::new(crate::monitor::HEARTBEAT_OBJECT, 8).depth(2))?;
+            // Heartbeats flow whatever the epoch.
+            beats.ignore_membership();
+            self.monitor = Some(crate::monitor::Monitor::start(
+                beats,
+                self.view.clone(),
+                self.cfg.fail_timeout,
+            )?);
+        }
+        Ok(())
     }
 
     /// This rank.
@@ -408,6 +417,16 @@ impl Group {
     /// Waits until every rank has called `barrier`, at most the job timeout.
     pub fn barrier(&self) -> Result<()> {
         self.ctl("barrier", String::new()).map(|_| ())
+    }
+
+    /// Tells the other ranks that this one is stopping because of
+    /// `reason`, before it leaves: in a job that tolerates no failure every
+    /// rank's error then names this rank and says why, within moments
+    /// (a fault-tolerant job regroups without it). Call it on the way out
+    /// of an error; dropping the group afterwards says goodbye.
+    pub fn fail(&self, reason: impl std::fmt::Display) {
+        self.view
+            .announce_failure(format!("stopped with an error: {reason}"));
     }
 
     /// A final barrier, then leave: peers may still be writing to this rank

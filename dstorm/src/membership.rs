@@ -49,6 +49,9 @@ pub(crate) struct View {
     /// The coordinator this rank took over, once it has: signalled when
     /// every rank has left it.
     hosted: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// The rank whose process runs the coordinator (`None`: outside the
+    /// ranks, under `malt launch`).
+    host: Mutex<Option<usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +66,7 @@ impl View {
         writer: Arc<Mutex<TcpStream>>,
         transport: Arc<dyn Transport>,
         failover: bool,
+        host: Option<usize>,
     ) -> View {
         View {
             rank,
@@ -80,12 +84,15 @@ impl View {
             transport,
             failover,
             hosted: Mutex::new(None),
+            host: Mutex::new(host),
         }
     }
 
-    /// Sends from now on to the coordinator that took over.
-    pub fn reconnected(&self, w: TcpStream) {
+    /// Sends from now on to the coordinator that took over, in rank
+    /// `host`'s process.
+    pub fn reconnected(&self, w: TcpStream, host: usize) {
         *lock(&self.writer) = w;
+        *lock(&self.host) = Some(host);
     }
 
     /// This rank now hosts the coordinator, which signals `done`.
@@ -96,6 +103,23 @@ impl View {
     /// The coordinator this rank took over, if it did.
     pub fn take_hosted(&self) -> Option<std::sync::mpsc::Receiver<()>> {
         lock(&self.hosted).take()
+    }
+
+    /// Under `malt launch` (the coordinator outside the ranks), whether the
+    /// launcher is gone: this rank's parent is no longer the launcher it
+    /// was started by (`MALT_LAUNCHER_PID`), while the group still ran.
+    pub fn orphaned(&self) -> bool {
+        let launcher = std::env::var("MALT_LAUNCHER_PID")
+            .ok()
+            .and_then(|v| v.trim().parse::<i32>().ok());
+        lock(&self.host).is_none()
+            && !lock(&self.state).leaving
+            && launcher.is_some_and(|l| std::os::unix::process::parent_id() as i32 != l)
+    }
+
+    /// Removes what this rank made that outlives the process.
+    pub fn remove_own(&self) {
+        self.transport.remove_own();
     }
 
     /// Whether the group still runs for this rank: a lost coordinator is
@@ -212,10 +236,31 @@ impl View {
         }
     }
 
-    /// Reports that this rank has not heard from `peer`.
+    /// Reports that this rank has not heard from `peer`. When `peer` hosts
+    /// the coordinator, nobody else would act on it (the coordinator is as
+    /// silent as its host): a rank that may fail over drops its connection
+    /// to it and looks for the next coordinator; otherwise the group ends
+    /// here, naming that rank.
     pub fn suspect(&self, peer: usize, reason: String) {
         tracing::warn!(peer, %reason, "suspecting a peer");
-        self.send(&ToMaster::Suspect { peer, reason });
+        if *lock(&self.host) != Some(peer) {
+            return self.send(&ToMaster::Suspect { peer, reason });
+        }
+        if self.failover {
+            // The reader thread sees the connection end and fails over.
+            let _ = lock(&self.writer).shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        let mut st = lock(&self.state);
+        if st.leaving {
+            return;
+        }
+        st.end.get_or_insert(End::Aborted(format!(
+            "rank {peer}, which hosts the coordinator, is suspected dead: {reason}"
+        )));
+        self.over.store(true, Ordering::Release);
+        drop(st);
+        self.wake();
     }
 
     /// Tells the coordinator this rank is going down.

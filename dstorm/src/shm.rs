@@ -264,6 +264,13 @@ fn seg_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Er
 }
 
 impl Transport for ShmTransport {
+    fn remove_own(&self) {
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, path) in own.drain(..) {
+            let _ = fs::remove_file(path);
+        }
+    }
+
     fn kind(&self) -> TransportKind {
         TransportKind::Shm
     }
@@ -424,10 +431,7 @@ impl Transport for ShmTransport {
 
 impl Drop for ShmTransport {
     fn drop(&mut self) {
-        let own = self.own.get_mut().unwrap_or_else(|p| p.into_inner());
-        for (_, path) in own.drain(..) {
-            let _ = fs::remove_file(path);
-        }
+        self.remove_own();
     }
 }
 

@@ -57,6 +57,9 @@ pub(crate) trait Transport: Send + Sync + Debug {
     /// These peers left the group: release what is held for them and
     /// unblock writers waiting on them.
     fn forget(&self, _peers: &[usize]) {}
+    /// Removes whatever this rank made that would outlive the process (shm
+    /// segment files), when it must exit without unwinding.
+    fn remove_own(&self) {}
 }
 
 /// Writes into peers' segments of one object.

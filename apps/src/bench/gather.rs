@@ -21,7 +21,7 @@ use crate::launch;
 use crate::train::cli::MAX_LOCAL_RANKS;
 use dstorm::{Group, Object, ObjectSpec, TransportKind};
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use vol::{Consistency, DenseVector, Graph, Udf, VectorOptions};
 
 /// Most elements of the vector (`--len`, a plan's LEN): 2^28 floats, 1 GiB.
@@ -313,7 +313,7 @@ fn relaunch(opts: &GatherOptions) -> i32 {
     let lo = launch::LaunchOptions {
         ranks: opts.ranks.unwrap_or(2),
         transport,
-        timeout: Duration::from_secs(60),
+        timeout: None,
         program: exe,
         args: command_line(opts),
         prefix: false,

@@ -111,10 +111,11 @@ pub struct CommArgs {
     /// Stop once the goal loss is reached.
     #[arg(long)]
     pub stop_at_goal: bool,
-    /// Bound on every wait of the ranks, in seconds (data loading
-    /// included); above one year, `inf` included, it means one year.
-    #[arg(long, default_value = "300", value_parser = parse_timeout)]
-    pub timeout: Duration,
+    /// Hard bound on every wait of the ranks, in seconds (data loading
+    /// included); above one year, `inf` included, it means one year. None
+    /// by default: the fault monitors find dead, stopped or hung ranks.
+    #[arg(long, value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
     /// Print one JSON line with the summary.
     #[arg(long)]
     pub json: bool,
@@ -469,7 +470,13 @@ fn run_rank(job: &Job, c: &CommArgs) -> Result<(), TrainError> {
             Job::Mf(o) => Job::Mf(o.clone()),
         },
     };
-    let out = run_job.run(&mut sync)?;
+    let out = match run_job.run(&mut sync) {
+        Ok(out) => out,
+        Err(e) => {
+            sync.fail(&e);
+            return Err(e);
+        }
+    };
     sync.finish()?;
     if let (Some(single_dir), 0) = (comparing, rank) {
         compare(job, &out, single_dir, c)?;

@@ -114,6 +114,11 @@ impl VolSync {
     }
 
     /// Ends the job cleanly: drops the vector, then a final barrier.
+    /// Tells the other ranks why this one stops (see [`dstorm::Group::fail`]).
+    pub fn fail(&self, reason: impl std::fmt::Display) {
+        self.group.fail(reason);
+    }
+
     pub fn finish(mut self) -> Result<(), TrainError> {
         let rank = self.group.rank();
         // A rank failing now still costs a regroup: the survivors finish
