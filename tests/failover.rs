@@ -133,7 +133,7 @@ fn wait_all(children: Vec<Child>, deadline: Instant) -> Vec<Job> {
 /// once it has written half the epochs' metrics: the survivors must take
 /// over and finish. A stopped rank 0 is continued once they have.
 fn lose_rank_0(signal: Signal) {
-    let setup = Setup::new(&signal.to_string());
+    let setup = Setup::new(signal.as_ref());
     let clean = wait_all(
         setup.spawn("clean"),
         Instant::now() + Duration::from_secs(180),
