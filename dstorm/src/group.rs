@@ -163,20 +163,20 @@ impl Membership {
 
 fn make_transport(cfg: &Config) -> Result<Arc<dyn Transport>> {
     Ok(match cfg.transport {
-        TransportKind::Shm => Arc::new(crate::shm::ShmTransport::new(
+        TransportKind::Shm => Arc::new(crate::transport::shm::ShmTransport::new(
             &cfg.shm_dir,
             &cfg.token,
             cfg.rank,
         )?),
-        TransportKind::Tcp => Arc::new(crate::tcp::TcpTransport::new(
-            &crate::tcp::bind_addr(cfg),
+        TransportKind::Tcp => Arc::new(crate::transport::tcp::TcpTransport::new(
+            &crate::transport::tcp::bind_addr(cfg),
             cfg.rank,
             cfg.world,
             &cfg.token,
             1,
             cfg.timeout,
         )?),
-        TransportKind::Verbs => crate::verbs::transport(cfg)?,
+        TransportKind::Verbs => crate::transport::verbs::transport(cfg)?,
     })
 }
 
@@ -218,8 +218,8 @@ impl Group {
         // fails (see `failover`): each rank of a fault-tolerant job stands
         // by to host it.
         let standby = if cfg.fault_policy().tolerant(cfg.world) && !cfg.external_coordinator {
-            let bind = crate::tcp::bind_addr(&cfg);
-            Some(crate::tcp::listen(
+            let bind = crate::transport::tcp::bind_addr(&cfg);
+            Some(crate::transport::tcp::listen(
                 &bind,
                 "bind the standby coordinator listener",
             )?)

@@ -22,9 +22,7 @@
 pub mod auth;
 pub mod config;
 mod control;
-mod coordinator;
 pub mod error;
-mod failover;
 pub mod fault;
 mod group;
 pub mod hostlist;
@@ -33,10 +31,7 @@ mod membership;
 mod monitor;
 pub mod secret;
 mod segment;
-mod shm;
-mod tcp;
 mod transport;
-mod verbs;
 pub mod wire;
 
 pub use config::{Config, TransportKind};
@@ -46,7 +41,7 @@ pub use fault::FaultPolicy;
 pub use group::{
     Counters, FlowControl, Group, Membership, Object, ObjectSpec, PeerCounters, Update,
 };
-pub use shm::{
+pub use transport::shm::{
     job_of as shm_job, remove_job_files as remove_shm_files, FILE_PREFIX as SHM_FILE_PREFIX,
 };
 pub use transport::{Endpoint, RejectCounts};

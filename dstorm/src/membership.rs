@@ -42,7 +42,7 @@ pub(crate) struct View {
     regions: Mutex<Vec<Weak<Region>>>,
     writer: Arc<Mutex<TcpStream>>,
     transport: Arc<dyn Transport>,
-    /// A lost coordinator may be replaced (see [`crate::failover`]): a
+    /// A lost coordinator may be replaced (see [`crate::control::failover`]): a
     /// message that cannot be sent meanwhile is not an error, since the
     /// takeover's regroup, or the end of the group, interrupts every wait.
     pub(crate) failover: bool,

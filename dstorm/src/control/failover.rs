@@ -11,11 +11,11 @@
 //! standby listener. The new coordinator waits a bounded time for the
 //! others, then goes on with those that came if they are a majority of the
 //! last view, so a partition never makes two groups; below a majority the
-//! job stops (see [`crate::coordinator::Coordinator::takeover`]).
+//! job stops (see [`crate::control::coordinator::Coordinator::takeover`]).
 
 use crate::auth;
+use crate::control::coordinator::Takeover;
 use crate::control::{self, Bounds, ToMaster};
-use crate::coordinator::Takeover;
 use crate::fault::FaultPolicy;
 use crate::membership::View;
 use std::io;

@@ -8,10 +8,13 @@
 //! a barrier is an all-gather of nothing. The coordinator bounds every round
 //! by the job timeout and names the ranks that did not arrive.
 
+pub(crate) mod coordinator;
+pub(crate) mod failover;
+
 use crate::auth;
-pub(crate) use crate::coordinator::Bounds;
-pub use crate::coordinator::JobState;
-use crate::coordinator::{Coordinator, Input, Out, Takeover};
+pub(crate) use crate::control::coordinator::Bounds;
+pub use crate::control::coordinator::JobState;
+use crate::control::coordinator::{Coordinator, Input, Out, Takeover};
 use crate::error::{Error, Result};
 use crate::fault::FaultPolicy;
 use crate::membership::View;
@@ -260,7 +263,7 @@ impl Client {
         // From here on the reader thread waits for as long as the job runs;
         // collectives bound their own waits.
         w.set_read_timeout(None).map_err(ctl_err("configure"))?;
-        let standby = standby.map(|listener| crate::failover::Standby {
+        let standby = standby.map(|listener| crate::control::failover::Standby {
             rank,
             world,
             token: token.to_string(),
@@ -412,7 +415,7 @@ fn read_loop(
     mut r: BufReader<TcpStream>,
     view: Arc<View>,
     tx: mpsc::Sender<FromMaster>,
-    mut standby: Option<crate::failover::Standby>,
+    mut standby: Option<crate::control::failover::Standby>,
 ) {
     loop {
         match recv::<FromMaster>(&mut r) {

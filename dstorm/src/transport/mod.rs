@@ -2,6 +2,10 @@
 //! segments that peers write into, and for each object a set of links that
 //! write into the peers' segments. The layers above never name a transport.
 
+pub(crate) mod shm;
+pub(crate) mod tcp;
+pub(crate) mod verbs;
+
 use crate::config::TransportKind;
 use crate::error::Result;
 use crate::layout::Layout;
