@@ -108,13 +108,28 @@ impl View {
     /// Under `malt launch` (the coordinator outside the ranks), whether the
     /// launcher is gone: this rank's parent is no longer the launcher it
     /// was started by (`MALT_LAUNCHER_PID`), while the group still ran.
+    /// A dying process closes its sockets before its children get another
+    /// parent, so the broken connection may come first: look for up to 2 s.
     pub fn orphaned(&self) -> bool {
-        let launcher = std::env::var("MALT_LAUNCHER_PID")
+        let Some(launcher) = std::env::var("MALT_LAUNCHER_PID")
             .ok()
-            .and_then(|v| v.trim().parse::<i32>().ok());
-        lock(&self.host).is_none()
-            && !lock(&self.state).leaving
-            && launcher.is_some_and(|l| std::os::unix::process::parent_id() as i32 != l)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            return false;
+        };
+        if lock(&self.host).is_some() || lock(&self.state).leaving || self.ended() {
+            return false;
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        loop {
+            if std::os::unix::process::parent_id() != launcher {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Removes what this rank made that outlives the process.
