@@ -12,7 +12,7 @@ from pathlib import Path
 # dstorm's modules, bottom to top: a module may use its own layer and the
 # ones below it, never one above.
 LAYERS = [
-    ["error", "hostlist", "wire", "layout"],
+    ["error", "env", "hostlist", "wire", "layout"],
     ["secret", "auth", "config"],
     ["segment"],
     ["transport"],

@@ -1,6 +1,7 @@
 //! Where a rank learns who it is: the environment of `malt launch`, an MPI
 //! launcher (Open MPI, PMIx, MPICH), torchrun or Slurm, in that order.
 
+pub use crate::env::{Env, ProcessEnv};
 use crate::error::{Error, Result};
 use std::fmt;
 use std::path::PathBuf;
@@ -163,26 +164,38 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Source of environment variables (a closure in tests, the process environment otherwise).
-pub trait Env {
-    /// The value of `key`, if set and not empty.
-    fn get(&self, key: &str) -> Option<String>;
+/// Fault tolerance settings of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultPolicy {
+    /// Fewest ranks that may continue. Equal to the world size (the
+    /// default), any failure aborts the job.
+    pub min_ranks: usize,
+    /// `T`: silence after which a peer is suspected.
+    pub fail_timeout: Duration,
+    /// Regroups allowed before the job is stopped.
+    pub max_regroups: u32,
 }
 
-impl<F: Fn(&str) -> Option<String>> Env for F {
-    fn get(&self, key: &str) -> Option<String> {
-        self(key).filter(|v| !v.is_empty())
+impl FaultPolicy {
+    /// Whether the job survives failures at all.
+    pub fn tolerant(&self, world: usize) -> bool {
+        self.min_ranks < world
+    }
+
+    /// How long the decider collects reports before acting.
+    pub fn window(&self) -> Duration {
+        (self.fail_timeout / 10).clamp(Duration::from_millis(20), Duration::from_millis(500))
     }
 }
 
-/// The process environment.
+/// How long the coordinator waits.
 #[derive(Debug, Clone, Copy)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty())
-    }
+pub(crate) struct Bounds {
+    /// The hard bound on a collective round (`MALT_TIMEOUT`; by default a
+    /// year, that is none: the fault monitors find dead ranks instead).
+    pub timeout: Duration,
+    /// How long the ranks may take to connect, from the first one's hello.
+    pub rendezvous: Duration,
 }
 
 fn parse<T: FromStr>(env: &dyn Env, key: &str) -> Result<Option<T>> {
@@ -571,16 +584,16 @@ impl Config {
     }
 
     /// The coordinator's and the control channel's bounds.
-    pub(crate) fn bounds(&self) -> crate::control::Bounds {
-        crate::control::Bounds {
+    pub(crate) fn bounds(&self) -> Bounds {
+        Bounds {
             timeout: self.timeout,
             rendezvous: self.rendezvous_timeout,
         }
     }
 
     /// The fault-tolerance settings.
-    pub fn fault_policy(&self) -> crate::fault::FaultPolicy {
-        crate::fault::FaultPolicy {
+    pub fn fault_policy(&self) -> FaultPolicy {
+        FaultPolicy {
             min_ranks: self.min_ranks,
             fail_timeout: self.fail_timeout,
             max_regroups: self.max_regroups,

@@ -21,32 +21,9 @@
 //! suspect nobody, so one observer of two stopped ranks is not taken for the
 //! odd one out. One decider, one survivor set: no split brain.
 
+pub use crate::config::FaultPolicy;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-
-/// Fault tolerance settings of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FaultPolicy {
-    /// Fewest ranks that may continue. Equal to the world size (the
-    /// default), any failure aborts the job.
-    pub min_ranks: usize,
-    /// `T`: silence after which a peer is suspected.
-    pub fail_timeout: Duration,
-    /// Regroups allowed before the job is stopped.
-    pub max_regroups: u32,
-}
-
-impl FaultPolicy {
-    /// Whether the job survives failures at all.
-    pub fn tolerant(&self, world: usize) -> bool {
-        self.min_ranks < world
-    }
-
-    /// How long the decider collects reports before acting.
-    pub fn window(&self) -> Duration {
-        (self.fail_timeout / 10).clamp(Duration::from_millis(20), Duration::from_millis(500))
-    }
-}
+use std::time::Instant;
 
 /// What the coordinator must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +239,7 @@ impl Decider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn policy(min: usize) -> FaultPolicy {
         FaultPolicy {

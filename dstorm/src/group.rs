@@ -1,10 +1,10 @@
 //! A group of ranks and the objects they share.
 
 use crate::config::{Config, TransportKind};
+use crate::control::View;
 use crate::control::{self, Client};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::membership::View;
 use crate::segment::{Region, SlotRead};
 use crate::transport::{Endpoint, Links, RejectCounts, Transport};
 use crate::wire::SlotHeader;
@@ -228,9 +228,7 @@ impl Group {
         };
         let me = Endpoint {
             rank: cfg.rank,
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default(),
+            host: crate::env::hostname().unwrap_or_default(),
             pid: std::process::id(),
             data_addr: transport.local_endpoint(),
             standby: standby.as_ref().map(|(_, addr)| addr.to_string()),

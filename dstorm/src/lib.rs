@@ -22,12 +22,12 @@
 pub mod auth;
 pub mod config;
 mod control;
+mod env;
 pub mod error;
 pub mod fault;
 mod group;
 pub mod hostlist;
 pub mod layout;
-mod membership;
 mod monitor;
 pub mod secret;
 mod segment;

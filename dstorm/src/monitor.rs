@@ -15,9 +15,9 @@
 //! everyone else), and bytes arriving from a peer count as a heartbeat from
 //! it.
 
+use crate::control::View;
 use crate::error::{Error, Result};
 use crate::group::Object;
-use crate::membership::View;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -9,7 +9,7 @@
 //! where the home directory is shared; where it is not, their tokens differ
 //! and authentication fails with a message that says what to set.
 
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -69,7 +69,7 @@ pub fn load_or_create(path: &Path) -> Result<Vec<u8>> {
         // could replace the secret between two ranks' reads (a sticky
         // directory such as /tmp forbids that).
         let m = fs::symlink_metadata(dir).map_err(|e| err(path, e))?;
-        let private = m.uid() == crate::transport::shm::euid() && m.mode() & 0o022 == 0;
+        let private = m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0;
         let sticky = m.mode() & 0o1000 != 0;
         if !m.is_dir() || !(private || sticky) {
             return Err(err(
@@ -121,7 +121,7 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>> {
         Err(e) => return Err(err(path, e)),
     };
     let m = f.metadata().map_err(|e| err(path, e))?;
-    if !m.file_type().is_file() || m.uid() != crate::transport::shm::euid() {
+    if !m.file_type().is_file() || m.uid() != nix::unistd::geteuid().as_raw() {
         return Err(err(path, "not a regular file of this user"));
     }
     if m.mode() & 0o077 != 0 {

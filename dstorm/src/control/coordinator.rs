@@ -3,6 +3,7 @@
 //! channel ([`crate::control`]) owns the sockets and threads and feeds it.
 
 use crate::auth;
+pub(crate) use crate::config::Bounds;
 use crate::control::{FromMaster, ToMaster};
 use crate::fault::{Decider, Decision, FaultPolicy};
 use crate::transport::Endpoint;
@@ -33,16 +34,6 @@ pub struct JobState {
     /// crashed, or announced a panic): the cause, when the others then
     /// stop too.
     pub first_failed: Option<usize>,
-}
-
-/// How long the coordinator waits.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Bounds {
-    /// The hard bound on a collective round (`MALT_TIMEOUT`; by default a
-    /// year, that is none: the fault monitors find dead ranks instead).
-    pub timeout: Duration,
-    /// How long the ranks may take to connect, from the first one's hello.
-    pub rendezvous: Duration,
 }
 
 /// What the coordinator was told: a connection authenticated, a message

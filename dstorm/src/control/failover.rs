@@ -15,9 +15,9 @@
 
 use crate::auth;
 use crate::control::coordinator::Takeover;
+use crate::control::View;
 use crate::control::{self, Bounds, ToMaster};
 use crate::fault::FaultPolicy;
-use crate::membership::View;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};

@@ -10,14 +10,15 @@
 
 pub(crate) mod coordinator;
 pub(crate) mod failover;
+pub(crate) mod view;
 
 use crate::auth;
-pub(crate) use crate::control::coordinator::Bounds;
+pub(crate) use crate::config::Bounds;
 pub use crate::control::coordinator::JobState;
 use crate::control::coordinator::{Coordinator, Input, Out, Takeover};
+pub(crate) use crate::control::view::View;
 use crate::error::{Error, Result};
 use crate::fault::FaultPolicy;
-use crate::membership::View;
 use crate::transport::{Endpoint, Transport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
