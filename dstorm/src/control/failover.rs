@@ -15,6 +15,7 @@
 
 use crate::auth;
 use crate::control::coordinator::Takeover;
+use crate::control::dial::{self, Backoff};
 use crate::control::View;
 use crate::control::{self, Bounds, ToMaster};
 use crate::fault::FaultPolicy;
@@ -111,32 +112,18 @@ impl Standby {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "resolves to nothing"))?;
-        let deadline = Instant::now() + self.per_candidate();
+        let mut backoff = Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_millis(50),
+            Instant::now() + self.per_candidate(),
+        );
         let claim = auth::Claim {
             rank: u32::try_from(self.rank).unwrap_or(u32::MAX),
             world: u32::try_from(self.world).unwrap_or(u32::MAX),
             epoch,
         };
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("{addr}: no coordinator answered"),
-                ));
-            }
-            let attempt = TcpStream::connect_timeout(&sa, left)
-                .map_err(auth::AuthError::Io)
-                .and_then(|s| {
-                    auth::connect(
-                        &s,
-                        self.token.as_bytes(),
-                        auth::Channel::Control,
-                        auth::COORDINATOR,
-                        claim,
-                    )
-                    .map(|()| s)
-                });
+            let attempt = dial::attempt(&sa, backoff.left(), self.token.as_bytes(), claim);
             match attempt {
                 Ok(mut s) => {
                     s.set_nodelay(true)?;
@@ -154,7 +141,12 @@ impl Standby {
                     return Err(e)
                 }
                 Err(auth::AuthError::Io(_)) => {
-                    std::thread::sleep(Duration::from_millis(50).min(left));
+                    if !backoff.wait() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("{addr}: no coordinator answered"),
+                        ));
+                    }
                 }
                 Err(e) => {
                     return Err(io::Error::new(

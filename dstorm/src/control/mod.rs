@@ -9,6 +9,7 @@
 //! by the job timeout and names the ranks that did not arrive.
 
 pub(crate) mod coordinator;
+mod dial;
 pub(crate) mod failover;
 pub(crate) mod view;
 
@@ -16,6 +17,7 @@ use crate::auth;
 pub(crate) use crate::config::Bounds;
 pub use crate::control::coordinator::JobState;
 use crate::control::coordinator::{Coordinator, Input, Out, Takeover};
+use crate::control::dial::Backoff;
 pub(crate) use crate::control::view::View;
 use crate::error::{Error, Result};
 use crate::fault::FaultPolicy;
@@ -171,7 +173,13 @@ impl Client {
             rendezvous,
         } = bounds;
         let start = Instant::now();
-        let mut backoff = Duration::from_millis(10);
+        // The coordinator may start later, and closes connections it has
+        // no room for: retry until the rendezvous bound.
+        let mut backoff = Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(250),
+            start + rendezvous,
+        );
         let claim = auth::Claim {
             rank: u32::try_from(rank).unwrap_or(u32::MAX),
             world: u32::try_from(world).unwrap_or(u32::MAX),
@@ -185,32 +193,18 @@ impl Client {
                         io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing")
                     })
                 })
-                .and_then(|sa| TcpStream::connect_timeout(&sa, Duration::from_secs(2)))
                 .map_err(auth::AuthError::Io)
-                .and_then(|s| {
-                    auth::connect(
-                        &s,
-                        token.as_bytes(),
-                        auth::Channel::Control,
-                        auth::COORDINATOR,
-                        claim,
-                    )
-                    .map(|()| s)
-                });
+                .and_then(|sa| dial::attempt(&sa, Duration::from_secs(2), token.as_bytes(), claim));
             match attempt {
                 Ok(s) => break s,
-                // Not reachable yet, or busy: the coordinator may start
-                // later, and closes connections it has no room for.
-                Err(auth::AuthError::Io(e)) if start.elapsed() + backoff >= rendezvous => {
-                    return Err(Error::MasterUnreachable {
-                        addr: master.to_string(),
-                        waited: start.elapsed(),
-                        source: e,
-                    })
-                }
-                Err(auth::AuthError::Io(_)) => {
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                Err(auth::AuthError::Io(e)) => {
+                    if !backoff.wait() {
+                        return Err(Error::MasterUnreachable {
+                            addr: master.to_string(),
+                            waited: start.elapsed(),
+                            source: e,
+                        });
+                    }
                 }
                 Err(e) => {
                     return Err(Error::Control {
