@@ -32,10 +32,10 @@
 //! into at most quarter-ring pieces for very large updates, posted in order
 //! on the same queue pair), followed, in the same post, by a 4-byte RDMA
 //! WRITE WITH IMMEDIATE into the writer's own doorbell word in the
-//! receiver's segment; the immediate value is the object id. Acknowledgement words go the same way. Work
-//! requests are signalled selectively (see `ring`), and the completion of a
-//! signalled request releases its staging bytes and those of every older
-//! request. A writer that finds the ring or the send queue full sleeps on
+//! receiver's segment; the immediate value is the object id.
+//! Acknowledgement words go the same way. Work requests are signalled
+//! selectively (see `ring`), and the completion of a signalled request
+//! releases its staging bytes and those of every older request. A writer that finds the ring or the send queue full sleeps on
 //! the peer's send completion channel, at most the job timeout.
 //!
 //! # Completion and wake-up at the receiver
@@ -52,9 +52,8 @@
 //!   sleeps on the receive completion channel, rings the object's doorbell
 //!   (increment and futex wake), which wakes parked readers. Parking uses
 //!   only the doorbell, which nothing but increments ever changes: the
-//!   writers' doorbell words may come back to an earlier sum,
-//!   and a reader parked on such a word could sleep through new data (an
-//!   early version stored them into the doorbell itself and did, rarely).
+//!   writers' doorbell words may come back to an earlier sum, and a reader
+//!   parked on such a word could sleep through new data.
 //!
 //! # Releasing a segment
 //! `destroy` deregisters nothing at once: it sends `Gone` to every peer,
@@ -77,6 +76,18 @@
 //! connection counts as failed, writers waiting on it return, and the next
 //! epoch's segments are not announced to it).
 //!
+//! # Modules
+//! Split along the seams of Gloo's ibverbs transport:
+//! - setup and the device: `rc` (the transport, what its parts share and
+//!   the order they are torn down in), `device`, `settings`, `endpoint`;
+//! - one peer's connection: `pair` (queue pair, send side, staging);
+//! - the send path: `send` (reserve, post, reap, the links' writes), `ring`;
+//! - the receive thread: `recv`, and `msg` for its control messages;
+//! - segments: `segments` (create, connect, destroy, draining);
+//! - failure: `failure`;
+//! - beneath them: `ffi` (raw data-path calls) and `memory` (memory handed
+//!   to the device, registered or not).
+//!
 //! # Environment
 //! | variable | default | meaning |
 //! | --- | --- | --- |
@@ -95,20 +106,39 @@ use crate::error::Result;
 use crate::transport::Transport;
 use std::sync::Arc;
 
+// Setup and the device.
 #[cfg(feature = "verbs")]
 mod device;
 #[cfg(feature = "verbs")]
 mod endpoint;
 #[cfg(feature = "verbs")]
-mod ffi;
-#[cfg(feature = "verbs")]
-mod msg;
-#[cfg(feature = "verbs")]
 mod rc;
+#[cfg(feature = "verbs")]
+mod settings;
+// One peer's connection.
+#[cfg(feature = "verbs")]
+mod pair;
+// The send path.
 #[cfg(feature = "verbs")]
 mod ring;
 #[cfg(feature = "verbs")]
-mod settings;
+mod send;
+// The receive thread and its control messages.
+#[cfg(feature = "verbs")]
+mod msg;
+#[cfg(feature = "verbs")]
+mod recv;
+// Segments.
+#[cfg(feature = "verbs")]
+mod segments;
+// Failure.
+#[cfg(feature = "verbs")]
+mod failure;
+// Raw verbs calls and the memory handed to the device.
+#[cfg(feature = "verbs")]
+mod ffi;
+#[cfg(feature = "verbs")]
+mod memory;
 
 /// Builds the verbs transport, or explains why it is not available.
 #[cfg(feature = "verbs")]

@@ -1,6 +1,6 @@
 //! The data-path verbs calls (post, poll, completion events) made directly,
 //! without allocation, on handles owned by sideway objects; plus the
-//! eventfd that stops the receive thread.
+//! eventfd that wakes the receive thread.
 
 use rdma_mummy_sys as sys;
 use std::io;
@@ -292,33 +292,5 @@ impl Wakeup {
         // SAFETY: reads at most 8 bytes into a live local buffer from our
         // own non-blocking fd.
         let _ = unsafe { libc::read(self.fd(), b.as_mut_ptr().cast(), 8) };
-    }
-}
-
-/// Anonymous page-aligned memory handed to the device, accessed only
-/// through raw pointers.
-#[derive(Debug)]
-pub(crate) struct DmaBuf {
-    map: memmap2::MmapRaw,
-}
-
-impl DmaBuf {
-    pub fn new(len: usize) -> io::Result<DmaBuf> {
-        let m = memmap2::MmapOptions::new().len(len.max(1)).map_anon()?;
-        Ok(DmaBuf {
-            map: memmap2::MmapRaw::from(m),
-        })
-    }
-
-    pub fn ptr(&self) -> *mut u8 {
-        self.map.as_mut_ptr()
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn addr(&self) -> u64 {
-        self.ptr() as u64
     }
 }
