@@ -24,7 +24,7 @@
 //! result. The first scatter is always dense, a diff is sent dense instead
 //! whenever its encoding would not be smaller than the whole vector, and
 //! `Auto { threshold }` sends a diff only when fewer than `threshold * len`
-//! entries changed (see [`crate::sparse::diff_into`]). When a diff can be
+//! entries changed (see [`crate::representation::diff_into`]). When a diff can be
 //! lost (`Overwrite` outside `Bsp`), a receiver that missed one ignores the
 //! sender's diffs (counted in `Stats::diffs_dropped`) until the sender's next
 //! dense update, which comes at least every [`VectorOptions::refresh`]
@@ -32,7 +32,7 @@
 //!
 //! # Copies
 //!
-//! The vector keeps the 32-byte update header (see [`crate::payload`]) in
+//! The vector keeps the 32-byte update header (see [`crate::wire`]) in
 //! front of its own elements, so a dense scatter hands its memory to dstorm
 //! as is: the only copy is the transport's store into the peer's slot. A
 //! dense update is polled straight into a spare buffer that then swaps
@@ -56,18 +56,19 @@
 use std::ops::{ControlFlow, Deref, DerefMut};
 use std::time::Instant;
 
-use dstorm::{Group, Update};
+use dstorm::{FlowControl, Group, Update};
 
 use crate::consistency::Consistency;
 use crate::element::Element;
 use crate::error::VolError;
 use crate::exchange::{describe, Core, GatherInfo, VectorOptions};
-use crate::payload::{Header, Kind, HEADER_LEN};
-use crate::sparse::{
-    decode_sparse_into, diff_into, encode_sparse_into, sparse_encoded_len, Encoding, Representation,
-};
+use crate::representation::{diff_into, Encoding, Representation};
 use crate::stats::Stats;
 use crate::udf::Merge;
+use crate::wire::{
+    decode_sparse_into, encode_dense_into, encode_sparse_into, sparse_encoded_len, Header, Kind,
+    HEADER_LEN,
+};
 
 const LITTLE_ENDIAN: bool = cfg!(target_endian = "little");
 
@@ -136,12 +137,6 @@ pub struct DenseVector<T: Element> {
     mirrors: Vec<Vec<T>>,
     /// Per in-neighbour: version of the mirror (0: none or out of sync).
     mirror_version: Vec<u64>,
-    /// Per in-neighbour: iteration of the update the mirror reflects.
-    mirror_iter: Vec<u64>,
-    /// Per in-neighbour: iteration + 1 of the last update read (0: none).
-    received: Vec<u64>,
-    /// Per in-neighbour: the mirror changed since the last merge.
-    fresh: Vec<bool>,
     spare: Vec<T>,
     /// Parts of every in-neighbour's update, for merging in place
     /// ([`DenseVector::merge_in_place`]); allocated by the first such merge.
@@ -200,8 +195,7 @@ impl<T: Element> DenseVector<T> {
         }
         let k = core.senders.len();
         let sparse = opts.representation.needs_previous();
-        let lossy =
-            opts.flow == dstorm::FlowControl::Overwrite && opts.consistency != Consistency::Bsp;
+        let lossy = opts.flow == FlowControl::Overwrite && opts.consistency != Consistency::Bsp;
         Ok(DenseVector {
             len,
             hdr,
@@ -220,9 +214,6 @@ impl<T: Element> DenseVector<T> {
             },
             mirrors: (0..k).map(|_| vec![T::zero(); hdr + len]).collect(),
             mirror_version: vec![0; k],
-            mirror_iter: vec![0; k],
-            received: vec![0; k],
-            fresh: vec![false; k],
             spare: if k > 0 {
                 vec![T::zero(); hdr + len]
             } else {
@@ -350,10 +341,7 @@ impl<T: Element> DenseVector<T> {
                     self.core.send(as_bytes(&self.buf), false)?;
                 } else {
                     header.write(&mut self.send_buf);
-                    crate::sparse::encode_dense_into(
-                        &self.buf[self.hdr..],
-                        &mut self.send_buf[HEADER_LEN..],
-                    )?;
+                    encode_dense_into(&self.buf[self.hdr..], &mut self.send_buf[HEADER_LEN..])?;
                     self.core.send(&self.send_buf, false)?;
                 }
                 self.since_dense = 0;
@@ -408,7 +396,7 @@ impl<T: Element> DenseVector<T> {
             let p = self.core.senders[i];
             if bsp {
                 // Exactly the update of this iteration (already visible).
-                while self.received[i] <= t {
+                while self.core.received[i] <= t {
                     let left = Core::left(deadline);
                     let got =
                         self.core
@@ -440,9 +428,9 @@ impl<T: Element> DenseVector<T> {
         let (hdr, n) = (self.hdr, self.len);
         let mut refs: Vec<&[T]> = recycle(std::mem::take(&mut self.refs));
         for (i, m) in self.mirrors.iter().enumerate() {
-            if self.fresh[i] {
+            if self.core.fresh[i] {
                 refs.push(&m[hdr..hdr + n]);
-                let s = t.saturating_sub(self.mirror_iter[i]);
+                let s = t.saturating_sub(self.core.mirror_iter[i]);
                 info.merged += 1;
                 info.max_staleness = info.max_staleness.max(s);
                 info.staleness_sum += s;
@@ -451,14 +439,7 @@ impl<T: Element> DenseVector<T> {
         let merged = udf.merge_dense(&mut self.buf[hdr..], &refs);
         self.refs = recycle(refs);
         merged?;
-        for i in 0..self.fresh.len() {
-            if self.fresh[i] {
-                self.core
-                    .stats
-                    .record_merged(t.saturating_sub(self.mirror_iter[i]));
-                self.fresh[i] = false;
-            }
-        }
+        self.core.record_merges(t);
         self.core.finish_gather();
         Ok(info)
     }
@@ -482,8 +463,8 @@ impl<T: Element> DenseVector<T> {
             && LITTLE_ENDIAN
             && !self.repr.needs_previous()
             && udf.elementwise()
-            && self.received.iter().all(|&r| r == t)
-            && !self.fresh.iter().any(|&f| f);
+            && self.core.received.iter().all(|&r| r == t)
+            && !self.core.fresh.iter().any(|&f| f);
         if !applies {
             return Ok(false);
         }
@@ -538,11 +519,11 @@ impl<T: Element> DenseVector<T> {
         }
         for i in 0..k {
             self.core.note_data(i, t);
-            self.received[i] = t + 1;
+            self.core.received[i] = t + 1;
             // The mirror was not filled; with dense updates only, nothing
             // reads it before the next dense update replaces it.
             self.mirror_version[i] = 0;
-            self.mirror_iter[i] = t;
+            self.core.mirror_iter[i] = t;
             self.core.stats.record_merged(0);
         }
         info.merged = k;
@@ -554,14 +535,13 @@ impl<T: Element> DenseVector<T> {
     /// Applies the update just polled into `spare` from in-neighbour `i`.
     fn apply(&mut self, i: usize, u: Update) -> Result<(), VolError> {
         let p = self.core.senders[i];
-        self.core.note_data(i, u.iteration);
-        self.received[i] = self.received[i].max(u.iteration.saturating_add(1));
+        self.core.note_read(i, u.iteration);
         let n = self.len;
         let bytes = as_bytes(&self.spare);
         let bytes = bytes
             .get(..u.len)
             .ok_or_else(|| self.core.bad_update(p, "longer than a slot"))?;
-        let h = Header::parse(bytes).map_err(|e| self.core.bad_update(p, e))?;
+        let h = Header::parse(bytes).map_err(|e| self.core.bad_update(p, e.to_string()))?;
         if usize::from(h.value_width) != T::WIDTH || h.len != n as u64 {
             return Err(self.core.bad_update(
                 p,
@@ -585,8 +565,8 @@ impl<T: Element> DenseVector<T> {
                 std::mem::swap(&mut self.spare, &mut self.mirrors[i]);
                 from_le_in_place(&mut self.mirrors[i][self.hdr..]);
                 self.mirror_version[i] = h.version;
-                self.mirror_iter[i] = u.iteration;
-                self.fresh[i] = true;
+                self.core.mirror_iter[i] = u.iteration;
+                self.core.fresh[i] = true;
             }
             Kind::Diff => {
                 decode_sparse_into(
@@ -603,8 +583,8 @@ impl<T: Element> DenseVector<T> {
                         m[k as usize] = v;
                     }
                     self.mirror_version[i] = h.version;
-                    self.mirror_iter[i] = u.iteration;
-                    self.fresh[i] = true;
+                    self.core.mirror_iter[i] = u.iteration;
+                    self.core.fresh[i] = true;
                 } else {
                     self.mirror_version[i] = 0;
                     self.core.stats.diffs_dropped += 1;
@@ -622,9 +602,7 @@ impl<T: Element> DenseVector<T> {
     /// A control-channel barrier over the whole group (bounded by the
     /// group's timeout); the time it took is recorded as a wait.
     pub fn barrier(&mut self, group: &Group) -> Result<(), VolError> {
-        let w = crate::exchange::barrier(group)?;
-        self.core.stats.record_wait(w);
-        Ok(())
+        self.core.barrier(group)
     }
 
     /// After the group regrouped (an operation returned an error for which
@@ -640,9 +618,6 @@ impl<T: Element> DenseVector<T> {
         let width = self.hdr + self.len;
         self.mirrors = (0..k).map(|_| vec![T::zero(); width]).collect();
         self.mirror_version = vec![0; k];
-        self.mirror_iter = vec![0; k];
-        self.received = vec![0; k];
-        self.fresh = vec![false; k];
         if k > 0 && self.spare.is_empty() {
             self.spare = vec![T::zero(); width];
         }

@@ -1,8 +1,17 @@
 //! Error types of vol.
 //!
 //! [`VolError`] is the one error the public API returns. The transport-free
-//! modules (graphs, wire encodings, merge functions, option parsing) have their
-//! own small error enums, each convertible into [`VolError`] with `?`.
+//! modules (graphs, merge functions, option parsing, and [`crate::wire`] for
+//! encodings) have their own small error enums, each convertible into
+//! [`VolError`] with `?`. Errors of the group itself (joining, the control
+//! channel, membership) arrive wrapped as [`VolError::Dstorm`].
+//!
+//! [`Seconds`] and [`RankList`] format durations and rank lists the way
+//! every message of malt does.
+
+pub use dstorm::error::{RankList, Seconds};
+
+use crate::wire::EncodingError;
 
 /// Everything that can go wrong in vol.
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +22,7 @@ pub enum VolError {
     Graph(#[from] GraphError),
     /// An update could not be encoded or decoded.
     #[error("wire encoding: {0}")]
-    Wire(#[from] WireError),
+    Wire(#[from] EncodingError),
     /// A merge function (UDF) rejected its input.
     #[error("merge: {0}")]
     Merge(#[from] MergeError),
@@ -27,6 +36,10 @@ pub enum VolError {
     /// connection, a bounded wait inside dstorm, ...).
     #[error("dstorm: {0}")]
     Dstorm(#[from] dstorm::Error),
+    /// A rank sent vol something over the control channel that it cannot
+    /// read (a vector description, an iteration).
+    #[error("malformed control message: {0}")]
+    Protocol(String),
     /// Ranks disagree about a collectively created vector. Every rank gets
     /// this error (each compares every rank's description with rank 0's).
     #[error("vector {vector:?}: rank {rank} disagrees with rank 0 about the {what} ({ours} vs {theirs})")]
@@ -67,7 +80,7 @@ pub enum VolError {
         name: String,
     },
     /// A consistency wait did not end within the group's timeout.
-    #[error("vector {vector:?}: {op} at iteration {iteration} timed out after {} waiting for ranks {}", dstorm::error::Seconds(*waited), dstorm::error::RankList(missing))]
+    #[error("vector {vector:?}: {op} at iteration {iteration} timed out after {} waiting for ranks {}", Seconds(*waited), RankList(missing))]
     Timeout {
         /// The vector.
         vector: String,
@@ -188,114 +201,6 @@ pub enum GraphError {
         /// A rank that `from` cannot reach.
         to: usize,
     },
-}
-
-/// A malformed sparse vector or byte encoding of an update, or a buffer of
-/// the wrong size.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WireError {
-    /// The bytes are shorter than the fixed sparse header.
-    #[error("sparse update of {len} bytes is shorter than its {header}-byte header")]
-    TruncatedHeader {
-        /// Bytes received.
-        len: usize,
-        /// Header size.
-        header: usize,
-    },
-    /// The header names an index width other than 4 or 8 bytes.
-    #[error("sparse update has index width {0}; expected 4 or 8")]
-    BadIndexWidth(u8),
-    /// The header's value width does not match the receiver's element type.
-    #[error(
-        "sparse update has value width {found}; the vector's elements are {expected} bytes wide"
-    )]
-    ValueWidthMismatch {
-        /// Width the receiver expects.
-        expected: usize,
-        /// Width found in the header.
-        found: u8,
-    },
-    /// Reserved header bytes are not zero.
-    #[error("sparse update header has non-zero reserved bytes")]
-    ReservedBytes,
-    /// The byte length does not match what the header (or the vector) implies.
-    #[error("{what}: expected {expected} bytes, found {found}")]
-    LengthMismatch {
-        /// What was being checked.
-        what: &'static str,
-        /// Bytes expected.
-        expected: u64,
-        /// Bytes found.
-        found: u64,
-    },
-    /// The header's pair count is too large to describe any buffer.
-    #[error("sparse update claims {count} pairs, too many to address")]
-    CountOverflow {
-        /// The claimed pair count.
-        count: u64,
-    },
-    /// An index is not below the vector's length.
-    #[error("index {index} at position {position} is out of range for a vector of length {len}")]
-    IndexOutOfRange {
-        /// The offending index.
-        index: u64,
-        /// Its position among the pairs.
-        position: usize,
-        /// The vector's length.
-        len: u64,
-    },
-    /// Indices are not strictly increasing (unsorted or duplicated).
-    #[error("index {index} at position {position} does not follow {previous}: indices must be strictly increasing")]
-    NotSorted {
-        /// The previous index.
-        previous: u64,
-        /// The offending index.
-        index: u64,
-        /// Its position among the pairs.
-        position: usize,
-    },
-    /// An index does not fit the sparse vector's index type.
-    #[error("index {index} does not fit in a {width}-byte index")]
-    IndexTooWide {
-        /// The offending index.
-        index: u64,
-        /// Width of the index type in bytes.
-        width: usize,
-    },
-    /// Index and value arrays differ in length.
-    #[error("{indices} indices but {values} values")]
-    PairCountMismatch {
-        /// Number of indices.
-        indices: usize,
-        /// Number of values.
-        values: usize,
-    },
-    /// The output buffer is too small.
-    #[error("output buffer of {available} bytes is too small; {needed} bytes needed")]
-    BufferTooSmall {
-        /// Bytes needed.
-        needed: usize,
-        /// Bytes available.
-        available: usize,
-    },
-    /// An index given to a sparse vector is not below its length.
-    #[error("index {index} is out of range for a sparse vector of length {len}")]
-    IndexOutOfBounds {
-        /// The offending index.
-        index: u64,
-        /// The vector's length.
-        len: u64,
-    },
-    /// The same index was given twice.
-    #[error("index {index} appears more than once")]
-    DuplicateIndex {
-        /// The repeated index.
-        index: u64,
-    },
-    /// An auto-representation threshold outside `[0, 1]`.
-    #[error("sparse threshold {0} must be a number in [0, 1]")]
-    BadThreshold(f64),
 }
 
 /// A merge function (UDF) was given inputs it cannot merge.

@@ -10,9 +10,9 @@
 //!
 //! `gather()` at iteration `t` first waits, under `Ssp { s }` (and `Bsp`,
 //! which is `s = 0`), until every peer has scattered iteration `t - s` — the
-//! issue's rule "wait while `t - min(peer iteration) > s`" evaluated with
-//! the peers' scatter progress — so that every update it merges is at most
-//! `s` iterations old. `Async` never waits.
+//! rule "wait while `t - min(peer iteration) > s`" of [`crate::consistency`]
+//! evaluated with the peers' scatter progress — so that every update it
+//! merges is at most `s` iterations old. `Async` never waits.
 //!
 //! Progress is learnt one-sided, without asking anybody:
 //!
@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::consistency::Consistency;
 use crate::error::VolError;
 use crate::graph::Graph;
-use crate::sparse::Representation;
+use crate::representation::Representation;
 use crate::stats::Stats;
 
 /// Default number of slots per sender queue.
@@ -317,13 +317,21 @@ pub(crate) struct Core {
     pub senders: Vec<usize>,
     /// Per in-neighbour: highest iteration + 1 known to be visible (0: none).
     data_seen: Vec<u64>,
+    /// Per in-neighbour: iteration + 1 of the last update read (0: none).
+    pub received: Vec<u64>,
+    /// Per in-neighbour: iteration of the update the vector holds of it.
+    pub mirror_iter: Vec<u64>,
+    /// Per in-neighbour: what the vector holds of it changed since the last
+    /// merge.
+    pub fresh: Vec<bool>,
     /// The iteration the vector is in.
     pub iteration: u64,
     /// Scatters done (the version of the last update sent).
     pub version: u64,
     pub stats: Stats,
     clock_payload: [u8; 8],
-    /// What the vector was created with, to create it again after a regroup.
+    /// What the vector was created with, to create it again after a regroup
+    /// (which also starts the per-in-neighbour state afresh).
     desc: Descriptor,
     opts: VectorOptions,
     capacity: usize,
@@ -355,9 +363,9 @@ impl Core {
         let mut descs = Vec::with_capacity(all.len());
         for (r, text) in all.iter().enumerate() {
             let d: Descriptor = serde_json::from_str(text).map_err(|e| {
-                VolError::Dstorm(dstorm::Error::Protocol(format!(
+                VolError::Protocol(format!(
                     "rank {r} sent an unreadable vector description: {e}"
-                )))
+                ))
             })?;
             descs.push(d);
         }
@@ -439,6 +447,9 @@ impl Core {
             flow: opts.flow,
             depth: opts.depth,
             data_seen: vec![0; senders.len()],
+            received: vec![0; senders.len()],
+            mirror_iter: vec![0; senders.len()],
+            fresh: vec![false; senders.len()],
             senders,
             obj,
             clock,
@@ -463,9 +474,7 @@ impl Core {
         let mut highest = self.iteration;
         for (i, text) in all.iter().enumerate() {
             let it: u64 = text.parse().map_err(|_| {
-                VolError::Dstorm(dstorm::Error::Protocol(format!(
-                    "member {i} sent an unreadable iteration {text:?}"
-                )))
+                VolError::Protocol(format!("member {i} sent an unreadable iteration {text:?}"))
             })?;
             highest = highest.max(it);
         }
@@ -525,6 +534,33 @@ impl Core {
     pub fn note_data(&mut self, i: usize, iteration: u64) {
         let v = &mut self.data_seen[i];
         *v = (*v).max(iteration.saturating_add(1));
+    }
+
+    /// Notes that an update tagged `iteration` from in-neighbour number `i`
+    /// was read out of its queue.
+    pub fn note_read(&mut self, i: usize, iteration: u64) {
+        self.note_data(i, iteration);
+        self.received[i] = self.received[i].max(iteration.saturating_add(1));
+    }
+
+    /// Records every fresh update as merged in the gather of iteration `t`
+    /// and marks it used.
+    pub fn record_merges(&mut self, t: u64) {
+        for i in 0..self.fresh.len() {
+            if self.fresh[i] {
+                self.stats
+                    .record_merged(t.saturating_sub(self.mirror_iter[i]));
+                self.fresh[i] = false;
+            }
+        }
+    }
+
+    /// A control-channel barrier over the whole group (bounded by the
+    /// group's timeout); the time it took is recorded as a wait.
+    pub fn barrier(&mut self, group: &Group) -> Result<(), VolError> {
+        let w = barrier(group)?;
+        self.stats.record_wait(w);
+        Ok(())
     }
 
     /// The consistency wait at the start of a gather: under a staleness

@@ -12,13 +12,13 @@
 //! [`DenseVector`] and calling `scatter()` and `gather(Udf::Avg)` every few
 //! batches. Under `malt launch -n 4 ./my-program` (or srun, mpirun,
 //! torchrun) every rank runs the same code and joins with
-//! [`dstorm::Group::from_env`]; this example runs as a one-rank job on the
-//! shared-memory transport.
+//! [`Group::from_env`]; this example runs as a one-rank job on the
+//! shared-memory transport. A program depends on vol only: the group, its
+//! configuration and the launcher detection are re-exported here.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use dstorm::{Config, Group};
-//! use vol::{Consistency, DenseVector, Graph, Udf, VectorOptions};
+//! use vol::{Config, Consistency, DenseVector, Graph, Group, Udf, VectorOptions};
 //!
 //! // A one-rank job on a free local port (inside a launcher:
 //! // `Group::from_env()?`).
@@ -70,7 +70,7 @@
 //! # The pieces
 //!
 //! * Vectors: [`DenseVector<f32>`](DenseVector), [`DenseVector<f64>`](DenseVector)
-//!   and [`SparseVec<u32|u64, f32|f64>`](SparseVec), created collectively:
+//!   and [`SparseVector<u32|u64, f32|f64>`](SparseVector), created collectively:
 //!   all ranks must agree on name, length, types and [`VectorOptions`], or
 //!   every rank gets [`VolError::Mismatch`]. [`Registry`] finds vectors by
 //!   name.
@@ -90,29 +90,46 @@
 //!   changed entries; see [`dense`].
 //! * Statistics ([`Stats`]): bytes and updates per peer, merges, torn and
 //!   lapped updates, staleness histogram, time spent waiting; as JSON too.
+//! * Sparse data ([`entries`]): [`SparseEntries`], the local value of a
+//!   [`SparseVector`], and [`SparseUpdate`], what a merge function sees.
+//! * The byte format of updates ([`wire`]) and its [`EncodingError`].
+//! * The group (re-exported from dstorm): [`Group`] joins a job
+//!   ([`Group::from_env`] inside any launcher, [`Config::from_env`] to adjust
+//!   the configuration first), with its [`Config`], [`TransportKind`],
+//!   [`FaultPolicy`] and [`Membership`]; its errors are [`GroupError`].
 
 pub mod consistency;
 pub mod dense;
 pub mod element;
+pub mod entries;
 pub mod error;
 pub mod exchange;
 pub mod graph;
-pub mod payload;
 pub mod registry;
+pub mod representation;
 pub mod sparse;
-pub mod sparse_vec;
 pub mod stats;
 pub mod udf;
+pub mod wire;
 
 pub use consistency::Consistency;
 pub use dense::DenseVector;
-pub use dstorm::FlowControl;
+pub use dstorm::{Config, FaultPolicy, FlowControl, Group, Membership, TransportKind};
 pub use element::{Element, ElementKind};
-pub use error::{GraphError, MergeError, ParseError, VolError, WireError};
+pub use entries::{SparseEntries, SparseIndex, SparseUpdate};
+pub use error::{GraphError, MergeError, ParseError, VolError};
 pub use exchange::{barrier, GatherInfo, VectorOptions};
 pub use graph::Graph;
 pub use registry::{Named, Registry};
-pub use sparse::{Encoding, Representation, SparseIndex, SparseUpdate, SparseVector};
-pub use sparse_vec::SparseVec;
+pub use representation::{Encoding, Representation};
+pub use sparse::SparseVector;
 pub use stats::{PeerStats, StalenessHistogram, Stats};
 pub use udf::{Merge, PerIndex, Udf, Update};
+pub use wire::EncodingError;
+
+/// The error of the group's own operations (joining, barriers, membership):
+/// dstorm's error, which [`VolError::Dstorm`] wraps.
+pub use dstorm::Error as GroupError;
+
+/// The shared sparse vector under its former name.
+pub type SparseVec<I, V> = SparseVector<I, V>;

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 
 use crate::dense::DenseVector;
 use crate::element::Element;
+use crate::entries::SparseIndex;
 use crate::error::VolError;
-use crate::sparse::SparseIndex;
-use crate::sparse_vec::SparseVec;
+use crate::sparse::SparseVector;
 
 /// A vector that can be kept in a [`Registry`]: [`DenseVector`] and
-/// [`SparseVec`].
+/// [`SparseVector`].
 pub trait Named: Any + Send {
     /// The vector's name.
     fn vector_name(&self) -> &str;
@@ -29,7 +29,7 @@ impl<T: Element> Named for DenseVector<T> {
     }
 }
 
-impl<I: SparseIndex, V: Element> Named for SparseVec<I, V> {
+impl<I: SparseIndex, V: Element> Named for SparseVector<I, V> {
     fn vector_name(&self) -> &str {
         self.name()
     }
@@ -56,7 +56,7 @@ impl std::fmt::Debug for Entry {
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-/// # let group = dstorm::Group::join(dstorm::Config::local(0, 1, port, "registry-doc"))?;
+/// # let group = vol::Group::join(vol::Config::local(0, 1, port, "registry-doc"))?;
 /// use vol::{DenseVector, Registry, VectorOptions, VolError};
 /// let mut vectors = Registry::new();
 /// vectors.insert(DenseVector::<f32>::new(&group, "w", 4, &VectorOptions::default())?)?;

@@ -48,8 +48,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::element::Element;
+use crate::entries::SparseUpdate;
 use crate::error::{MergeError, ParseError};
-use crate::sparse::SparseUpdate;
 
 /// One incoming update, as handed to a merge function.
 #[derive(Debug, Clone, Copy, PartialEq)]
