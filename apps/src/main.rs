@@ -1,12 +1,12 @@
 //! The `malt` command line.
 
 use clap::{Args, Parser, Subcommand};
-use dstorm::TransportKind;
 use malt::train::cli::{parse_local_ranks, parse_timeout};
 use malt::{bench, check, launch};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use vol::TransportKind;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -332,10 +332,10 @@ fn finish_launch(r: Result<launch::LaunchOutcome, launch::LaunchError>) -> ExitC
     }
 }
 
-fn join(transport: TransportKind) -> Result<dstorm::Group, dstorm::Error> {
-    let mut cfg = dstorm::Config::from_env()?;
+fn join(transport: TransportKind) -> Result<vol::Group, vol::GroupError> {
+    let mut cfg = vol::Config::from_env()?;
     cfg.transport = transport;
-    dstorm::Group::join(cfg)
+    vol::Group::join(cfg)
 }
 
 fn main() -> ExitCode {

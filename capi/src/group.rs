@@ -146,7 +146,7 @@ pub unsafe extern "C" fn malt_local_world(local_world: *mut usize) -> malt_statu
 
 /// The error of a local number the launcher did not give.
 fn unknown(what: &str, vars: &str) -> Error {
-    Error::Dstorm(dstorm::Error::Config(format!(
+    Error::Dstorm(vol::GroupError::Config(format!(
         "the launcher gave no {what}: none of {vars} is set to a usable number"
     )))
 }

@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dstorm::Group;
-use vol::{Consistency, DenseVector, Graph, SparseVec, VectorOptions};
+use vol::{Consistency, DenseVector, Graph, Group, SparseVector, VectorOptions};
 
 use crate::status::{not_in_callback, Error};
 
@@ -66,8 +65,8 @@ pub struct malt_options {
 pub(crate) enum Vector {
     DenseF32(DenseVector<f32>),
     DenseF64(DenseVector<f64>),
-    SparseF32(SparseVec<u64, f32>),
-    SparseF64(SparseVec<u64, f64>),
+    SparseF32(SparseVector<u64, f32>),
+    SparseF64(SparseVector<u64, f64>),
 }
 
 impl Vector {

@@ -2,8 +2,8 @@
 
 use std::ffi::c_char;
 
-use vol::sparse::{sparse_encoded_len, SparseVector};
-use vol::SparseVec;
+use vol::wire::sparse_encoded_len;
+use vol::{SparseEntries, SparseVector};
 
 use crate::runtime::{self, malt_options, malt_vector, Vector};
 use crate::status::{call, malt_status, Error};
@@ -12,7 +12,7 @@ use crate::vector::{clear_out, Elem};
 fn sparse_of<'a, T: Elem>(
     v: &'a mut Vector,
     what: &str,
-) -> Result<&'a mut SparseVec<u64, T>, Error> {
+) -> Result<&'a mut SparseVector<u64, T>, Error> {
     let kind = v.kind();
     T::sparse(v).ok_or_else(|| {
         Error::Type(format!(
@@ -46,8 +46,15 @@ unsafe fn sparse_create<T: Elem>(
         .ok()
         .and_then(|b| b.checked_add(64));
     runtime::probe_alloc(bytes, &what)?;
-    let v =
-        runtime::with_group(|g| Ok(SparseVec::<u64, T>::new(g, name, len, max_entries, &opts)?))?;
+    let v = runtime::with_group(|g| {
+        Ok(SparseVector::<u64, T>::new(
+            g,
+            name,
+            len,
+            max_entries,
+            &opts,
+        )?)
+    })?;
     let h = runtime::register(T::wrap_sparse(v))?;
     // SAFETY: non-NULL (checked) and writable by the caller's contract.
     unsafe { vector.write_unaligned(h) };
@@ -106,7 +113,10 @@ pub unsafe extern "C" fn malt_sparse_create_f64(
 
 /// Sets `pairs` (sorted by index, the last value of a repeated index
 /// winning) into `sv`, all or nothing.
-fn set_entries<T: Elem>(sv: &mut SparseVec<u64, T>, pairs: &mut [(u64, T)]) -> Result<(), Error> {
+fn set_entries<T: Elem>(
+    sv: &mut SparseVector<u64, T>,
+    pairs: &mut [(u64, T)],
+) -> Result<(), Error> {
     let len = sv.len();
     if let Some(&(i, _)) = pairs.iter().find(|(i, _)| *i >= len) {
         return Err(Error::Invalid(format!(
@@ -155,7 +165,7 @@ fn set_entries<T: Elem>(sv: &mut SparseVec<u64, T>, pairs: &mut [(u64, T)]) -> R
         merged.push((i, x));
     }
     merged.extend(old);
-    let rebuilt = SparseVector::from_pairs(len, merged).map_err(vol::VolError::from)?;
+    let rebuilt = SparseEntries::from_pairs(len, merged).map_err(vol::VolError::from)?;
     *sv.as_sparse_mut() = rebuilt;
     Ok(())
 }
@@ -375,8 +385,7 @@ pub unsafe extern "C" fn malt_sparse_entries_f64(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dstorm::{Config, Group};
-    use vol::VectorOptions;
+    use vol::{Config, Group, VectorOptions};
 
     fn one_rank(name: &str) -> Group {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -386,7 +395,7 @@ mod tests {
         Group::join(Config::local(0, 1, port, name)).expect("one-rank group")
     }
 
-    fn entries(sv: &SparseVec<u64, f32>) -> Vec<(u64, f32)> {
+    fn entries(sv: &SparseVector<u64, f32>) -> Vec<(u64, f32)> {
         sv.iter().collect()
     }
 
@@ -394,7 +403,7 @@ mod tests {
     fn updates_insert_overwrite_and_keep_the_last_duplicate() {
         let g = one_rank("capi-sparse-set");
         let mut sv =
-            SparseVec::<u64, f32>::new(&g, "s", 100, 5, &VectorOptions::new()).expect("create");
+            SparseVector::<u64, f32>::new(&g, "s", 100, 5, &VectorOptions::new()).expect("create");
         set_entries(&mut sv, &mut [(7, 1.0), (3, 2.0), (7, 3.0)]).expect("insert");
         assert_eq!(entries(&sv), [(3, 2.0), (7, 3.0)]);
         // Only existing indices: overwritten in place.
@@ -411,7 +420,7 @@ mod tests {
     fn bad_updates_change_nothing() {
         let g = one_rank("capi-sparse-bad");
         let mut sv =
-            SparseVec::<u64, f32>::new(&g, "s", 10, 2, &VectorOptions::new()).expect("create");
+            SparseVector::<u64, f32>::new(&g, "s", 10, 2, &VectorOptions::new()).expect("create");
         set_entries(&mut sv, &mut [(1, 1.0)]).expect("insert");
         let e = set_entries(&mut sv, &mut [(2, 1.0), (10, 1.0)]).expect_err("out of range");
         assert!(

@@ -104,11 +104,11 @@ pub(crate) enum Error {
     #[error(transparent)]
     Vol(#[from] vol::VolError),
     #[error(transparent)]
-    Dstorm(#[from] dstorm::Error),
+    Dstorm(#[from] vol::GroupError),
 }
 
-fn dstorm_status(e: &dstorm::Error) -> malt_status {
-    use dstorm::Error as D;
+fn group_status(e: &vol::GroupError) -> malt_status {
+    use vol::GroupError as D;
     match e {
         D::Config(_) | D::RankOutOfRange { .. } | D::MissingToken | D::Refused { .. } => {
             MALT_ERR_CONFIG
@@ -142,16 +142,16 @@ impl Error {
             Error::Callback(_) => MALT_ERR_CALLBACK,
             Error::NoMemory(_) => MALT_ERR_NO_MEMORY,
             Error::Broken => MALT_ERR_INTERNAL,
-            Error::Dstorm(d) => dstorm_status(d),
+            Error::Dstorm(d) => group_status(d),
             Error::Vol(v) => match v {
-                V::Dstorm(d) => dstorm_status(d),
+                V::Dstorm(d) => group_status(d),
                 V::Mismatch { .. } => MALT_ERR_MISMATCH,
                 V::Timeout { .. } => MALT_ERR_TIMEOUT,
                 V::Graph(_) | V::Parse(_) | V::InvalidVector { .. } | V::Wire(_) => {
                     MALT_ERR_INVALID_ARGUMENT
                 }
                 V::TooManyEntries { .. } => MALT_ERR_LENGTH,
-                V::BadUpdate { .. } => MALT_ERR_COMM,
+                V::BadUpdate { .. } | V::Protocol(_) => MALT_ERR_COMM,
                 _ => MALT_ERR_INTERNAL,
             },
         }

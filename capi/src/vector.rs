@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-use vol::{DenseVector, Element, Merge, MergeError, PerIndex, SparseVec, Udf};
+use vol::{DenseVector, Element, Merge, MergeError, PerIndex, SparseVector, Udf};
 
 use crate::runtime::{self, malt_options, malt_vector, Vector};
 use crate::status::{call, malt_status, CallbackScope, Error};
@@ -78,8 +78,8 @@ pub(crate) trait Elem: Element {
     const C_NAME: &'static str;
     fn wrap_dense(v: DenseVector<Self>) -> Vector;
     fn dense(v: &mut Vector) -> Option<&mut DenseVector<Self>>;
-    fn wrap_sparse(v: SparseVec<u64, Self>) -> Vector;
-    fn sparse(v: &mut Vector) -> Option<&mut SparseVec<u64, Self>>;
+    fn wrap_sparse(v: SparseVector<u64, Self>) -> Vector;
+    fn sparse(v: &mut Vector) -> Option<&mut SparseVector<u64, Self>>;
 }
 
 impl Elem for f32 {
@@ -93,10 +93,10 @@ impl Elem for f32 {
             _ => None,
         }
     }
-    fn wrap_sparse(v: SparseVec<u64, f32>) -> Vector {
+    fn wrap_sparse(v: SparseVector<u64, f32>) -> Vector {
         Vector::SparseF32(v)
     }
-    fn sparse(v: &mut Vector) -> Option<&mut SparseVec<u64, f32>> {
+    fn sparse(v: &mut Vector) -> Option<&mut SparseVector<u64, f32>> {
         match v {
             Vector::SparseF32(s) => Some(s),
             _ => None,
@@ -115,10 +115,10 @@ impl Elem for f64 {
             _ => None,
         }
     }
-    fn wrap_sparse(v: SparseVec<u64, f64>) -> Vector {
+    fn wrap_sparse(v: SparseVector<u64, f64>) -> Vector {
         Vector::SparseF64(v)
     }
-    fn sparse(v: &mut Vector) -> Option<&mut SparseVec<u64, f64>> {
+    fn sparse(v: &mut Vector) -> Option<&mut SparseVector<u64, f64>> {
         match v {
             Vector::SparseF64(s) => Some(s),
             _ => None,

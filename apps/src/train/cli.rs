@@ -16,9 +16,9 @@ use super::{plot_comparison, RunOutput, TrainError};
 use crate::data::libsvm::DEFAULT_MAX_FEATURES;
 use crate::launch;
 use clap::{Args, Subcommand};
-use dstorm::TransportKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vol::TransportKind;
 use vol::{Consistency, Graph, Representation};
 
 /// The longest wait a timeout flag (`--timeout`, `--fail-timeout`) stands
@@ -451,7 +451,7 @@ fn run_inner(cmd: &TrainCmd) -> Result<(), TrainError> {
 
 /// One rank of a job: join, train, and on rank 0 compare when asked.
 fn run_rank(job: &Job, c: &CommArgs) -> Result<(), TrainError> {
-    let mut cfg = dstorm::Config::from_env().map_err(|e| sync_err(0, "configuration", e))?;
+    let mut cfg = vol::Config::from_env().map_err(|e| sync_err(0, "configuration", e))?;
     if let Some(t) = c.transport {
         cfg.transport = t;
     }
@@ -459,7 +459,7 @@ fn run_rank(job: &Job, c: &CommArgs) -> Result<(), TrainError> {
     if cfg.world == 1 && c.single_from.is_none() {
         return job.run(&mut NoSync).map(|_| ());
     }
-    let group = dstorm::Group::join(cfg).map_err(|e| sync_err(rank, "join", e))?;
+    let group = vol::Group::join(cfg).map_err(|e| sync_err(rank, "join", e))?;
     let mut sync = VolSync::new(group, c.graph.clone(), c.sync, c.representation);
     let comparing = c.single_from.as_deref();
     let run_job = match comparing {

@@ -406,7 +406,7 @@ impl InProcessSync {
                 if now >= deadline {
                     let msg = format!(
                         "timed out after {} waiting for {} of {} ranks",
-                        dstorm::error::Seconds(sh.timeout),
+                        vol::error::Seconds(sh.timeout),
                         sh.world - st.arrived,
                         sh.world
                     );

@@ -5,8 +5,8 @@
 
 use super::sync::{ModelSync, Regroup, SyncInfo, SyncMode, SyncPoint};
 use super::TrainError;
-use dstorm::Group;
 use std::time::{Duration, Instant, SystemTime};
+use vol::Group;
 use vol::{Consistency, DenseVector, Graph, Representation, VectorOptions, VolError};
 
 /// A rank's communication for training: a group and, from the first
@@ -36,8 +36,8 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn is_regrouped(e: &dstorm::Error) -> bool {
-    matches!(e, dstorm::Error::Regrouped { .. })
+fn is_regrouped(e: &vol::GroupError) -> bool {
+    matches!(e, vol::GroupError::Regrouped { .. })
 }
 
 impl VolSync {
@@ -114,7 +114,7 @@ impl VolSync {
     }
 
     /// Ends the job cleanly: drops the vector, then a final barrier.
-    /// Tells the other ranks why this one stops (see [`dstorm::Group::fail`]).
+    /// Tells the other ranks why this one stops (see [`vol::Group::fail`]).
     pub fn fail(&self, reason: impl std::fmt::Display) {
         self.group.fail(reason);
     }
