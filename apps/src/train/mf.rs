@@ -71,7 +71,7 @@
 //! [`synth_ratings`]: 30,000 users, 3,000
 //! items, rank 10, noise 0.5, seed 1) into `<out>/synth-ratings/`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -81,8 +81,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::ratings::{load_shard, Rating, RatingsFormat};
 use crate::data::synth::{synth_ratings, SynthRatingsOptions, DEFAULT_RATING_NOISE_STDDEV};
 
+use super::files::DataFiles;
 use super::metrics::TestMetric;
-use super::prepare::split_synthetic;
 use super::sync::{allreduce_max, ModelSync};
 use super::{
     create_out, load_rng, metrics_writer, run_loop, short_number, Clock, Finish, Learner,
@@ -364,8 +364,7 @@ struct MfLearner {
 
 /// The rating files of a run and how this rank reads them.
 struct Source {
-    train: PathBuf,
-    test: Option<PathBuf>,
+    files: DataFiles,
     format: RatingsFormat,
     shuffle: bool,
     seed: u64,
@@ -378,15 +377,14 @@ impl Source {
         part: usize,
         parts: usize,
     ) -> Result<(Vec<Rating>, Option<Vec<Rating>>), TrainError> {
-        let mut train = load_shard(&self.train, part, parts, self.format)?;
-        if self.shuffle {
-            train.shuffle(&mut load_rng(self.seed, self.rank));
-        }
-        let test = match &self.test {
-            Some(p) => Some(load_shard(p, part, parts, self.format)?),
-            None => None,
+        let read = |path: &Path, part, parts| Ok(load_shard(path, part, parts, self.format)?);
+        let shuffle = |mut train: Vec<Rating>| {
+            if self.shuffle {
+                train.shuffle(&mut load_rng(self.seed, self.rank));
+            }
+            train
         };
-        Ok((train, test))
+        self.files.load(part, parts, read, shuffle)
     }
 }
 
@@ -455,26 +453,6 @@ impl Learner for MfLearner {
     }
 }
 
-fn data_files(
-    opts: &MfOptions,
-    sync: &mut dyn ModelSync,
-) -> Result<(PathBuf, Option<PathBuf>), TrainError> {
-    if let Some(d) = &opts.data {
-        return Ok((d.clone(), opts.test.clone()));
-    }
-    let synth = &opts.synth;
-    let gen = synth.generator();
-    let files = split_synthetic(
-        sync,
-        &opts.out.join("synth-ratings"),
-        "ratings",
-        synth,
-        synth.ratings,
-        |w| Ok(synth_ratings(&gen, w)?),
-    )?;
-    Ok((files.train, Some(opts.test.clone().unwrap_or(files.test))))
-}
-
 /// Trains the factor model on this rank's shard of ratings, synchronising
 /// through `sync`; see the module documentation. Every rank of a job calls it
 /// with the same options. Rank 0 writes `metrics.csv`, `summary.json` and
@@ -485,10 +463,20 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
     let rank = sync.rank();
     let world = sync.world();
     create_out(&opts.out)?;
-    let (train_path, test_path) = data_files(opts, sync)?;
+    let synth = &opts.synth;
+    let gen = synth.generator();
+    let files = DataFiles::given_or_synthetic(
+        opts.data.as_ref(),
+        opts.test.as_ref(),
+        sync,
+        &opts.out.join("synth-ratings"),
+        "ratings",
+        synth,
+        synth.ratings,
+        |w| Ok(synth_ratings(&gen, w)?),
+    )?;
     let source = Source {
-        train: train_path,
-        test: test_path,
+        files,
         format: opts.format,
         shuffle: opts.shuffle,
         seed: opts.seed,
@@ -503,7 +491,9 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
     sync.allreduce_sum(&mut sums)?;
     let n_train = sums[0].round() as u64;
     if n_train == 0 {
-        return Err(TrainError::NoExamples(source.train.display().to_string()));
+        return Err(TrainError::NoExamples(
+            source.files.train.display().to_string(),
+        ));
     }
     let mean = (sums[1] / sums[0]) as f32;
     let max_user = train

@@ -60,6 +60,7 @@ use crate::data::synth::SynthError;
 use crate::data::DataError;
 
 pub mod cli;
+mod files;
 pub mod metrics;
 pub mod mf;
 pub mod plot;

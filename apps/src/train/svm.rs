@@ -77,8 +77,8 @@ use std::time::Instant;
 use crate::data::libsvm::{binary_sign, one_vs_rest, Feature, SparseDataset, DEFAULT_MAX_FEATURES};
 use crate::data::synth::{synth_sparse, SynthSparseOptions, DEFAULT_LABEL_NOISE};
 
+use super::files::DataFiles;
 use super::metrics::TestMetric;
-use super::prepare::split_synthetic;
 use super::sync::{allreduce_max, allreduce_scalar, broadcast_from, first_rank_where, ModelSync};
 use super::{
     create_out, load_rng, metrics_writer, run_loop, short_number, shuffle_once, Clock, Finish,
@@ -539,7 +539,7 @@ struct SvmLearner<'a> {
     test: Option<(SparseDataset, Vec<f64>)>,
     /// Where the shards come from, to take over departed ranks' data.
     opts: &'a SvmOptions,
-    files: (PathBuf, Option<PathBuf>),
+    files: DataFiles,
     rank: usize,
 }
 
@@ -588,11 +588,8 @@ impl Learner for SvmLearner<'_> {
     }
 
     fn reshard(&mut self, part: usize, parts: usize) -> Result<(), TrainError> {
-        let (train, labels) = load_train(&self.files.0, part, parts, self.opts, self.rank)?;
-        self.test = match &self.files.1 {
-            Some(p) => Some(load(p, part, parts, self.opts)?),
-            None => None,
-        };
+        let ((train, labels), test) = load(&self.files, part, parts, self.opts, self.rank)?;
+        self.test = test;
         self.train = train;
         self.labels = labels;
         Ok(())
@@ -630,60 +627,37 @@ impl Learner for SvmLearner<'_> {
     }
 }
 
-/// The training and test files of a run: the given ones, or the synthetic
-/// set (generated on rank 0 if needed).
-fn data_files(
-    opts: &SvmOptions,
-    sync: &mut dyn ModelSync,
-) -> Result<(PathBuf, Option<PathBuf>), TrainError> {
-    if let Some(d) = &opts.data {
-        return Ok((d.clone(), opts.test.clone()));
-    }
-    let synth = &opts.synth;
-    let gen = synth.generator();
-    let files = split_synthetic(
-        sync,
-        &opts.out.join("synth-sparse"),
-        "libsvm",
-        synth,
-        synth.rows,
-        |w| Ok(synth_sparse(&gen, w)?),
-    )?;
-    Ok((files.train, Some(opts.test.clone().unwrap_or(files.test))))
-}
+/// Examples and their labels, mapped as the options say.
+type Examples = (SparseDataset, Vec<f64>);
 
-/// Part `part` of `parts` of the examples in `path`, with labels mapped.
+/// Part `part` of `parts` of the training and test examples, with labels
+/// mapped; the training part shuffled once if the options say so.
 fn load(
-    path: &Path,
-    part: usize,
-    parts: usize,
-    opts: &SvmOptions,
-) -> Result<(SparseDataset, Vec<f64>), TrainError> {
-    let data = SparseDataset::load_shard_limited(path, part, parts, opts.max_features)?;
-    let labels = data.labels().iter().map(|&l| opts.label(l)).collect();
-    Ok((data, labels))
-}
-
-/// [`load`], shuffled once if the options say so.
-fn load_train(
-    path: &Path,
+    files: &DataFiles,
     part: usize,
     parts: usize,
     opts: &SvmOptions,
     rank: usize,
-) -> Result<(SparseDataset, Vec<f64>), TrainError> {
-    let (train, labels) = load(path, part, parts, opts)?;
-    if !opts.shuffle {
-        return Ok((train, labels));
-    }
-    let perm = shuffle_once(train.len(), &mut load_rng(opts.seed, rank));
-    let mut shuffled = SparseDataset::new();
-    let mut shuffled_labels = Vec::with_capacity(labels.len());
-    for &i in &perm {
-        shuffled.push(train.label(i as usize), train.features(i as usize));
-        shuffled_labels.push(labels[i as usize]);
-    }
-    Ok((shuffled, shuffled_labels))
+) -> Result<(Examples, Option<Examples>), TrainError> {
+    let read = |path: &Path, part, parts| -> Result<Examples, TrainError> {
+        let data = SparseDataset::load_shard_limited(path, part, parts, opts.max_features)?;
+        let labels = data.labels().iter().map(|&l| opts.label(l)).collect();
+        Ok((data, labels))
+    };
+    let shuffle = |(train, labels): Examples| {
+        if !opts.shuffle {
+            return (train, labels);
+        }
+        let perm = shuffle_once(train.len(), &mut load_rng(opts.seed, rank));
+        let mut shuffled = SparseDataset::new();
+        let mut shuffled_labels = Vec::with_capacity(labels.len());
+        for &i in &perm {
+            shuffled.push(train.label(i as usize), train.features(i as usize));
+            shuffled_labels.push(labels[i as usize]);
+        }
+        (shuffled, shuffled_labels)
+    };
+    files.load(part, parts, read, shuffle)
 }
 
 /// Trains a linear SVM on this rank's shard, synchronising through `sync`;
@@ -695,16 +669,23 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
     let wall = Instant::now();
     let rank = sync.rank();
     create_out(&opts.out)?;
-    let (train_path, test_path) = data_files(opts, sync)?;
+    let synth = &opts.synth;
+    let gen = synth.generator();
+    let files = DataFiles::given_or_synthetic(
+        opts.data.as_ref(),
+        opts.test.as_ref(),
+        sync,
+        &opts.out.join("synth-sparse"),
+        "libsvm",
+        synth,
+        synth.rows,
+        |w| Ok(synth_sparse(&gen, w)?),
+    )?;
     let (part, parts) = sync.part();
-    let (train, labels) = load_train(&train_path, part, parts, opts, rank)?;
-    let test = match &test_path {
-        Some(p) => Some(load(p, part, parts, opts)?),
-        None => None,
-    };
+    let ((train, labels), test) = load(&files, part, parts, opts, rank)?;
     let n_train = allreduce_scalar(sync, train.len() as f64)?.round() as u64;
     if n_train == 0 {
-        return Err(TrainError::NoExamples(train_path.display().to_string()));
+        return Err(TrainError::NoExamples(files.train.display().to_string()));
     }
     let n_test = allreduce_scalar(sync, test.as_ref().map_or(0, |t| t.0.len()) as f64)?;
     let d = allreduce_max(sync, f64::from(train.dim()))? as usize;
@@ -750,7 +731,7 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         labels,
         test,
         opts,
-        files: (train_path, test_path),
+        files,
         rank,
     };
     let mut metrics = metrics_writer(rank, &opts.out, TestMetric::Error)?;
