@@ -6,6 +6,8 @@ use dstorm::{FlowControl, Group, ObjectSpec, TransportKind};
 use serde::Serialize;
 use std::time::Instant;
 
+use crate::quantile::percentile;
+
 /// Largest update `malt check --size` writes: 1 GiB. Every rank holds two
 /// buffers of this size besides its segments.
 pub const MAX_SIZE: usize = 1 << 30;
@@ -87,15 +89,6 @@ pub fn first_mismatch(buf: &[u8], sender: usize, receiver: usize, round: usize) 
         }
     }
     None
-}
-
-/// Percentile (0..=100) of sorted samples.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// `x` rounded to one decimal (latencies in µs: 693.7, not 693.7090000000001).
@@ -307,13 +300,5 @@ mod tests {
             "median {}",
             lat[500]
         );
-    }
-
-    #[test]
-    fn percentiles_of_sorted_samples() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), 51.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&[], 50.0), 0.0);
     }
 }

@@ -6,4 +6,5 @@ pub mod check;
 pub mod data;
 pub mod launch;
 pub mod log;
+pub mod quantile;
 pub mod train;

@@ -16,8 +16,8 @@
 
 use super::usage::{cpu_secs, pin_from_env};
 use super::{Plan, MAX_COUNT};
-use crate::check::percentile;
 use crate::launch;
+use crate::quantile::percentile;
 use crate::train::cli::MAX_LOCAL_RANKS;
 use dstorm::{Group, Object, ObjectSpec, TransportKind};
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,7 @@
 //! smallest and largest run.
 
 use super::plot::{self, Panel, Series};
+use crate::quantile::{median, sorted_finite};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -151,19 +152,13 @@ pub struct Spread {
 impl Spread {
     /// The spread of `values`; `None` when there are none.
     pub fn of(values: &[f64]) -> Option<Spread> {
-        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
+        let v = sorted_finite(values);
+        let n = v.len();
+        if n == 0 {
             return None;
         }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
         Some(Spread {
-            median,
+            median: median(&v),
             min: v[0],
             max: v[n - 1],
             runs: n,

@@ -27,10 +27,9 @@
 //! update counts (the way `benches/peers/run.sh` gives every system the same
 //! work), and `--throughput-only` skips the latency and baseline parts.
 
-use super::report::Spread;
 use super::usage::cpu_secs;
 use super::Plan;
-use crate::check::percentile;
+use crate::quantile::{median, percentile, sorted_finite};
 use dstorm::{Group, ObjectSpec, TransportKind};
 use serde::Serialize;
 use std::io::{Read, Write};
@@ -470,12 +469,15 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             group.barrier()?;
         }
         let ratios = pairwise(&runs, &bases);
-        let base = median(&bases);
+        let base = median(&sorted_finite(&bases));
         let (two_slot_gbps, two_slot_ratio) = if two_slot.is_empty() {
             (None, None)
         } else {
             let ratios = pairwise(&runs, &two_slot);
-            (Some(median(&two_slot)), Some(median(&ratios)))
+            (
+                Some(median(&sorted_finite(&two_slot))),
+                Some(median(&sorted_finite(&ratios))),
+            )
         };
         let mut r = WriteResult {
             transport: group.transport().to_string(),
@@ -483,12 +485,12 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
             size,
             iters,
             repeat,
-            gbps: median(&runs),
-            secs: median(&secs),
-            cpu_secs: median(&cpus),
+            gbps: median(&sorted_finite(&runs)),
+            secs: median(&sorted_finite(&secs)),
+            cpu_secs: median(&sorted_finite(&cpus)),
             baseline_gbps: base,
             baseline: what,
-            ratio: median(&ratios),
+            ratio: median(&sorted_finite(&ratios)),
             ratios,
             woken_gbps: None,
             woken_ratio: None,
@@ -512,11 +514,6 @@ pub fn bench(group: &Group, opts: &WriteOptions) -> dstorm::Result<Vec<WriteResu
         out.push(r);
     }
     Ok(out)
-}
-
-/// The median of `values`, 0 when there are none.
-fn median(values: &[f64]) -> f64 {
-    Spread::of(values).map_or(0.0, |s| s.median)
 }
 
 /// Prints results as JSON lines or a table.
