@@ -1,11 +1,13 @@
 #!/bin/bash
 # The verbs part of CI: installs the build and guest dependencies, builds
-# malt and the RDMA tests with `--features verbs` (release), and runs the
-# guest suite in one soft-RoCE guest boot:
+# malt and the RDMA tests with `--features verbs` (release; dstorm's own
+# tests from the dstorm package, those that run the CLI from apps), and runs
+# the guest suite in one soft-RoCE guest boot:
 #
 #   1. malt launch -n 4 --transport verbs -- malt check   (four "ok":true lines)
-#   2. tests/dstorm_transport.rs with MALT_TEST_TRANSPORTS=verbs (not its
-#      shm-only torn-write race test, which runs on the host)
+#   2. with MALT_TEST_TRANSPORTS=verbs: dstorm/tests/transport.rs (not its
+#      shm-only torn-write race test, which runs on the host), then
+#      tests/cli_check.rs (malt check, 2 to 4 ranks, 1 byte to 16 MiB)
 #   3. tests/verbs_faults.rs, including the device-only tests
 #   4. tests/faults.rs: a rank of 3 SIGKILLed, the survivors regroup on verbs;
 #      tcp ranks in two network namespaces under netem (delay, loss), and
@@ -31,7 +33,8 @@ say() { printf '%s: %s\n' "$prog" "$*" >&2; }
 
 # --------------------------------------------------- inside the guest
 if [[ ${1:-} == --guest-suite ]]; then
-    malt=$2 transport_tests=$3 fault_tests=$4 regroup_tests=$5 capi_dir=$6 rust_loss=$7
+    malt=$2 transport_tests=$3 check_tests=$4 fault_tests=$5 regroup_tests=$6 capi_dir=$7
+    rust_loss=$8
     step() {
         local name=$1 t0=$SECONDS rc=0
         shift
@@ -58,6 +61,8 @@ if [[ ${1:-} == --guest-suite ]]; then
     step "transport-generic tests on verbs" \
         env MALT_TEST_TRANSPORTS=verbs "$transport_tests" --test-threads=1 \
         --skip concurrent_writes_are_detected_as_torn_and_never_accepted
+    step "byte-exact delivery on verbs (malt check)" \
+        env MALT_TEST_TRANSPORTS=verbs "$check_tests" --test-threads=1
     step "verbs fault tests" "$fault_tests" --include-ignored --skip rank_ --test-threads=1
     step "regroup after a SIGKILL on verbs (3 ranks)" "$regroup_tests" --ignored \
         --exact verbs_sigkill_one_of_three_survivors_regroup --test-threads=1
@@ -122,14 +127,18 @@ say "building (release, --features verbs)"
 cargo build --release -p malt --features verbs
 cargo test --release -p dstorm --features verbs --lib verbs
 cargo clippy -p dstorm -p malt --features malt/verbs --all-targets -- -D warnings
-# The test executables' paths, from cargo's report.
+# The test executables' paths, from cargo's report: dstorm's transport
+# tests from its own package, the ones that run the CLI from apps.
+executables() { sed -n 's/^ *Executable .*(\(.*\))$/\1/p'; }
+dstorm_tests=$(cargo test --release -p dstorm --features verbs --no-run --test transport 2>&1 |
+    tee -a /dev/stderr | executables)
 tests=$(cargo test --release -p malt --features verbs --no-run \
-    --test dstorm_transport --test verbs_faults --test faults 2>&1 | tee -a /dev/stderr |
-    sed -n 's/^ *Executable .*(\(.*\))$/\1/p')
-transport_tests=$(grep '/dstorm_transport-' <<<"$tests" || true)
+    --test cli_check --test verbs_faults --test faults 2>&1 | tee -a /dev/stderr | executables)
+transport_tests=$(grep '/transport-' <<<"$dstorm_tests" || true)
+check_tests=$(grep '/cli_check-' <<<"$tests" || true)
 fault_tests=$(grep '/verbs_faults-' <<<"$tests" || true)
 regroup_tests=$(grep '/faults-' <<<"$tests" | grep -v '/verbs_faults-' || true)
-[[ -x $transport_tests && -x $fault_tests && -x $regroup_tests ]] || {
+[[ -x $transport_tests && -x $check_tests && -x $fault_tests && -x $regroup_tests ]] || {
     say "could not find the test executables in cargo's output"
     exit 1
 }
@@ -164,8 +173,8 @@ say "build done after $((SECONDS - start)) s"
 
 say "guest suite"
 MALT_GUEST_TIMEOUT=${MALT_GUEST_TIMEOUT:-900} \
-    "$here/in-guest.sh" "$here/ci-verbs.sh" --guest-suite "$malt" "$transport_tests" "$fault_tests" "$regroup_tests" \
-    "$capi_dir" "$rust_loss"
+    "$here/in-guest.sh" "$here/ci-verbs.sh" --guest-suite "$malt" "$transport_tests" "$check_tests" \
+    "$fault_tests" "$regroup_tests" "$capi_dir" "$rust_loss"
 say "guest suite passed after $((SECONDS - start)) s"
 
 if [[ ${MALT_CI_TWO_GUESTS:-1} != 0 ]]; then
