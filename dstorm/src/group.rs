@@ -14,10 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a waiting reader spins before it parks (shm, tcp; verbs has
-/// its own, `MALT_RDMA_SPIN_US`).
-pub(crate) const SPIN: Duration = Duration::from_micros(30);
-
 /// What a sender does when its next slot in a receiver's queue still holds
 /// an update the receiver has not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -1,6 +1,9 @@
 //! The transport interface (Gloo-style split): a transport creates local
 //! segments that peers write into, and for each object a set of links that
 //! write into the peers' segments. The layers above never name a transport.
+//! Transports also own how long a waiting reader polls before it parks
+//! ([`Transport::spin`], by default [`SPIN`]), and count the frames their
+//! receive paths reject ([`RejectCounts`]).
 
 pub(crate) mod shm;
 pub(crate) mod tcp;
@@ -14,6 +17,12 @@ use crate::wire::SlotHeader;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a waiting reader polls its segment before it parks, on
+/// transports without a setting of their own (shm, tcp; `MALT_SPIN_US`
+/// overrides it there). Verbs has its own, `MALT_RDMA_SPIN_US`.
+pub(crate) const SPIN: Duration = Duration::from_micros(30);
 
 /// One rank's entry in the endpoint table of a job.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,8 +59,8 @@ pub(crate) trait Transport: Send + Sync + Debug {
     /// Counters of frames this rank's receive path rejected.
     fn rejected(&self) -> RejectCounts;
     /// How long a waiting reader polls before it parks.
-    fn spin(&self) -> std::time::Duration {
-        crate::group::SPIN
+    fn spin(&self) -> Duration {
+        SPIN
     }
     /// The group moved to `epoch`: writes of older epochs are dropped.
     fn set_epoch(&self, _epoch: u32) {}
