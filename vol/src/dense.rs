@@ -114,6 +114,9 @@ pub(crate) fn recycle<'a, 'b, T>(mut v: Vec<&'a [T]>) -> Vec<&'b [T]> {
 /// like a slice (it dereferences to `[T]`); shared with
 /// [`scatter`](Self::scatter) and merged with [`gather`](Self::gather).
 #[derive(Debug)]
+// The local data, what was last sent and a mirror per in-neighbour serve one
+// scatter/gather path; its fields are reused buffers so that path does not
+// allocate.
 pub struct DenseVector<T: Element> {
     core: Core,
     len: usize,

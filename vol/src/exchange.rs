@@ -303,6 +303,9 @@ impl Clock {
 
 /// The communicating core of a vector.
 #[derive(Debug)]
+// Everything a vector's exchange needs between calls: the queues, the
+// progress clock, per-in-neighbour progress and what recreates them after a
+// regroup. Its fields change together in send, gather and rejoin.
 pub(crate) struct Core {
     pub name: String,
     pub rank: usize,

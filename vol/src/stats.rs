@@ -180,6 +180,7 @@ pub struct PeerStats {
 
 /// Statistics of one vector on one rank.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+// One counter per statistic reported in the JSON: its fields are the keys.
 pub struct Stats {
     /// Per-peer traffic, indexed by rank (this rank's own entry stays zero).
     pub peers: Vec<PeerStats>,

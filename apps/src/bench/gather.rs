@@ -73,6 +73,7 @@ impl Default for GatherOptions {
 
 /// One rank's measurements, exchanged over the control channel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+// One rank's line of the benchmark's output: its fields are the line's columns.
 struct RankResult {
     p50: f64,
     p99: f64,
@@ -91,6 +92,8 @@ struct RankResult {
 
 /// The job's result, printed by rank 0.
 #[derive(Debug, Clone, Serialize)]
+// One JSON line of `malt bench gather`: its fields are the line's columns,
+// which scripts and the report read by name.
 pub struct GatherResult {
     /// Ranks in the job.
     pub ranks: usize,

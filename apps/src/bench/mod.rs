@@ -3,6 +3,7 @@
 //! (`benches/peers/run.sh`).
 
 pub mod gather;
+mod markdown;
 pub mod plot;
 pub mod report;
 pub mod usage;

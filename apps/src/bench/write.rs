@@ -69,6 +69,8 @@ fn default_iters(size: usize) -> usize {
 
 /// One size's result.
 #[derive(Debug, Clone, Serialize)]
+// One JSON line of `malt bench write`: its fields are the line's columns,
+// which scripts and the report read by name.
 pub struct WriteResult {
     /// Transport measured.
     pub transport: String,

@@ -78,6 +78,7 @@ pub enum TrainCmd {
 
 /// Options every trainer shares: communication and launching.
 #[derive(Args, Debug, Clone)]
+// The communication flags of `malt train`: its fields are the flags.
 pub struct CommArgs {
     /// Examples between synchronisations (0: only at epoch ends).
     #[arg(long)]

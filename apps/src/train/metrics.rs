@@ -185,6 +185,7 @@ pub struct Comparison {
 
 /// The final line of a run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+// summary.json: its fields are the file's keys.
 pub struct RunSummary {
     /// `svm` or `mf`.
     pub app: String,

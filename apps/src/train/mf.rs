@@ -160,6 +160,7 @@ pub enum Regularization {
 
 /// Options of [`run_mf`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+// The factor model's options: one of its fields per option (and flag).
 pub struct MfOptions {
     /// Training ratings. `None`: generate [`MfOptions::synth`].
     pub data: Option<PathBuf>,

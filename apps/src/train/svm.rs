@@ -149,6 +149,7 @@ pub fn lambda_for_c(c: f64, n: u64) -> f64 {
 
 /// Options of [`run_svm`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+// The SVM's options: one of its fields per option (and flag).
 pub struct SvmOptions {
     /// Training file (LIBSVM). `None`: generate [`SvmOptions::synth`].
     pub data: Option<PathBuf>,
@@ -294,6 +295,8 @@ fn axpy(w: &mut [f32], a: f32, x: &[Feature]) {
 
 /// The learner's state; see the module documentation for the layout.
 #[derive(Debug, Clone)]
+// The weights, their scale factors and the averaged model move together
+// in every step: its fields are one state.
 struct SvmState {
     d: usize,
     lambda: f64,
