@@ -110,6 +110,7 @@ pub struct FashionMnistSummary {
 
 /// Errors of [`convert`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FashionMnistError {
     /// An IDX file is not there.
     #[error(

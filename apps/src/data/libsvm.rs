@@ -209,6 +209,7 @@ impl fmt::Display for ExampleProblem {
 
 /// Errors of LIBSVM reading and writing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LibsvmError {
     /// Reading or writing failed.
     #[error("{file}: {source}")]

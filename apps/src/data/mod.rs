@@ -55,6 +55,7 @@ impl fmt::Display for Location {
 
 /// Any error of the data layer, for callers that treat them alike.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DataError {
     /// Reading or writing LIBSVM data.
     #[error(transparent)]

@@ -95,6 +95,7 @@ impl fmt::Display for RatingsProblem {
 
 /// Errors of the ratings reader.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RatingsError {
     /// Reading failed.
     #[error("{file}: {source}")]

@@ -40,6 +40,7 @@ impl ByteRange {
 
 /// Errors of [`shard`] and [`open_range`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ShardError {
     /// The file could not be opened, sized or read.
     #[error("{file}: {source}")]

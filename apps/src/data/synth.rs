@@ -107,6 +107,7 @@ const VALUE_QUANTUM: f64 = 1e-5;
 
 /// Errors of the generators.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SynthError {
     /// An option is out of range.
     #[error("invalid option: {0}")]
