@@ -14,7 +14,7 @@
 //! connecting side refuses to go on without the accepting side's proof.
 //!
 //! Before the answer is verified, a connection costs fixed buffers of a few
-//! dozen bytes and one of a fixed number of handshake workers ([`Gate`]) for
+//! dozen bytes and one of a fixed number of handshake workers (`Gate`) for
 //! at most [`DEADLINE`]; nothing is sized by the peer.
 
 use hmac::{Hmac, Mac};

@@ -18,6 +18,13 @@
 //! group.finish()?;
 //! # Ok::<(), dstorm::Error>(())
 //! ```
+//!
+//! The modules, bottom to top (each uses only those below it): the error
+//! type, the environment, Slurm host lists, the wire format and segment
+//! layout; the per-user secret, authentication and configuration; the
+//! mapped segment; the transports (shm, tcp, verbs); the fault decisions;
+//! the control channel (coordinator, takeover, membership view); objects;
+//! the fault monitor; the group. `.ci/layers.py` checks the order.
 
 pub mod auth;
 pub mod config;
@@ -29,6 +36,7 @@ mod group;
 pub mod hostlist;
 pub mod layout;
 mod monitor;
+mod object;
 pub mod secret;
 mod segment;
 mod transport;
@@ -38,9 +46,8 @@ pub use config::{Config, TransportKind};
 pub use control::{CoordinatorHandle, JobState};
 pub use error::{Error, Result};
 pub use fault::FaultPolicy;
-pub use group::{
-    Counters, FlowControl, Group, Membership, Object, ObjectSpec, PeerCounters, Update,
-};
+pub use group::{Group, Membership};
+pub use object::{Counters, FlowControl, Object, ObjectSpec, PeerCounters, Update};
 pub use transport::shm::{
     job_of as shm_job, remove_job_files as remove_shm_files, FILE_PREFIX as SHM_FILE_PREFIX,
 };

@@ -17,7 +17,7 @@
 
 use crate::control::View;
 use crate::error::{Error, Result};
-use crate::group::Object;
+use crate::object::Object;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
