@@ -90,6 +90,10 @@ impl FromStr for TransportKind {
 }
 
 /// Everything a rank needs to join a group.
+///
+/// Its fields are public and each is one setting that users set by name
+/// (from the environment or in a struct literal with `..Config::local`), so
+/// they stay flat rather than grouped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// This process's rank, `0..world`.

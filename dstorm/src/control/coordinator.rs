@@ -83,6 +83,10 @@ struct Rejoin {
 /// [`tick`](Self::tick) at its [`deadline`](Self::deadline), and carries
 /// out what [`take_out`](Self::take_out) returns. Unit tests drive it with
 /// made-up times.
+///
+/// Its fields are the job's state as the coordinator sees it (connections
+/// and their claims, the rendezvous, the current round, the outcome), read
+/// and changed together as each input is handled.
 pub(crate) struct Coordinator {
     world: usize,
     timeout: Duration,
