@@ -85,7 +85,10 @@ pub(crate) trait Links: Send + Debug {
         h: &SlotHeader,
         payload: &[u8],
     ) -> Result<()>;
-    /// Test hook: a slot write that stops before the trailer.
+    /// A slot write that stops before the trailer, as a writer killed in
+    /// the middle would leave it: for tests of torn reads (feature
+    /// `testing`).
+    #[cfg(feature = "testing")]
     fn write_slot_torn(
         &mut self,
         peer: usize,

@@ -464,6 +464,7 @@ impl Links for ShmLinks {
         Ok(())
     }
 
+    #[cfg(feature = "testing")]
     fn write_slot_torn(
         &mut self,
         peer: usize,

@@ -678,6 +678,7 @@ impl Links for TcpLinks {
         self.send(peer, f, payload)
     }
 
+    #[cfg(feature = "testing")]
     fn write_slot_torn(
         &mut self,
         peer: usize,

@@ -469,6 +469,7 @@ impl Links for VerbsLinks {
         self.put_slot(peer, offset, h, payload, false)
     }
 
+    #[cfg(feature = "testing")]
     fn write_slot_torn(
         &mut self,
         peer: usize,
