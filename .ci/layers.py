@@ -34,7 +34,7 @@ LAYERS = [
 # coordinator).
 DSTORM_USERS = [
     "apps/src/check.rs",
-    "apps/src/launch.rs",
+    "apps/src/launch/",
     "apps/src/bench/",
 ]
 
