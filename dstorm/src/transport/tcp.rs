@@ -175,7 +175,7 @@ pub(crate) fn listen(bind_ip: &str, op: &'static str) -> Result<(TcpListener, So
 }
 
 fn host_ip() -> Option<std::net::IpAddr> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let host = crate::env::hostname()?;
     (host.trim(), 0)
         .to_socket_addrs()
         .ok()?
