@@ -1,6 +1,8 @@
 //! malt applications: data readers and generators, the launcher, the
 //! cluster check and the benchmarks behind the `malt` command line.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod check;
 pub mod data;

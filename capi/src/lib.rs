@@ -28,6 +28,8 @@
 //! call `malt_regroup`, `malt_vector_rejoin` every vector and go on
 //! (`malt_members` tells who is left).
 
+#![warn(missing_docs)]
+
 #![allow(non_camel_case_types)]
 
 mod group;

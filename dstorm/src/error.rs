@@ -85,8 +85,11 @@ pub enum Error {
         "object {name:?}: update {seq} from rank {sender} was overwritten while it was read in place (its sender ran more than the queue depth ahead)"
     )]
     Overwritten {
+        /// The object.
         name: String,
+        /// The rank that wrote the update.
         sender: usize,
+        /// The update's sequence number in the sender's queue.
         seq: u64,
     },
     /// Ranks disagree about a collective object creation.

@@ -26,6 +26,8 @@
 //! the control channel (coordinator, takeover, membership view); objects;
 //! the fault monitor; the group. `.ci/layers.py` checks the order.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod config;
 mod control;

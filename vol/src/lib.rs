@@ -98,6 +98,8 @@
 //!   the configuration first), with its [`Config`], [`TransportKind`],
 //!   [`FaultPolicy`] and [`Membership`]; its errors are [`GroupError`].
 
+#![warn(missing_docs)]
+
 pub mod consistency;
 pub mod dense;
 pub mod element;

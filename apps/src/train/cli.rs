@@ -83,8 +83,12 @@ pub struct CommArgs {
     /// Examples between synchronisations (0: only at epoch ends).
     #[arg(long)]
     pub cb: Option<u64>,
-    /// Communication graph: all, halton, ring, random:K[:SEED].
-    #[arg(long, default_value = "all")]
+    /// Communication graph: all, halton, ring, random:K or random:K:SEED.
+    #[arg(
+        long,
+        default_value = "all",
+        help = "Communication graph: all, halton, ring, random:K[:SEED]"
+    )]
     pub graph: Graph,
     /// Consistency: bsp, async, ssp:S.
     #[arg(long, default_value = "bsp")]
@@ -92,8 +96,13 @@ pub struct CommArgs {
     /// Model averaging (avg) or summing the ranks' model deltas (sum).
     #[arg(long, default_value = "avg")]
     pub udf: Udf,
-    /// Representation of model updates: dense, sparse, auto[:THRESHOLD].
-    #[arg(long, default_value = "dense")]
+    /// Representation of model updates: dense, sparse, auto or
+    /// auto:THRESHOLD.
+    #[arg(
+        long,
+        default_value = "dense",
+        help = "Representation of model updates: dense, sparse, auto[:THRESHOLD]"
+    )]
     pub representation: Representation,
     /// Transport (default: MALT_TRANSPORT, else shm).
     #[arg(long)]
@@ -177,6 +186,7 @@ pub struct SvmArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_features: u32,
+    /// How the ranks communicate.
     #[command(flatten)]
     pub comm: CommArgs,
 }
@@ -218,6 +228,7 @@ pub struct MfArgs {
     /// Ratings in the synthetic training set.
     #[arg(long)]
     pub synth_ratings: Option<u64>,
+    /// How the ranks communicate.
     #[command(flatten)]
     pub comm: CommArgs,
 }

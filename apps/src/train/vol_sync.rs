@@ -119,6 +119,7 @@ impl VolSync {
         self.group.fail(reason);
     }
 
+    /// The final barrier: every survivor is done before any leaves.
     pub fn finish(mut self) -> Result<(), TrainError> {
         let rank = self.group.rank();
         // A rank failing now still costs a regroup: the survivors finish
