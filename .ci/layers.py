@@ -22,7 +22,7 @@ LAYERS = [
     ["segment"],
     ["transport"],
     ["fault"],
-    ["control", "membership"],
+    ["control"],
     ["object"],
     ["monitor"],
     ["group"],
