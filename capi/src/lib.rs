@@ -29,7 +29,6 @@
 //! (`malt_members` tells who is left).
 
 #![warn(missing_docs)]
-
 #![allow(non_camel_case_types)]
 
 mod group;

@@ -52,6 +52,9 @@ pub(crate) struct View {
     /// The rank whose process runs the coordinator (`None`: outside the
     /// ranks, under `malt launch`).
     host: Mutex<Option<usize>>,
+    /// The epoch in which this rank first suspected the coordinator's host
+    /// without anything happening since (see [`View::suspect`]).
+    host_suspected: Mutex<Option<u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,6 +88,7 @@ impl View {
             failover,
             hosted: Mutex::new(None),
             host: Mutex::new(host),
+            host_suspected: Mutex::new(None),
         }
     }
 
@@ -93,6 +97,7 @@ impl View {
     pub fn reconnected(&self, w: TcpStream, host: usize) {
         *lock(&self.writer) = w;
         *lock(&self.host) = Some(host);
+        *lock(&self.host_suspected) = None;
     }
 
     /// This rank now hosts the coordinator, which signals `done`.
@@ -252,18 +257,35 @@ impl View {
     }
 
     /// Reports that this rank has not heard from `peer`. When `peer` hosts
-    /// the coordinator, nobody else would act on it (the coordinator is as
-    /// silent as its host): a rank that may fail over drops its connection
-    /// to it and looks for the next coordinator; otherwise the group ends
-    /// here, naming that rank.
+    /// the coordinator, the coordinator may be as silent as its host, and
+    /// then nobody acts on the report. In a job that may fail over, a rank
+    /// that still suspects the host when the monitor reports it again (a
+    /// failure timeout later) with nothing decided meanwhile drops its
+    /// connection and looks for the next coordinator; the first report
+    /// still goes to the coordinator, which acts on it when alive (this
+    /// rank may be the one cut off). Otherwise the group ends here, naming
+    /// that rank.
     pub fn suspect(&self, peer: usize, reason: String) {
         tracing::warn!(peer, %reason, "suspecting a peer");
-        if *lock(&self.host) != Some(peer) {
-            return self.send(&ToMaster::Suspect { peer, reason });
+        let host = *lock(&self.host) == Some(peer);
+        if !host || self.failover {
+            self.send(&ToMaster::Suspect {
+                peer,
+                reason: reason.clone(),
+            });
+        }
+        if !host {
+            return;
         }
         if self.failover {
-            // The reader thread sees the connection end and fails over.
-            let _ = lock(&self.writer).shutdown(std::net::Shutdown::Both);
+            let mut first = lock(&self.host_suspected);
+            if *first == Some(self.epoch()) {
+                // The reader thread sees the connection end and fails over.
+                tracing::warn!(peer, "the coordinator's host stays silent: failing over");
+                let _ = lock(&self.writer).shutdown(std::net::Shutdown::Both);
+            } else {
+                *first = Some(self.epoch());
+            }
             return;
         }
         let mut st = lock(&self.state);
