@@ -676,31 +676,6 @@ fn evicted_mark() -> std::path::PathBuf {
     ))
 }
 
-/// The pid of rank `rank` among the children of `launcher`.
-fn rank_pid(launcher: u32, rank: usize) -> Option<i32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command name: state, ppid, ...
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid != Some(launcher) {
-            continue;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let want = format!("MALT_RANK={rank}");
-        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 /// `malt launch -n 4 --min-ranks 3 -- malt train APP ARGS --json --out OUT`.
 fn train_job(out: &std::path::Path, app_args: &[&str]) -> Command {
     let mut cmd = Command::new(malt());
@@ -782,7 +757,7 @@ fn train_with_a_kill(
             .map(|s| s.lines().count())
             .unwrap_or(0);
         if lines >= half {
-            let pid = rank_pid(launcher, 2).expect("rank 2 is running");
+            let pid = common::child_with_rank(launcher, 2).expect("rank 2 is running");
             kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill rank 2");
             killed_at = Some(unix_now());
             break;

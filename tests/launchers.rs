@@ -288,25 +288,6 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// The processes whose parent is `parent`.
-fn children(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(')')?.1.trim_start().to_string();
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
-}
-
 /// `malt launch` hosts the coordinator; SIGKILLed, it cannot stop its
 /// ranks, which must notice the lost control channel and exit by
 /// themselves, removing their segments.
@@ -330,7 +311,7 @@ fn ranks_do_not_outlive_a_killed_launcher() {
     let t = Instant::now();
     let mut ranks = Vec::new();
     while t.elapsed() < Duration::from_secs(30) {
-        ranks = children(lpid);
+        ranks = common::children_of(lpid as u32);
         if ranks.len() == 2 && shm.files().len() >= 2 {
             break;
         }

@@ -105,30 +105,6 @@ fn a_rank_that_starts_75_s_late_is_waited_for() {
     assert_both_got_their_update(&jobs);
 }
 
-/// The pid of the child of `parent` whose environment has `MALT_RANK=rank`.
-fn child_rank(parent: u32, rank: usize) -> Option<i32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid != Some(parent) {
-            continue;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let want = format!("MALT_RANK={rank}");
-        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 /// `malt launch -n 3 -- malt train svm` with default settings; once rank 0
 /// has written a few epochs of metrics, `signal` goes to rank 1. Returns
 /// the launcher's job and how long after the signal it exited.
@@ -155,7 +131,7 @@ fn train_and_signal(signal: Signal) -> (Job, Duration) {
             .map(|s| s.lines().count())
             .unwrap_or(0);
         if epochs >= 5 {
-            victim = child_rank(launcher, 1);
+            victim = common::child_with_rank(launcher, 1);
             if victim.is_some() {
                 break;
             }
@@ -306,25 +282,6 @@ fn a_stopped_coordinators_host_ends_a_default_job_within_2t_plus_5_s() {
     }
 }
 
-/// The pids of `parent`'s children.
-fn children_of(parent: u32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let (_, rest) = s.rsplit_once(')')?;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
-}
-
 /// `malt launch` is SIGKILLed while rank 1 computes outside malt's calls
 /// (and rank 0 waits for it in a collective): both ranks end within
 /// moments, not at rank 1's next call, and leave no segment file.
@@ -355,7 +312,7 @@ fn ranks_busy_outside_malt_do_not_outlive_a_killed_launcher() {
     let t = Instant::now();
     let mut ranks = Vec::new();
     while t.elapsed() < Duration::from_secs(30) {
-        ranks = children_of(lpid);
+        ranks = common::children_of(lpid);
         if ranks.len() == 2 && shm.files().len() >= 2 {
             break;
         }

@@ -711,15 +711,8 @@ fn derived_token(env: &dyn Env, launcher: &str, world: usize) -> Result<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k: &str| map.get(k).cloned()
-    }
+    use crate::env::fake as env;
 
     #[test]
     fn malt_variables_win_over_torchrun_and_slurm() {

@@ -32,3 +32,13 @@ pub(crate) fn hostname() -> Option<String> {
         .ok()
         .map(|h| h.trim().to_string())
 }
+
+/// An environment holding just `pairs`, for tests.
+#[cfg(test)]
+pub(crate) fn fake(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k: &str| map.get(k).cloned()
+}

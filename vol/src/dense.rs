@@ -407,15 +407,7 @@ impl<T: Element> DenseVector<T> {
                             .poll_from_timeout(p, as_bytes_mut(&mut self.spare), left)?;
                     match got {
                         Some(u) => self.apply(i, u)?,
-                        None => {
-                            return Err(VolError::Timeout {
-                                vector: self.core.name.clone(),
-                                op: "bsp read of an update",
-                                iteration: t,
-                                waited: self.core.timeout,
-                                missing: vec![p],
-                            })
-                        }
+                        None => return Err(self.core.missing_update(t, p)),
                     }
                 }
             } else {

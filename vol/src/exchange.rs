@@ -667,6 +667,18 @@ impl Core {
         }
     }
 
+    /// The error of a BSP read at iteration `t` that gave up waiting for
+    /// `peer`'s update.
+    pub fn missing_update(&self, t: u64, peer: usize) -> VolError {
+        VolError::Timeout {
+            vector: self.name.clone(),
+            op: "bsp read of an update",
+            iteration: t,
+            waited: self.timeout,
+            missing: vec![peer],
+        }
+    }
+
     /// Remaining time until `deadline`.
     pub fn left(deadline: Instant) -> Duration {
         deadline.saturating_duration_since(Instant::now())

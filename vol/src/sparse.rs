@@ -219,15 +219,7 @@ impl<I: SparseIndex, V: Element> SparseVector<I, V> {
                     let left = Core::left(deadline);
                     match self.core.obj.poll_from_timeout(p, &mut self.spare, left)? {
                         Some(u) => self.apply(i, u)?,
-                        None => {
-                            return Err(VolError::Timeout {
-                                vector: self.core.name.clone(),
-                                op: "bsp read of an update",
-                                iteration: t,
-                                waited: self.core.timeout,
-                                missing: vec![p],
-                            })
-                        }
+                        None => return Err(self.core.missing_update(t, p)),
                     }
                 }
             } else {
