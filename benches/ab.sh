@@ -15,7 +15,7 @@ trap 'rm -rf "$out"' EXIT
 run() { # binary tag
     "$1" bench write --transport shm --size 4194304 --iters 200 --repeat 3 --json | tail -1 >>"$out/$2.w4m"
     "$1" bench write --transport shm --size 64 --iters 20000 --repeat 3 --json | tail -1 >>"$out/$2.w64"
-    "$1" bench gather --len 1048576 --graph all --sync bsp --rounds 50 --ranks 2 --json | tail -1 >>"$out/$2.gather"
+    "$1" bench gather --len 1048576 --graph all --sync bsp --rounds 200 --ranks 2 --json | tail -1 >>"$out/$2.gather"
 }
 for ((i = 0; i < pairs; i++)); do
     if ((i % 2 == 0)); then run "$old" old; run "$new" new; else run "$new" new; run "$old" old; fi
