@@ -17,7 +17,7 @@ from pathlib import Path
 # dstorm's modules, bottom to top: a module may use its own layer and the
 # ones below it, never one above.
 LAYERS = [
-    ["error", "env", "hostlist", "wire", "layout"],
+    ["error", "env", "backoff", "hostlist", "wire", "layout"],
     ["secret", "auth", "config"],
     ["segment"],
     ["transport"],

@@ -69,7 +69,9 @@ fn make_transport(cfg: &Config) -> Result<Arc<dyn Transport>> {
             cfg.world,
             &cfg.token,
             1,
-            cfg.timeout,
+            // Connections are made at startup: a peer that is not
+            // listening by the rendezvous bound is not coming.
+            cfg.rendezvous_timeout,
         )?),
         TransportKind::Verbs => crate::transport::verbs::transport(cfg)?,
     })

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod backoff;
 pub mod config;
 mod control;
 mod env;

@@ -7,6 +7,7 @@
 //! offset and length inside the sender's own slots, checksum); an invalid
 //! frame is dropped and counted.
 
+use crate::backoff::Backoff;
 use crate::config::TransportKind;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -58,6 +59,7 @@ pub(crate) struct TcpTransport {
     shared: Arc<Shared>,
     local: String,
     peers: Mutex<Vec<Option<Arc<Peer>>>>,
+    /// How long connecting to the peers may take (the rendezvous bound).
     timeout: Duration,
 }
 
@@ -398,8 +400,11 @@ fn apply(
 }
 
 fn connect_with_retry(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
-    let deadline = Instant::now() + timeout;
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(5),
+        Duration::from_millis(200),
+        Instant::now() + timeout,
+    );
     loop {
         let last = match addr.to_socket_addrs() {
             Ok(mut addrs) => match addrs.next() {
@@ -411,11 +416,9 @@ fn connect_with_retry(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
             },
             Err(e) => e,
         };
-        if Instant::now() + backoff > deadline {
+        if !backoff.wait() {
             return Err(last);
         }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_millis(200));
     }
 }
 
@@ -430,19 +433,22 @@ fn open_link(
     timeout: Duration,
 ) -> io::Result<TcpStream> {
     use crate::auth;
-    let deadline = Instant::now() + timeout;
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(5),
+        Duration::from_millis(200),
+        Instant::now() + timeout,
+    );
     loop {
-        let s = connect_with_retry(addr, deadline.saturating_duration_since(Instant::now()))?;
+        let s = connect_with_retry(addr, backoff.left())?;
         let e = match auth::connect(&s, token, auth::Channel::Data, peer as u32, claim) {
             Ok(()) => return Ok(s),
-            Err(auth::AuthError::Io(e)) if Instant::now() + backoff < deadline => e,
-            Err(auth::AuthError::Io(e)) => return Err(e),
+            Err(auth::AuthError::Io(e)) => e,
             Err(e) => return Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
         };
         tracing::debug!(addr, error = %e, "tcp data handshake failed; trying again");
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_millis(200));
+        if !backoff.wait() {
+            return Err(e);
+        }
     }
 }
 

@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub rank: usize,
     pub world: usize,
     pub timeout: Duration,
+    /// Bound on waiting for a peer's segment announcement: the rendezvous
+    /// bound (a live peer announces at once; `timeout` may be a year).
+    pub setup_timeout: Duration,
     pub settings: Settings,
     pub port: Port,
     pub pd: Arc<ProtectionDomain>,
@@ -142,6 +145,7 @@ impl VerbsTransport {
             rank: cfg.rank,
             world: cfg.world,
             timeout: cfg.timeout,
+            setup_timeout: cfg.timeout.min(cfg.rendezvous_timeout),
             settings,
             port,
             pd,

@@ -167,7 +167,7 @@ impl Shared {
     }
 
     /// Links for writing into `peers`' segments of `object`, once each has
-    /// announced it (bounded by the job timeout).
+    /// announced it (bounded by the rendezvous bound).
     pub fn connect(
         self: &Arc<Self>,
         object: u32,
@@ -175,7 +175,7 @@ impl Shared {
         peers: &[(usize, Layout)],
     ) -> Result<Box<dyn Links>> {
         let start = Instant::now();
-        let deadline = start + self.timeout;
+        let deadline = start + self.setup_timeout;
         let mut remotes: Vec<Option<RemoteSeg>> = vec![None; self.world];
         let mut table = lock(&self.segs.remote);
         for (peer, layout) in peers {
