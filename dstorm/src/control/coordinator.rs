@@ -49,7 +49,9 @@ pub(crate) enum Input {
 /// connection closed.
 #[derive(Debug, Clone)]
 pub(crate) enum Out {
-    Send(usize, FromMaster),
+    /// The message is shared: a broadcast (a welcome with the endpoint
+    /// table, a gather's answer) is held once, not once per rank.
+    Send(usize, Arc<FromMaster>),
     Close(usize),
 }
 
@@ -273,6 +275,10 @@ impl Coordinator {
     }
 
     fn send_to(&mut self, conn: usize, msg: &FromMaster) {
+        self.send_shared(conn, &Arc::new(msg.clone()));
+    }
+
+    fn send_shared(&mut self, conn: usize, msg: &Arc<FromMaster>) {
         if self.open.contains(&conn) {
             self.out.push(Out::Send(conn, msg.clone()));
         }
@@ -291,8 +297,9 @@ impl Coordinator {
     fn send_ranks(&mut self, msg: &FromMaster) {
         let mut ids: Vec<(usize, usize)> = self.ranks.iter().map(|(id, r)| (*r, *id)).collect();
         ids.sort_unstable_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+        let msg = Arc::new(msg.clone());
         for (_, id) in ids {
-            self.send_to(id, msg);
+            self.send_shared(id, &msg);
         }
     }
 
@@ -664,6 +671,16 @@ mod tests {
 
     const T: Duration = Duration::from_secs(2);
 
+    /// What `out` sends, each message with its connection.
+    fn sent(out: &[Out]) -> Vec<(usize, FromMaster)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Send(id, m) => Some((*id, (**m).clone())),
+                Out::Close(_) => None,
+            })
+            .collect()
+    }
+
     fn policy(world: usize, min: usize) -> FaultPolicy {
         let _ = world;
         FaultPolicy {
@@ -719,10 +736,9 @@ mod tests {
         for r in 0..world {
             hello(&mut c, r, world, now);
         }
-        let welcomed = c
-            .take_out()
+        let welcomed = sent(&c.take_out())
             .iter()
-            .filter(|o| matches!(o, Out::Send(_, FromMaster::Welcome { .. })))
+            .filter(|o| matches!(o, (_, FromMaster::Welcome { .. })))
             .count();
         assert_eq!(welcomed, world);
         c
@@ -730,25 +746,24 @@ mod tests {
 
     /// The reasons of the aborts sent, one per connection told.
     fn aborts(out: &[Out]) -> Vec<String> {
-        out.iter()
-            .filter_map(|o| match o {
-                Out::Send(_, FromMaster::Aborted { reason }) => Some(reason.clone()),
+        sent(out)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                FromMaster::Aborted { reason } => Some(reason),
                 _ => None,
             })
             .collect()
     }
 
     fn regroups(out: &[Out]) -> Vec<(usize, u32, Vec<usize>, Vec<usize>)> {
-        out.iter()
-            .filter_map(|o| match o {
-                Out::Send(
-                    id,
-                    FromMaster::Regroup {
-                        epoch,
-                        members,
-                        dead,
-                    },
-                ) => Some((*id, *epoch, members.clone(), dead.clone())),
+        sent(out)
+            .into_iter()
+            .filter_map(|(id, m)| match m {
+                FromMaster::Regroup {
+                    epoch,
+                    members,
+                    dead,
+                } => Some((id, epoch, members, dead)),
                 _ => None,
             })
             .collect()
@@ -798,9 +813,9 @@ mod tests {
             .is_none_or(|d| d >= t0 + Duration::from_secs(300 * 24 * 3600)));
         gather(&mut c, 1, t0 + Duration::from_secs(3601));
         let out = c.take_out();
-        let gathered = out
+        let gathered = sent(&out)
             .iter()
-            .filter(|o| matches!(o, Out::Send(_, FromMaster::Gathered { .. })))
+            .filter(|o| matches!(o, (_, FromMaster::Gathered { .. })))
             .count();
         assert_eq!(gathered, 2, "{out:?}");
     }
@@ -933,8 +948,9 @@ mod tests {
         rejoin(&mut c, 4, 5, t0 + Duration::from_secs(8));
         let out = c.take_out();
         assert!(
-            out.iter()
-                .any(|o| matches!(o, Out::Send(4, FromMaster::Evicted { .. }))),
+            sent(&out)
+                .iter()
+                .any(|o| matches!(o, (4, FromMaster::Evicted { .. }))),
             "{out:?}"
         );
         assert!(out.iter().any(|o| matches!(o, Out::Close(4))), "{out:?}");
@@ -966,8 +982,9 @@ mod tests {
         c.tick(d);
         let out = c.take_out();
         assert!(
-            out.iter()
-                .any(|o| matches!(o, Out::Send(_, FromMaster::Quorum { .. }))),
+            sent(&out)
+                .iter()
+                .any(|o| matches!(o, (_, FromMaster::Quorum { .. }))),
             "{out:?}"
         );
     }
@@ -990,8 +1007,9 @@ mod tests {
         );
         let out = c.take_out();
         assert!(
-            out.iter()
-                .any(|o| matches!(o, Out::Send(9, FromMaster::Refused { .. }))),
+            sent(&out)
+                .iter()
+                .any(|o| matches!(o, (9, FromMaster::Refused { .. }))),
             "{out:?}"
         );
         assert!(out.iter().any(|o| matches!(o, Out::Close(9))), "{out:?}");

@@ -637,7 +637,7 @@ fn serve(mut core: Coordinator, rx: mpsc::Receiver<Event>) {
                 Out::Send(id, msg) => {
                     // A connection that cannot be written is dropped; its
                     // reader thread reports it closed.
-                    if conns.get_mut(&id).is_some_and(|s| send(s, &msg).is_err()) {
+                    if conns.get_mut(&id).is_some_and(|s| send(s, &*msg).is_err()) {
                         conns.remove(&id);
                     }
                 }
