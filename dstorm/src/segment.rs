@@ -13,7 +13,7 @@
 //! `&[u8]` to it is handed out to safe code.
 
 use crate::layout::{pad8, Layout, PEER_WORDS_BYTES};
-use crate::wire::{checksum, SlotHeader, HEADER_BYTES};
+use crate::wire::{checksum, Payload, SlotHeader, HEADER_BYTES};
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 use std::fs::File;
 use std::io::{self, Read};
@@ -167,7 +167,7 @@ impl Region {
 
     /// Writes a whole slot (header, payload, trailer) at `off` in the
     /// protocol's order.
-    pub fn store_slot(&self, off: usize, h: &SlotHeader, payload: &[u8]) {
+    pub fn store_slot(&self, off: usize, h: &SlotHeader, payload: Payload<'_>) {
         self.store_slot_torn(off, h, payload);
         self.publish_trailer(off, h);
     }
@@ -177,21 +177,26 @@ impl Region {
     /// a test hook on its own).
     ///
     /// [`store_slot`]: Self::store_slot
-    pub fn store_slot_torn(&self, off: usize, h: &SlotHeader, payload: &[u8]) {
+    pub fn store_slot_torn(&self, off: usize, h: &SlotHeader, payload: Payload<'_>) {
         debug_assert_eq!(h.len as usize, payload.len());
         self.check(off, HEADER_BYTES + pad8(payload.len()) + 8, 64);
         self.store_header(off, h);
-        // SAFETY: the destination range is inside the mapping (checked above)
-        // and does not overlap `payload`, which is local memory. Only this
-        // writer stores into this slot (per-sender queues); concurrent readers
-        // use the header-trailer-header check and discard what they copied if
-        // it changed underneath them.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                self.map.as_mut_ptr().add(off + HEADER_BYTES),
-                payload.len(),
-            );
+        let mut at = off + HEADER_BYTES;
+        for part in [payload.head, payload.body] {
+            // SAFETY: the destination range is inside the mapping (the whole
+            // payload was checked above, and the parts follow each other in
+            // it) and does not overlap `part`, which is local memory. Only
+            // this writer stores into this slot (per-sender queues);
+            // concurrent readers use the header-trailer-header check and
+            // discard what they copied if it changed underneath them.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.map.as_mut_ptr().add(at),
+                    part.len(),
+                );
+            }
+            at += part.len();
         }
     }
 
@@ -419,24 +424,28 @@ mod tests {
         let r = Region::anon(4096).unwrap();
         let mut out = vec![0u8; 1024];
         assert_eq!(r.read_slot(256, 1000, &mut out), SlotRead::Empty);
-        r.store_slot(256, &hdr(1, 5), b"hello");
+        r.store_slot(256, &hdr(1, 5), b"hello"[..].into());
         assert_eq!(r.read_slot(256, 1000, &mut out), SlotRead::Ok(hdr(1, 5)));
         assert_eq!(&out[..5], b"hello");
-        r.store_slot_torn(256, &hdr(2, 3), b"abc");
-        assert_eq!(r.read_slot(256, 1000, &mut out), SlotRead::Torn { seq: 2 });
+        // A payload in two parts lands as one.
+        r.store_slot(256, &hdr(2, 5), Payload::new(b"wo", b"rld"));
+        assert_eq!(r.read_slot(256, 1000, &mut out), SlotRead::Ok(hdr(2, 5)));
+        assert_eq!(&out[..5], b"world");
+        r.store_slot_torn(256, &hdr(3, 3), b"abc"[..].into());
+        assert_eq!(r.read_slot(256, 1000, &mut out), SlotRead::Torn { seq: 3 });
         // A longer payload's stale bytes at a shorter one's trailer position
         // are not taken for a trailer, even when they hold the sequence number.
-        let mut p = vec![0u8; 16];
-        p[8..].copy_from_slice(&3u64.to_le_bytes());
-        r.store_slot(256, &hdr(3, 16), &p);
-        r.store_slot_torn(256, &hdr(3, 8), &[1; 8]);
-        assert_eq!(r.read_slot(256, 1000, &mut out), SlotRead::Torn { seq: 3 });
+        let mut p = [0u8; 16];
+        p[8..].copy_from_slice(&4u64.to_le_bytes());
+        r.store_slot(256, &hdr(4, 16), p[..].into());
+        r.store_slot_torn(256, &hdr(4, 8), [1u8; 8][..].into());
+        assert_eq!(r.read_slot(256, 1000, &mut out), SlotRead::Torn { seq: 4 });
     }
 
     #[test]
     fn oversize_length_in_a_header_is_torn_not_a_panic() {
         let r = Region::anon(4096).unwrap();
-        r.store_slot(0, &hdr(1, 16), &[0; 16]);
+        r.store_slot(0, &hdr(1, 16), [0u8; 16][..].into());
         r.word(32).store(1 << 40, Ordering::Relaxed);
         let mut out = vec![0u8; 64];
         assert_eq!(r.read_slot(0, 64, &mut out), SlotRead::Torn { seq: 1 });

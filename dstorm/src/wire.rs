@@ -200,6 +200,53 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     twox_hash::XxHash3_64::oneshot(bytes)
 }
 
+/// The bytes of one update, in two parts written back to back: a `head`
+/// (a format header, say) and a `body`. A caller whose header does not sit
+/// in front of its data, such as a vector over memory the application owns,
+/// sends both without first copying them together.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Payload<'a> {
+    /// The first bytes.
+    pub head: &'a [u8],
+    /// The bytes that follow `head`.
+    pub body: &'a [u8],
+}
+
+impl<'a> Payload<'a> {
+    /// `head` followed by `body`.
+    pub fn new(head: &'a [u8], body: &'a [u8]) -> Self {
+        Payload { head, body }
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Whether there are no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// [`checksum`] of the concatenation, without concatenating.
+    pub fn checksum(&self) -> u64 {
+        if self.head.is_empty() {
+            return checksum(self.body);
+        }
+        use std::hash::Hasher;
+        let mut h = twox_hash::XxHash3_64::new();
+        h.write(self.head);
+        h.write(self.body);
+        h.finish()
+    }
+}
+
+impl<'a> From<&'a [u8]> for Payload<'a> {
+    fn from(body: &'a [u8]) -> Self {
+        Payload { head: &[], body }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +298,16 @@ mod tests {
                 iteration: w[3],
                 checksum: w[4],
             })
+    }
+
+    #[test]
+    fn a_payloads_checksum_is_that_of_its_concatenation() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for cut in [0, 1, 32, 999, 1000] {
+            let p = Payload::new(&bytes[..cut], &bytes[cut..]);
+            assert_eq!(p.len(), 1000);
+            assert_eq!(p.checksum(), checksum(&bytes), "cut at {cut}");
+        }
     }
 
     proptest! {

@@ -30,11 +30,23 @@
 //! dense update, which comes at least every [`VectorOptions::refresh`]
 //! scatters.
 //!
+//! # Memory the caller owns
+//!
+//! [`DenseVector::wrap`] shares values that live elsewhere: any `S` that
+//! lends a slice through `AsRef<[T]>` and `AsMut<[T]>`, such as a
+//! `&'a mut [T]` borrowed for the vector's lifetime (the borrow checker then
+//! keeps every other access out while the vector lives; the values are the
+//! caller's again once it is dropped or [`into_values`](DenseVector::into_values)
+//! returns them). Scatter reads them and gather merges into them in place;
+//! between calls the caller reads and writes them through the vector
+//! (`Deref`/`DerefMut`). The slice must keep its length.
+//!
 //! # Copies
 //!
-//! The vector keeps the 32-byte update header (see [`crate::wire`]) in
-//! front of its own elements, so a dense scatter hands its memory to dstorm
-//! as is: the only copy is the transport's store into the peer's slot. A
+//! The vector keeps the 32-byte update header (see [`crate::wire`]) apart
+//! from its elements and hands both to dstorm as one two-part update
+//! ([`dstorm::wire::Payload`]), so a dense scatter sends its memory as is:
+//! the only copy is the transport's store into the peer's slot. A
 //! dense update is polled straight into a spare buffer that then swaps
 //! places with the sender's mirror. After the first gather, the dense path
 //! allocates nothing.
@@ -53,9 +65,11 @@
 //!
 //! [`Udf`]: crate::udf::Udf
 
+use std::fmt::Debug;
 use std::ops::{ControlFlow, Deref, DerefMut};
 use std::time::Instant;
 
+use dstorm::wire::Payload;
 use dstorm::{FlowControl, Group, Update};
 
 use crate::consistency::Consistency;
@@ -108,22 +122,33 @@ pub(crate) fn recycle<'a, 'b, T>(mut v: Vec<&'a [T]>) -> Vec<&'b [T]> {
     v.into_iter().map(|_| -> &'b [T] { &[] }).collect()
 }
 
+/// Where a dense vector's local values live: a buffer of its own
+/// (`Vec<T>`, what [`DenseVector::new`] makes) or memory lent by the caller
+/// (`&mut [T]`, or any type that lends a slice of constant length; see
+/// [`DenseVector::wrap`]).
+pub trait Values<T>: AsRef<[T]> + AsMut<[T]> + Debug {}
+
+impl<T, S: AsRef<[T]> + AsMut<[T]> + Debug> Values<T> for S {}
+
 /// A dense vector of `f32` or `f64` shared by every rank of a group.
 ///
-/// Created collectively ([`DenseVector::new`]); read and written locally
-/// like a slice (it dereferences to `[T]`); shared with
-/// [`scatter`](Self::scatter) and merged with [`gather`](Self::gather).
+/// Created collectively ([`DenseVector::new`], or [`DenseVector::wrap`] over
+/// memory the caller owns); read and written locally like a slice (it
+/// dereferences to `[T]`); shared with [`scatter`](Self::scatter) and merged
+/// with [`gather`](Self::gather).
 #[derive(Debug)]
 // The local data, what was last sent and a mirror per in-neighbour serve one
 // scatter/gather path; its fields are reused buffers so that path does not
 // allocate.
-pub struct DenseVector<T: Element> {
+pub struct DenseVector<T: Element, S: Values<T> = Vec<T>> {
     core: Core,
     len: usize,
-    /// Elements taken by the update header in front of the data.
+    /// Elements an update header takes in front of the data in a mirror.
     hdr: usize,
-    /// `[header][data]`: the local vector is `buf[hdr..]`.
-    buf: Vec<T>,
+    /// The local values.
+    values: S,
+    /// The header of the next dense update, sent in front of `values`.
+    head: [u8; HEADER_LEN],
     repr: Representation,
     refresh: u64,
     /// Whether a diff can be lost on the way.
@@ -159,7 +184,14 @@ impl<T: Element> DenseVector<T> {
         len: usize,
         opts: &VectorOptions,
     ) -> Result<Self, VolError> {
-        Self::create(group, name, len, None, opts)
+        // An impossible length fails on every rank after the agreement
+        // (see `create`), not here on one.
+        let values = if len.checked_mul(T::WIDTH).is_some() {
+            vec![T::zero(); len]
+        } else {
+            Vec::new()
+        };
+        Self::create(group, name, len, values, opts)
     }
 
     /// Like [`new`](Self::new), starting from `values` (only the length must
@@ -170,14 +202,55 @@ impl<T: Element> DenseVector<T> {
         values: &[T],
         opts: &VectorOptions,
     ) -> Result<Self, VolError> {
-        Self::create(group, name, values.len(), Some(values), opts)
+        Self::create(group, name, values.len(), values.to_vec(), opts)
+    }
+}
+
+impl<T: Element, S: Values<T>> DenseVector<T, S> {
+    /// Shares `values`, memory the caller owns, as a vector named `name`,
+    /// collectively (as [`new`](DenseVector::new); only the length must agree
+    /// across ranks). Scatter sends the values from where they are and
+    /// gather merges into them in place: no copy in or out. With
+    /// `values: &'a mut [T]` the vector borrows the slice for `'a`; read and
+    /// write it through the vector meanwhile, and have it back with
+    /// [`into_values`](Self::into_values) or by dropping the vector.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// # let group = vol::Group::join(vol::Config::local(0, 1, port, "wrap-doc"))?;
+    /// use vol::{DenseVector, Udf, VectorOptions};
+    /// let mut weights = vec![1.0f64, 2.0, 3.0];
+    /// let mut w = DenseVector::wrap(&group, "w", &mut weights[..], &VectorOptions::new())?;
+    /// w[0] = 4.0;
+    /// w.scatter()?;
+    /// w.gather(Udf::Avg)?;
+    /// drop(w);
+    /// assert_eq!(weights, [4.0, 2.0, 3.0]);
+    /// # group.finish()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wrap(
+        group: &Group,
+        name: &str,
+        values: S,
+        opts: &VectorOptions,
+    ) -> Result<Self, VolError> {
+        let len = values.as_ref().len();
+        Self::create(group, name, len, values, opts)
+    }
+
+    /// The values back, ending the vector (as dropping it does).
+    pub fn into_values(self) -> S {
+        self.values
     }
 
     fn create(
         group: &Group,
         name: &str,
         len: usize,
-        init: Option<&[T]>,
+        values: S,
         opts: &VectorOptions,
     ) -> Result<Self, VolError> {
         let desc = describe(name, "dense", T::KIND.name(), "-", len as u64, 0, opts);
@@ -192,17 +265,14 @@ impl<T: Element> DenseVector<T> {
         let capacity = body.as_ref().map(|b| HEADER_LEN + b).unwrap_or(HEADER_LEN);
         let core = Core::create(group, desc, opts, capacity, || body.map(|_| ()))?;
         let hdr = HEADER_LEN / T::WIDTH;
-        let mut buf = vec![T::zero(); hdr + len];
-        if let Some(init) = init {
-            buf[hdr..].copy_from_slice(init);
-        }
         let k = core.senders.len();
         let sparse = opts.representation.needs_previous();
         let lossy = opts.flow == FlowControl::Overwrite && opts.consistency != Consistency::Bsp;
         Ok(DenseVector {
             len,
             hdr,
-            buf,
+            values,
+            head: [0; HEADER_LEN],
             repr: opts.representation,
             refresh: opts.refresh,
             lossy,
@@ -247,15 +317,36 @@ impl<T: Element> DenseVector<T> {
 
     /// The local values.
     pub fn as_slice(&self) -> &[T] {
-        &self.buf[self.hdr..]
+        self.values.as_ref()
     }
 
-    /// The local values, mutable. The buffer is allocated once, when the
-    /// vector is created, and never moves afterwards (not even on
-    /// [`rejoin`](Self::rejoin)), so a pointer taken from it stays valid for
-    /// the vector's lifetime (the C API relies on this).
+    /// The local values, mutable. They never move while the vector lives
+    /// (a vector's own buffer is allocated once, when it is created, and
+    /// kept even on [`rejoin`](Self::rejoin)), so a pointer taken from them
+    /// stays valid for the vector's lifetime (the C API relies on this).
     pub fn as_mut_slice(&mut self) -> &mut [T] {
-        &mut self.buf[self.hdr..]
+        self.values.as_mut()
+    }
+
+    /// The values, checked to have kept their length (a [`Values`] type
+    /// that lends a slice of another length is refused, not trusted).
+    fn local(&self) -> Result<&[T], VolError> {
+        let v = self.values.as_ref();
+        if v.len() == self.len {
+            Ok(v)
+        } else {
+            Err(self.resized(v.len()))
+        }
+    }
+
+    fn resized(&self, now: usize) -> VolError {
+        VolError::InvalidVector {
+            vector: self.core.name.clone(),
+            problem: format!(
+                "its values changed length from {} to {now} elements",
+                self.len
+            ),
+        }
     }
 
     /// The iteration the vector is in: the number of completed gathers.
@@ -307,7 +398,8 @@ impl<T: Element> DenseVector<T> {
         let n = self.len;
         let version = self.core.version + 1;
         let mut enc = Encoding::Dense;
-        let data = &self.buf[self.hdr..];
+        self.local()?;
+        let data = self.values.as_ref();
         let first = self.prev.is_empty() && n > 0;
         let refresh_due = self.lossy && self.refresh > 0 && self.since_dense + 1 >= self.refresh;
         if self.repr.needs_previous() && !first && !refresh_due {
@@ -334,27 +426,29 @@ impl<T: Element> DenseVector<T> {
                     n as u64,
                     &mut self.send_buf[HEADER_LEN..],
                 )?;
-                self.core.send(&self.send_buf[..HEADER_LEN + body], true)?;
+                self.core
+                    .send(self.send_buf[..HEADER_LEN + body].into(), true)?;
                 self.since_dense += 1;
             }
             Encoding::Dense => {
                 let header = Header::new(Kind::Dense, T::KIND, version, 0, n as u64);
                 if LITTLE_ENDIAN {
-                    header.write(as_bytes_mut(&mut self.buf[..self.hdr]));
-                    self.core.send(as_bytes(&self.buf), false)?;
+                    header.write(&mut self.head);
+                    let body = as_bytes(self.values.as_ref());
+                    self.core.send(Payload::new(&self.head, body), false)?;
                 } else {
                     header.write(&mut self.send_buf);
-                    encode_dense_into(&self.buf[self.hdr..], &mut self.send_buf[HEADER_LEN..])?;
-                    self.core.send(&self.send_buf, false)?;
+                    encode_dense_into(self.values.as_ref(), &mut self.send_buf[HEADER_LEN..])?;
+                    self.core.send(self.send_buf[..].into(), false)?;
                 }
                 self.since_dense = 0;
             }
         }
         if self.repr.needs_previous() {
             if self.prev.len() != n {
-                self.prev = self.buf[self.hdr..].to_vec();
+                self.prev = self.values.as_ref().to_vec();
             } else {
-                self.prev.copy_from_slice(&self.buf[self.hdr..]);
+                self.prev.copy_from_slice(self.values.as_ref());
             }
         }
         Ok(())
@@ -383,6 +477,7 @@ impl<T: Element> DenseVector<T> {
         udf: &mut M,
     ) -> Result<GatherInfo, VolError> {
         let t = self.core.iteration;
+        self.local()?;
         let waited = self.core.wait_progress()?;
         let deadline = Instant::now() + self.core.timeout;
         let bsp = self.core.consistency == Consistency::Bsp;
@@ -431,7 +526,7 @@ impl<T: Element> DenseVector<T> {
                 info.staleness_sum += s;
             }
         }
-        let merged = udf.merge_dense(&mut self.buf[hdr..], &refs);
+        let merged = udf.merge_dense(self.values.as_mut(), &refs);
         self.refs = recycle(refs);
         merged?;
         self.core.record_merges(t);
@@ -470,7 +565,7 @@ impl<T: Element> DenseVector<T> {
         }
         let (hdr, n, width) = (self.hdr, self.len, T::WIDTH);
         let len = HEADER_LEN + n * width;
-        let buf = &mut self.buf;
+        let local = self.values.as_mut();
         let mut store: Vec<&'static [T]> = std::mem::take(&mut self.refs);
         let merged = self.core.obj.read_together(
             &self.core.senders,
@@ -501,7 +596,7 @@ impl<T: Element> DenseVector<T> {
                         let values: &[T] = bytemuck::cast_slice(parts(i));
                         refs.push(&values[lo - first..end - first]);
                     }
-                    let r = udf.merge_dense(&mut buf[lo..end], &refs);
+                    let r = udf.merge_dense(&mut local[lo - hdr..end - hdr], &refs);
                     store = recycle(refs);
                     r?;
                 }
@@ -624,14 +719,14 @@ impl<T: Element> DenseVector<T> {
     }
 }
 
-impl<T: Element> Deref for DenseVector<T> {
+impl<T: Element, S: Values<T>> Deref for DenseVector<T, S> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         self.as_slice()
     }
 }
 
-impl<T: Element> DerefMut for DenseVector<T> {
+impl<T: Element, S: Values<T>> DerefMut for DenseVector<T, S> {
     fn deref_mut(&mut self) -> &mut [T] {
         self.as_mut_slice()
     }

@@ -43,6 +43,7 @@
 
 use std::time::{Duration, Instant};
 
+use dstorm::wire::Payload;
 use dstorm::{FlowControl, Group, Object, ObjectSpec, Update};
 use serde::{Deserialize, Serialize};
 
@@ -499,14 +500,14 @@ impl Core {
 
     /// Writes `payload` to every out-neighbour, tagged with the current
     /// iteration, then publishes progress on the clock.
-    pub fn send(&mut self, payload: &[u8], sparse: bool) -> Result<(), VolError> {
+    pub fn send(&mut self, payload: Payload<'_>, sparse: bool) -> Result<(), VolError> {
         let t = self.iteration;
         let backpressure = self.flow == FlowControl::Backpressure;
         let waits_before = self.obj.counters().backpressure_waits;
         let start = backpressure.then(Instant::now);
         for i in 0..self.obj.out_neighbors().len() {
             let peer = self.obj.out_neighbors()[i];
-            self.obj.write(peer, payload, t)?;
+            self.obj.write_parts(peer, payload, t)?;
             self.stats.record_send(peer, payload.len() as u64);
             if sparse {
                 self.stats.record_sparse_send();

@@ -115,7 +115,7 @@ pub mod udf;
 pub mod wire;
 
 pub use consistency::Consistency;
-pub use dense::DenseVector;
+pub use dense::{DenseVector, Values};
 pub use dstorm::{Config, FaultPolicy, FlowControl, Group, Membership, TransportKind};
 pub use element::{Element, ElementKind};
 pub use entries::{SparseEntries, SparseIndex, SparseUpdate};

@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 
-use crate::dense::DenseVector;
+use crate::dense::{DenseVector, Values};
 use crate::element::Element;
 use crate::entries::SparseIndex;
 use crate::error::VolError;
@@ -20,7 +20,7 @@ pub trait Named: Any + Send {
     fn type_name(&self) -> &'static str;
 }
 
-impl<T: Element> Named for DenseVector<T> {
+impl<T: Element, S: Values<T> + Send + 'static> Named for DenseVector<T, S> {
     fn vector_name(&self) -> &str {
         self.name()
     }

@@ -188,7 +188,8 @@ impl<I: SparseIndex, V: Element> SparseVector<I, V> {
             len,
             &mut self.send_buf[HEADER_LEN..],
         )?;
-        self.core.send(&self.send_buf[..HEADER_LEN + body], true)
+        self.core
+            .send(self.send_buf[..HEADER_LEN + body].into(), true)
     }
 
     /// Nothing to wait for; see [`crate::DenseVector::flush`].

@@ -182,3 +182,46 @@ fn invalid_options_fail_on_every_rank() {
         assert_eq!(v, vec![2.0; 3]);
     }
 }
+
+#[test]
+fn a_vector_over_the_callers_memory_averages_in_place() {
+    // Rank r holds r + i / 8 at index i (f64) and r * 10 + i (f32); under
+    // BSP with `all`, one exchange leaves every rank with the mean, written
+    // into the caller's own arrays: through the in-place merge (Avg) and
+    // through the mirrors (the sparse representation keeps a vector off the
+    // in-place merge).
+    let out = ranks(3, "vol-wrap", |rank, group, _| {
+        let r = rank as f64;
+        let mut wide: Vec<f64> = (0..1001).map(|i| r + i as f64 / 8.0).collect();
+        let mut narrow: Vec<f32> = (0..7).map(|i| (rank * 10 + i) as f32).collect();
+        let (wide_at, narrow_at) = (wide.as_ptr(), narrow.as_ptr());
+        let opts = VectorOptions::new();
+        let mut w = DenseVector::wrap(group, "wide", &mut wide[..], &opts).expect("wrap f64");
+        assert_eq!(
+            w.as_slice().as_ptr(),
+            wide_at,
+            "the vector is the caller's memory"
+        );
+        w.scatter().expect("scatter");
+        let info = w.gather(Udf::Avg).expect("gather");
+        assert!(info.in_place);
+        drop(w);
+        let sparse = VectorOptions::new().representation(Representation::Sparse);
+        let mut n = DenseVector::wrap(group, "narrow", &mut narrow[..], &sparse).expect("wrap");
+        for _ in 0..2 {
+            n.scatter().expect("scatter");
+            n.gather(Udf::Sum).expect("gather");
+        }
+        assert_eq!(n.into_values().as_ptr(), narrow_at);
+        (wide, narrow)
+    });
+    for (wide, narrow) in out {
+        for (i, x) in wide.iter().enumerate() {
+            assert_eq!(*x, 1.0 + i as f64 / 8.0, "f64 index {i}");
+        }
+        // Sum twice: 3 * (0 + 10 + 20 + 3i).
+        for (i, x) in narrow.iter().enumerate() {
+            assert_eq!(*x, (3 * (30 + 3 * i)) as f32, "f32 index {i}");
+        }
+    }
+}

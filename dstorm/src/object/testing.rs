@@ -14,7 +14,7 @@ impl Object {
         let seq = self.tx.send_seq[peer] + 1;
         let off = self.layout.seq_offset(q, seq);
         let h = self.header(seq, iteration, payload.len());
-        self.links.write_slot_torn(peer, off, &h, payload)?;
+        self.links.write_slot_torn(peer, off, &h, payload.into())?;
         self.tx.send_seq[peer] = seq;
         Ok(())
     }
@@ -27,7 +27,7 @@ impl Object {
         self.target(peer, payload.len())?;
         let h = self.header(1, 1, payload.len());
         let off = self.layout.slot_offset(queue, 0);
-        self.links.write_slot(peer, off, &h, payload)
+        self.links.write_slot(peer, off, &h, payload.into())
     }
 
     /// Test hook: a word written at `offset` of `peer`'s segment, anywhere.

@@ -6,7 +6,7 @@ use super::counters::Event;
 use super::wait::park;
 use super::{FlowControl, Object};
 use crate::error::{Error, Result};
-use crate::wire::SlotHeader;
+use crate::wire::{Payload, SlotHeader};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -16,6 +16,13 @@ impl Object {
     /// peer for shm); with backpressure, first waits (bounded) until the slot
     /// is free.
     pub fn write(&mut self, peer: usize, payload: &[u8], iteration: u64) -> Result<()> {
+        self.write_parts(peer, payload.into(), iteration)
+    }
+
+    /// Like [`write`](Self::write), for an update in two parts written
+    /// back to back (see [`Payload`]): a header kept apart from the data it
+    /// describes is sent without first copying the two together.
+    pub fn write_parts(&mut self, peer: usize, payload: Payload<'_>, iteration: u64) -> Result<()> {
         self.check()?;
         let q = self.target(peer, payload.len())?;
         let seq = self.tx.send_seq[peer] + 1;
@@ -40,7 +47,7 @@ impl Object {
         self.check()?;
         let q = self.target(peer, payload.len())?;
         let seq = self.tx.send_seq[peer] + 1;
-        self.send(peer, q, seq, payload, iteration, false)
+        self.send(peer, q, seq, payload.into(), iteration, false)
     }
 
     /// Writes update `seq` into queue `q` of `peer` (waiting for a busy link,
@@ -50,7 +57,7 @@ impl Object {
         peer: usize,
         q: usize,
         seq: u64,
-        payload: &[u8],
+        payload: Payload<'_>,
         iteration: u64,
         wait: bool,
     ) -> Result<bool> {

@@ -13,7 +13,7 @@ use crate::config::TransportKind;
 use crate::error::Result;
 use crate::layout::Layout;
 use crate::segment::Region;
-use crate::wire::SlotHeader;
+use crate::wire::{Payload, SlotHeader};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,7 +83,7 @@ pub(crate) trait Links: Send + Debug {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<()>;
     /// A slot write that stops before the trailer, as a writer killed in
     /// the middle would leave it: for tests of torn reads (feature
@@ -94,7 +94,7 @@ pub(crate) trait Links: Send + Debug {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<()>;
     /// Writes one 8-byte word at `offset` of `peer`'s segment and rings its doorbell.
     fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()>;
@@ -108,7 +108,7 @@ pub(crate) trait Links: Send + Debug {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<bool> {
         self.write_slot(peer, offset, h, payload).map(|()| true)
     }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::segment::{ctl, Region};
 use crate::transport::{Endpoint, Links, RejectCounts, Transport};
-use crate::wire::SlotHeader;
+use crate::wire::{Payload, SlotHeader};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -456,7 +456,7 @@ impl Links for ShmLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<()> {
         let r = self.region(peer);
         r.store_slot(offset, h, payload);
@@ -470,7 +470,7 @@ impl Links for ShmLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<()> {
         let r = self.region(peer);
         r.store_slot_torn(offset, h, payload);

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::segment::Region;
 use crate::transport::{Endpoint, Links, RejectCounters, RejectCounts, Transport};
-use crate::wire::{checksum, FrameHeader, FrameKind, SlotHeader, HEADER_BYTES};
+use crate::wire::{FrameHeader, FrameKind, Payload, SlotHeader, HEADER_BYTES};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -595,7 +595,7 @@ fn send_frame(
     rank: usize,
     out: &mut (TcpStream, Vec<u8>),
     f: FrameHeader,
-    payload: &[u8],
+    payload: Payload<'_>,
     wait: bool,
 ) -> Result<bool> {
     let mut hb = [0u8; HEADER_BYTES];
@@ -606,16 +606,17 @@ fn send_frame(
         peer: rank,
         source,
     };
+    buf.clear();
+    buf.extend_from_slice(&hb);
+    buf.extend_from_slice(payload.head);
     if wait && payload.len() > COALESCE_BYTES {
         stream
-            .write_all(&hb)
-            .and_then(|_| stream.write_all(payload))
+            .write_all(buf)
+            .and_then(|_| stream.write_all(payload.body))
             .map_err(io)?;
         return Ok(true);
     }
-    buf.clear();
-    buf.extend_from_slice(&hb);
-    buf.extend_from_slice(payload);
+    buf.extend_from_slice(payload.body);
     if wait {
         stream.write_all(buf).map_err(io)?;
         return Ok(true);
@@ -651,13 +652,13 @@ impl TcpLinks {
             .ok_or_else(|| Error::Protocol(format!("no tcp link to rank {peer}")))
     }
 
-    fn send(&mut self, peer: usize, f: FrameHeader, payload: &[u8]) -> Result<()> {
+    fn send(&mut self, peer: usize, f: FrameHeader, payload: Payload<'_>) -> Result<()> {
         let p = self.peer(peer)?;
         let mut out = p.out.lock().unwrap_or_else(|e| e.into_inner());
         send_frame(p.rank, &mut out, f, payload, true).map(|_| ())
     }
 
-    fn slot_frame(&self, offset: usize, h: &SlotHeader, payload: &[u8]) -> FrameHeader {
+    fn slot_frame(&self, offset: usize, h: &SlotHeader, payload: Payload<'_>) -> FrameHeader {
         FrameHeader {
             kind: FrameKind::Slot,
             epoch: self.shared.epoch.load(Ordering::Relaxed),
@@ -667,7 +668,7 @@ impl TcpLinks {
             len: payload.len() as u64,
             seq: h.seq,
             iteration: h.iteration,
-            checksum: checksum(payload),
+            checksum: payload.checksum(),
         }
     }
 }
@@ -678,7 +679,7 @@ impl Links for TcpLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<()> {
         let f = self.slot_frame(offset, h, payload);
         self.send(peer, f, payload)
@@ -690,7 +691,7 @@ impl Links for TcpLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<()> {
         // Over tcp a write that dies half way arrives with a bad checksum.
         let mut f = self.slot_frame(offset, h, payload);
@@ -703,7 +704,7 @@ impl Links for TcpLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<bool> {
         let f = self.slot_frame(offset, h, payload);
         let p = self.peer(peer)?;
@@ -734,7 +735,7 @@ impl Links for TcpLinks {
             iteration: 0,
             checksum: 0,
         };
-        self.send(peer, f, &[])
+        self.send(peer, f, Payload::default())
     }
 }
 
@@ -742,6 +743,7 @@ impl Links for TcpLinks {
 mod tests {
     use super::*;
     use crate::auth::{self, Channel, Claim};
+    use crate::wire::checksum;
 
     const CAP: usize = 256;
 

@@ -15,7 +15,7 @@ use super::segments::RemoteSeg;
 use crate::error::{Error, Result};
 use crate::layout::{pad8, PEER_BELL_AT, PEER_WORDS_BYTES};
 use crate::transport::Links;
-use crate::wire::{SlotHeader, HEADER_BYTES};
+use crate::wire::{Payload, SlotHeader, HEADER_BYTES};
 use rdma_mummy_sys::ibv_wc_status;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -229,7 +229,7 @@ impl Shared {
 
 /// The bytes of one slot write: header, payload, zero padding, trailer.
 struct Image<'a> {
-    parts: [&'a [u8]; 4],
+    parts: [&'a [u8]; 5],
     total: usize,
 }
 
@@ -417,14 +417,14 @@ impl VerbsLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
         wait: bool,
     ) -> Result<bool> {
         let hb = header_bytes(h);
         let tb = crate::segment::trailer_value(h.seq, payload.len() as u64).to_ne_bytes();
         let pad = pad8(payload.len()) - payload.len();
         let img = Image {
-            parts: [&hb, payload, &ZEROS[..pad], &tb],
+            parts: [&hb, payload.head, payload.body, &ZEROS[..pad], &tb],
             total: HEADER_BYTES + pad8(payload.len()) + 8,
         };
         self.write_image(peer, offset, &img, wait)
@@ -454,7 +454,7 @@ impl Links for VerbsLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<()> {
         self.put_slot(peer, offset, h, payload, true).map(|_| ())
     }
@@ -464,7 +464,7 @@ impl Links for VerbsLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<bool> {
         self.put_slot(peer, offset, h, payload, false)
     }
@@ -475,11 +475,11 @@ impl Links for VerbsLinks {
         peer: usize,
         offset: usize,
         h: &SlotHeader,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Result<()> {
         let hb = header_bytes(h);
         let img = Image {
-            parts: [&hb, payload, &[], &[]],
+            parts: [&hb, payload.head, payload.body, &[], &[]],
             total: HEADER_BYTES + payload.len(),
         };
         self.write_image(peer, offset, &img, true).map(|_| ())
@@ -488,7 +488,7 @@ impl Links for VerbsLinks {
     fn write_word(&mut self, peer: usize, offset: usize, value: u64) -> Result<()> {
         let v = value.to_ne_bytes();
         let img = Image {
-            parts: [&v, &[], &[], &[]],
+            parts: [&v, &[], &[], &[], &[]],
             total: 8,
         };
         self.write_image(peer, offset, &img, true).map(|_| ())
@@ -513,7 +513,7 @@ mod tests {
         let hb = header_bytes(&h);
         let tb = 77u64.to_ne_bytes();
         let img = Image {
-            parts: [&hb, b"hello", &ZEROS[..3], &tb],
+            parts: [&hb, b"he", b"llo", &ZEROS[..3], &tb],
             total: 64 + 8 + 8,
         };
         let mut whole = vec![0xaau8; img.total];
