@@ -14,7 +14,7 @@ use crate::object::{
 };
 use crate::transport::{Endpoint, RejectCounts, Transport};
 use serde::Serialize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// A rank's membership in a job: identity, control channel and transport.
@@ -26,7 +26,9 @@ pub struct Group {
     view: Arc<View>,
     transport: Arc<dyn Transport>,
     /// (name, epoch) of every object created, indexed by object id.
-    objects: Mutex<Vec<(String, u32)>>,
+    /// Every object created, by id: its name, its epoch, and whether it
+    /// still lives (a dropped object's name may be used again).
+    objects: Mutex<Vec<(String, u32, Weak<()>)>>,
     /// Rank 0: signalled when the coordinator has seen every rank leave.
     /// (In a mutex so that a group can be shared between threads.)
     coordinator: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -372,12 +374,16 @@ impl Group {
                     .collect()
             })
             .collect();
+        let held = Arc::new(());
         let id = {
             let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
-            if objects.iter().any(|(n, e)| *n == spec.name && *e == epoch) {
+            let live = |(n, e, held): &&(String, u32, Weak<()>)| {
+                *n == spec.name && *e == epoch && held.strong_count() > 0
+            };
+            if objects.iter().any(|o| live(&o)) {
                 return Err(spec.bad("an object of this name already exists".into()));
             }
-            objects.push((spec.name.clone(), epoch));
+            objects.push((spec.name.clone(), epoch, Arc::downgrade(&held)));
             (objects.len() - 1) as u32
         };
         let rank = self.rank();
@@ -441,6 +447,7 @@ impl Group {
                 name: spec.name.clone(),
                 rank,
                 epoch,
+                held,
             },
             Tracking {
                 view: self.view.clone(),

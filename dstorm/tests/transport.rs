@@ -374,3 +374,21 @@ fn read_together_reads_whole_updates_and_reports_one_overwritten_while_read() {
         assert_eq!(third["lapped"], 1, "{t}: {r}");
     }
 }
+
+#[test]
+fn a_dropped_objects_name_can_be_used_again_and_a_live_ones_cannot() {
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let g = Group::join(dstorm::Config::local(0, 1, port, "names")).unwrap();
+    let spec = ObjectSpec::new("w", 64);
+    let first = g.create_object(&spec).unwrap();
+    let again = g.create_object(&spec).unwrap_err().to_string();
+    assert!(again.contains("already exists"), "{again}");
+    drop(first);
+    let second = g.create_object(&spec).expect("the name is free again");
+    assert!(g.create_object(&spec).is_err());
+    drop(second);
+    g.finish().unwrap();
+}

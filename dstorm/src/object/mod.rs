@@ -50,6 +50,10 @@ pub(crate) struct Ident {
     pub rank: usize,
     /// The membership epoch the object was created in.
     pub epoch: u32,
+    /// Held while the object lives: its group lets the name be used again
+    /// once no object holds it (only its drop matters).
+    #[allow(dead_code)]
+    pub held: Arc<()>,
 }
 
 /// How an object follows its group.
