@@ -22,6 +22,22 @@ pub extern "C" fn malt_init() -> malt_status {
     call("malt_init", runtime::init)
 }
 
+/// `malt_init`, after checking that this library can serve a program
+/// compiled against `malt.h` of version `major.minor.patch`: the header's
+/// `malt_init()` macro calls it with the header's `MALT_VERSION_*`. A
+/// library of another major version (of another minor version, while the
+/// major is 0), or older than the header, returns MALT_ERR_CONFIG naming
+/// both versions and joins nothing.
+///
+/// Thread safety: as `malt_init`.
+#[no_mangle]
+pub extern "C" fn malt_init_version(major: u32, minor: u32, patch: u32) -> malt_status {
+    call("malt_init", || {
+        runtime::check_version((major, minor, patch))?;
+        runtime::init()
+    })
+}
+
 /// Frees every vector still alive, waits until every rank has called
 /// `malt_finalize` (at most `MALT_TIMEOUT` seconds: peers may still be
 /// writing into this rank's memory until then) and leaves the job. The

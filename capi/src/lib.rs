@@ -36,10 +36,11 @@ mod runtime;
 mod sparse;
 mod status;
 mod vector;
+mod wrap;
 
 pub use group::{
-    malt_barrier, malt_epoch, malt_finalize, malt_init, malt_local_rank, malt_local_world,
-    malt_members, malt_rank, malt_regroup, malt_vector_rejoin, malt_world_size,
+    malt_barrier, malt_epoch, malt_finalize, malt_init, malt_init_version, malt_local_rank,
+    malt_local_world, malt_members, malt_rank, malt_regroup, malt_vector_rejoin, malt_world_size,
 };
 pub use runtime::{
     malt_options, malt_vector, MALT_ASYNC, MALT_BSP, MALT_GRAPH_ALL, MALT_GRAPH_HALTON,
@@ -57,3 +58,4 @@ pub use vector::{
     malt_merge_fn_f32, malt_merge_fn_f64, malt_scatter, malt_stats_json, malt_vector_free,
     malt_vector_len, MALT_UDF_AVG, MALT_UDF_MAX, MALT_UDF_MIN, MALT_UDF_SUM,
 };
+pub use wrap::{malt_dense_wrap_f32, malt_dense_wrap_f64};

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vol::{Consistency, DenseVector, Graph, Group, SparseVector, VectorOptions};
 
 use crate::status::{not_in_callback, Error};
+use crate::wrap::Store;
 
 /// An opaque handle to a vector shared by every rank. Obtained from a
 /// `malt_*_create_*` function, released with `malt_vector_free`.
@@ -63,8 +64,8 @@ pub struct malt_options {
 /// The vector behind a handle.
 #[derive(Debug)]
 pub(crate) enum Vector {
-    DenseF32(DenseVector<f32>),
-    DenseF64(DenseVector<f64>),
+    DenseF32(DenseVector<f32, Store<f32>>),
+    DenseF64(DenseVector<f64, Store<f64>>),
     SparseF32(SparseVector<u64, f32>),
     SparseF64(SparseVector<u64, f64>),
 }
@@ -89,7 +90,17 @@ struct Runtime {
     local_rank: Option<usize>,
     local_world: Option<usize>,
     vectors: HashMap<usize, Arc<Mutex<Vector>>>,
+    /// The memory of every live dense vector, by handle: no two may share
+    /// a byte.
+    spans: HashMap<usize, Span>,
     next: usize,
+}
+
+/// The bytes `start..end` of this process's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub start: usize,
+    pub end: usize,
 }
 
 enum Phase {
@@ -104,6 +115,36 @@ static STATE: Mutex<Phase> = Mutex::new(Phase::Uninit);
 /// which leave it consistent even if interrupted.
 fn state() -> MutexGuard<'static, Phase> {
     STATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// This library's version.
+fn version() -> (u32, u32, u32) {
+    let part = |s: &str| s.parse().unwrap_or(0);
+    (
+        part(env!("CARGO_PKG_VERSION_MAJOR")),
+        part(env!("CARGO_PKG_VERSION_MINOR")),
+        part(env!("CARGO_PKG_VERSION_PATCH")),
+    )
+}
+
+/// Fails unless this library serves programs built against `malt.h` of
+/// version `header`: the same major version (and, below 1.0, the same
+/// minor), and a library at least as new as the header.
+pub(crate) fn check_version(header: (u32, u32, u32)) -> Result<(), Error> {
+    compatible(version(), header)
+}
+
+fn compatible(lib: (u32, u32, u32), header: (u32, u32, u32)) -> Result<(), Error> {
+    let same_line = lib.0 == header.0 && (lib.0 > 0 || lib.1 == header.1);
+    if same_line && lib >= header {
+        return Ok(());
+    }
+    let v = |(a, b, c): (u32, u32, u32)| format!("{a}.{b}.{c}");
+    Err(Error::Config(format!(
+        "the program was compiled against malt.h {} but runs with libmalt {}: rebuild it against this library's header, or run it with the library it was built for",
+        v(header),
+        v(lib)
+    )))
 }
 
 /// Joins the job described by the environment.
@@ -123,6 +164,7 @@ pub(crate) fn init() -> Result<(), Error> {
         local_world: group.local_world(),
         group: Arc::new(Mutex::new(group)),
         vectors: HashMap::new(),
+        spans: HashMap::new(),
         next: 1,
     });
     Ok(())
@@ -186,14 +228,40 @@ pub(crate) fn local_identity() -> Result<(Option<usize>, Option<usize>), Error> 
     }
 }
 
-/// Adds a vector to the table and returns its handle.
-pub(crate) fn register(v: Vector) -> Result<*mut malt_vector, Error> {
+/// Fails when `span` shares a byte with the values of a live vector: two
+/// vectors over one array would each merge over the other's result.
+pub(crate) fn check_unshared(span: Span, name: &str) -> Result<(), Error> {
+    match &*state() {
+        Phase::Running(rt) => {
+            let overlap = rt
+                .spans
+                .values()
+                .find(|s| s.start < span.end && span.start < s.end);
+            match overlap {
+                Some(s) => Err(Error::Invalid(format!(
+                    "the memory for {name:?} ({:#x}..{:#x}) overlaps that of a live vector ({:#x}..{:#x})",
+                    span.start, span.end, s.start, s.end
+                ))),
+                None => Ok(()),
+            }
+        }
+        Phase::Uninit => Err(Error::NotInitialized),
+        Phase::Finalized => Err(Error::Finalized),
+    }
+}
+
+/// Adds a vector to the table, with the memory its values take (dense
+/// vectors), and returns its handle.
+pub(crate) fn register(v: Vector, span: Option<Span>) -> Result<*mut malt_vector, Error> {
     let mut st = state();
     match &mut *st {
         Phase::Running(rt) => {
             let key = rt.next;
             rt.next += 1;
             rt.vectors.insert(key, Arc::new(Mutex::new(v)));
+            if let Some(s) = span {
+                rt.spans.insert(key, s);
+            }
             Ok(key as *mut malt_vector)
         }
         Phase::Uninit => Err(Error::NotInitialized),
@@ -237,10 +305,12 @@ pub(crate) fn unregister(h: *const malt_vector) -> Result<(), Error> {
         return Err(Error::Null("vector"));
     }
     let slot = match &mut *state() {
-        Phase::Running(rt) => rt
-            .vectors
-            .remove(&(h as usize))
-            .ok_or(Error::BadHandle(h as usize))?,
+        Phase::Running(rt) => {
+            rt.spans.remove(&(h as usize));
+            rt.vectors
+                .remove(&(h as usize))
+                .ok_or(Error::BadHandle(h as usize))?
+        }
         Phase::Uninit => return Err(Error::NotInitialized),
         Phase::Finalized => return Err(Error::Finalized),
     };
@@ -392,6 +462,24 @@ mod tests {
             ));
             assert_eq!(read_name(c"w".as_ptr()).ok(), Some("w"));
         }
+    }
+
+    #[test]
+    fn a_header_is_served_by_libraries_of_its_line_at_least_as_new() {
+        assert!(compatible((0, 2, 1), (0, 2, 0)).is_ok());
+        assert!(compatible((0, 2, 1), (0, 2, 1)).is_ok());
+        assert!(compatible((1, 4, 0), (1, 2, 7)).is_ok());
+        for (lib, header) in [
+            ((0, 2, 0), (0, 2, 1)),
+            ((0, 3, 0), (0, 2, 0)),
+            ((0, 2, 0), (0, 3, 0)),
+            ((2, 0, 0), (1, 9, 0)),
+            ((1, 2, 0), (1, 3, 0)),
+        ] {
+            let e = compatible(lib, header).unwrap_err().to_string();
+            assert!(e.contains("compiled against malt.h"), "{e}");
+        }
+        assert!(check_version(version()).is_ok());
     }
 
     #[test]

@@ -55,7 +55,7 @@ unsafe fn sparse_create<T: Elem>(
             &opts,
         )?)
     })?;
-    let h = runtime::register(T::wrap_sparse(v))?;
+    let h = runtime::register(T::wrap_sparse(v), None)?;
     // SAFETY: non-NULL (checked) and writable by the caller's contract.
     unsafe { vector.write_unaligned(h) };
     Ok(())

@@ -99,6 +99,8 @@ pub(crate) enum Error {
     Callback(c_int),
     #[error("{0}")]
     NoMemory(String),
+    #[error("{0}")]
+    Config(String),
     #[error("the vector is unusable after an internal error in an earlier call")]
     Broken,
     #[error(transparent)]
@@ -141,6 +143,7 @@ impl Error {
             Error::Reentrant => MALT_ERR_REENTRANT,
             Error::Callback(_) => MALT_ERR_CALLBACK,
             Error::NoMemory(_) => MALT_ERR_NO_MEMORY,
+            Error::Config(_) => MALT_ERR_CONFIG,
             Error::Broken => MALT_ERR_INTERNAL,
             Error::Dstorm(d) => group_status(d),
             Error::Vol(v) => match v {

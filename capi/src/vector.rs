@@ -5,8 +5,9 @@ use std::ffi::{c_char, c_int, c_void};
 
 use vol::{DenseVector, Element, Merge, MergeError, PerIndex, SparseVector, Udf};
 
-use crate::runtime::{self, malt_options, malt_vector, Vector};
+use crate::runtime::{self, malt_options, malt_vector, Span, Vector};
 use crate::status::{call, malt_status, CallbackScope, Error};
+use crate::wrap::Store;
 
 /// Merge function: the average of the local vector and the updates that
 /// arrived (model averaging).
@@ -76,18 +77,18 @@ pub type malt_merge_each_fn_f64 = Option<
 /// The element types of the C API and how they sit in [`Vector`].
 pub(crate) trait Elem: Element {
     const C_NAME: &'static str;
-    fn wrap_dense(v: DenseVector<Self>) -> Vector;
-    fn dense(v: &mut Vector) -> Option<&mut DenseVector<Self>>;
+    fn wrap_dense(v: DenseVector<Self, Store<Self>>) -> Vector;
+    fn dense(v: &mut Vector) -> Option<&mut DenseVector<Self, Store<Self>>>;
     fn wrap_sparse(v: SparseVector<u64, Self>) -> Vector;
     fn sparse(v: &mut Vector) -> Option<&mut SparseVector<u64, Self>>;
 }
 
 impl Elem for f32 {
     const C_NAME: &'static str = "float";
-    fn wrap_dense(v: DenseVector<f32>) -> Vector {
+    fn wrap_dense(v: DenseVector<f32, Store<f32>>) -> Vector {
         Vector::DenseF32(v)
     }
-    fn dense(v: &mut Vector) -> Option<&mut DenseVector<f32>> {
+    fn dense(v: &mut Vector) -> Option<&mut DenseVector<f32, Store<f32>>> {
         match v {
             Vector::DenseF32(d) => Some(d),
             _ => None,
@@ -106,10 +107,10 @@ impl Elem for f32 {
 
 impl Elem for f64 {
     const C_NAME: &'static str = "double";
-    fn wrap_dense(v: DenseVector<f64>) -> Vector {
+    fn wrap_dense(v: DenseVector<f64, Store<f64>>) -> Vector {
         Vector::DenseF64(v)
     }
-    fn dense(v: &mut Vector) -> Option<&mut DenseVector<f64>> {
+    fn dense(v: &mut Vector) -> Option<&mut DenseVector<f64, Store<f64>>> {
         match v {
             Vector::DenseF64(d) => Some(d),
             _ => None,
@@ -130,7 +131,7 @@ impl Elem for f64 {
 pub(crate) fn dense_of<'a, T: Elem>(
     v: &'a mut Vector,
     what: &str,
-) -> Result<&'a mut DenseVector<T>, Error> {
+) -> Result<&'a mut DenseVector<T, Store<T>>, Error> {
     let kind = v.kind();
     T::dense(v).ok_or_else(|| {
         Error::Type(format!(
@@ -194,11 +195,16 @@ unsafe fn dense_create<T: Elem>(
         bytes,
         &format!("dense vector {name:?} of {len} {}s", T::C_NAME),
     )?;
-    let mut v = runtime::with_group(|g| Ok(DenseVector::<T>::new(g, name, len, &opts)?))?;
-    // The local values never move while the vector lives: vol allocates
-    // them once, and scatter and gather work in place.
+    let values = Store::Own(vec![T::zero(); len]);
+    let mut v = runtime::with_group(|g| Ok(DenseVector::wrap(g, name, values, &opts)?))?;
+    // The local values never move while the vector lives: they are
+    // allocated once, and scatter and gather work in place.
     let ptr = v.as_mut_slice().as_mut_ptr();
-    let h = runtime::register(T::wrap_dense(v))?;
+    let span = Span {
+        start: ptr as usize,
+        end: ptr as usize + len * std::mem::size_of::<T>(),
+    };
+    let h = runtime::register(T::wrap_dense(v), Some(span))?;
     // SAFETY: `vector` is non-NULL (checked) and writable, `data` NULL or
     // writable, by the caller's contract.
     unsafe {
@@ -653,9 +659,9 @@ pub unsafe extern "C" fn malt_iteration(
 /// sent per peer, updates merged, torn and lapped updates, a staleness
 /// histogram, time spent waiting), NUL-terminated, into `buffer` of `size`
 /// bytes. If `needed` is not NULL, the size the text needs (NUL included)
-/// is stored there, also on MALT_ERR_LENGTH, which is returned when `size`
-/// is too small (nothing is written then; pass NULL and 0 to ask for the
-/// size).
+/// is stored there. A size query (`buffer` NULL, `size` 0, `needed` not
+/// NULL) returns MALT_OK with the size; a buffer too small for the text
+/// returns MALT_ERR_LENGTH (the size is still stored, nothing is written).
 ///
 /// Thread safety: as `malt_scatter`.
 ///
@@ -676,6 +682,9 @@ pub unsafe extern "C" fn malt_stats_json(
         if !needed.is_null() {
             // SAFETY: non-NULL and writable by the caller's contract.
             unsafe { needed.write_unaligned(total) };
+            if buffer.is_null() && size == 0 {
+                return Ok(());
+            }
         }
         if size < total {
             return Err(Error::Length(format!(

@@ -1,6 +1,6 @@
 //! The C API from C: programs in `tests/c/` are compiled with the system C
 //! compiler against `include/malt.h` and the freshly built shared library
-//! (installed under its real name, libmalt.so), then run as one- or
+//! (installed as libmalt.so and under its soname), then run as one- or
 //! two-rank jobs with the environment `malt launch` would give them.
 
 use nix::sys::signal::{kill, Signal};
@@ -45,9 +45,12 @@ fn staging() -> &'static Path {
         let dir = deps.join(format!("{PREFIX}{}", std::process::id()));
         let lib = dir.join("lib");
         std::fs::create_dir_all(&lib).expect("create staging directory");
-        let staged = lib.join("libmalt.so");
-        if std::fs::hard_link(&built, &staged).is_err() {
-            std::fs::copy(&built, &staged).expect("stage libmalt.so");
+        // The link-time name and the soname programs then look for.
+        for name in ["libmalt.so", "libmalt.so.0"] {
+            let staged = lib.join(name);
+            if std::fs::hard_link(&built, &staged).is_err() {
+                std::fs::copy(&built, &staged).expect("stage libmalt.so");
+            }
         }
         dir
     })
@@ -356,5 +359,22 @@ fn survivors_regroup_and_rejoin_after_a_rank_dies() {
             "{}",
             r.stdout
         );
+    }
+}
+
+#[test]
+fn wrapped_vectors_average_in_the_programs_own_memory_at_two_and_three_ranks() {
+    let exe = compile("wrap", "wrap", &[]).unwrap_or_else(|e| panic!("{e}"));
+    for world in [2, 3] {
+        let runs = run_job(&exe, world, "shm", &format!("wrap-{world}"));
+        for (rank, r) in runs.iter().enumerate() {
+            r.assert_ok(&format!("rank {rank} of {world}"));
+            assert!(
+                r.stdout.contains(&format!("wrap rank {rank} of {world}: "))
+                    && r.stdout.contains(" checks, 0 failed"),
+                "{}",
+                r.stdout
+            );
+        }
     }
 }

@@ -254,12 +254,18 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
         opts: &VectorOptions,
     ) -> Result<Self, VolError> {
         let desc = describe(name, "dense", T::KIND.name(), "-", len as u64, 0, opts);
-        let body = len
-            .checked_mul(T::WIDTH)
-            .ok_or_else(|| VolError::InvalidVector {
-                vector: name.to_owned(),
-                problem: format!("{len} elements of {} do not fit in memory", T::KIND),
-            });
+        let invalid = |problem: String| VolError::InvalidVector {
+            vector: name.to_owned(),
+            problem,
+        };
+        let body = match len.checked_mul(T::WIDTH) {
+            _ if len == 0 => Err(invalid("it has no elements".into())),
+            Some(b) => Ok(b),
+            None => Err(invalid(format!(
+                "{len} elements of {} do not fit in memory",
+                T::KIND
+            ))),
+        };
         // Every rank computes the same sizes; an impossible one fails
         // everywhere after the agreement.
         let capacity = body.as_ref().map(|b| HEADER_LEN + b).unwrap_or(HEADER_LEN);

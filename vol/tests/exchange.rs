@@ -170,12 +170,16 @@ fn invalid_options_fail_on_every_rank() {
             SparseVec::<u32, f32>::new(group, "w", 1 << 33, 4, &VectorOptions::new()),
             Err(VolError::InvalidVector { .. })
         );
+        let empty = matches!(
+            DenseVector::<f32>::new(group, "e", 0, &VectorOptions::new()),
+            Err(VolError::InvalidVector { .. })
+        );
         // Still in step afterwards.
         let mut v = DenseVector::<f32>::new(group, "ok", 3, &VectorOptions::new()).expect("ok");
         v.fill(1.0);
         v.scatter().expect("scatter");
         v.gather(Udf::Sum).expect("gather");
-        (a, b, too_wide, v.to_vec())
+        (a, b, too_wide && empty, v.to_vec())
     });
     for (a, b, c, v) in out {
         assert_eq!((a, b, c), (true, true, true));
