@@ -63,7 +63,7 @@ pub(crate) fn check_region<T>(data: *mut T, len: usize) -> Result<Span, Error> {
     }
     let align = std::mem::align_of::<T>();
     let start = ptr.as_ptr() as usize;
-    if start % align != 0 {
+    if !start.is_multiple_of(align) {
         return Err(Error::Invalid(format!(
             "data ({start:#x}) is not aligned to {align} bytes, as a {} must be",
             std::any::type_name::<T>()
