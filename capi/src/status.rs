@@ -45,12 +45,17 @@ pub enum malt_status {
     /// `malt_local_world`).
     MALT_ERR_CONFIG = 10,
     /// Ranks disagree about a collectively created vector (name, length,
-    /// type or options).
+    /// type or options; the job goes on), or made different calls: one
+    /// waits in a gather for a peer's update while the peer waits in a
+    /// collective (`malt_barrier`, `malt_finalize`, a vector's creation).
+    /// The second kind ends the job: every rank gets it, naming both ranks
+    /// and their counts, within about a second.
     MALT_ERR_MISMATCH = 11,
-    /// A bounded wait ended before the peers arrived (`MALT_TIMEOUT`).
+    /// A bounded wait ended before the peers arrived (`MALT_TIMEOUT`). The
+    /// job is over: later calls return MALT_ERR_COMM.
     MALT_ERR_TIMEOUT = 12,
     /// Communication failed: a peer, the control channel, a segment, or the
-    /// job was aborted.
+    /// job was aborted. The job is over.
     MALT_ERR_COMM = 13,
     /// A merge callback returned non-zero.
     MALT_ERR_CALLBACK = 14,
@@ -70,6 +75,10 @@ pub enum malt_status {
     MALT_ERR_EVICTED = 18,
     /// Fewer ranks are left than `MALT_MIN_RANKS`: the job stops.
     MALT_ERR_QUORUM = 19,
+    /// A call out of order, found on this rank alone: `malt_gather` under
+    /// MALT_BSP before this rank's `malt_scatter` of the iteration. Nothing
+    /// was waited for or changed; the job goes on.
+    MALT_ERR_CALL_ORDER = 20,
 }
 
 use malt_status::*;
@@ -116,11 +125,11 @@ fn group_status(e: &vol::GroupError) -> malt_status {
             MALT_ERR_CONFIG
         }
         D::Unsupported { .. } => MALT_ERR_CONFIG,
-        D::Timeout { .. } => MALT_ERR_TIMEOUT,
+        D::Timeout { .. } | D::Late(_) => MALT_ERR_TIMEOUT,
         D::Regrouped { .. } => MALT_ERR_REGROUPED,
         D::Evicted { .. } => MALT_ERR_EVICTED,
         D::Quorum { .. } => MALT_ERR_QUORUM,
-        D::Mismatch { .. } => MALT_ERR_MISMATCH,
+        D::Mismatch { .. } | D::CallMismatch(_) => MALT_ERR_MISMATCH,
         D::Size { .. } => MALT_ERR_LENGTH,
         // Invalid specs: capacity, depth, graph, a name already in use.
         D::BadObject { .. } => MALT_ERR_INVALID_ARGUMENT,
@@ -154,6 +163,7 @@ impl Error {
                     MALT_ERR_INVALID_ARGUMENT
                 }
                 V::TooManyEntries { .. } => MALT_ERR_LENGTH,
+                V::CallOrder { .. } => MALT_ERR_CALL_ORDER,
                 V::BadUpdate { .. } | V::Protocol(_) => MALT_ERR_COMM,
                 _ => MALT_ERR_INTERNAL,
             },
@@ -281,6 +291,7 @@ pub extern "C" fn malt_status_string(status: c_int) -> *const c_char {
         17 => c"MALT_ERR_REGROUPED",
         18 => c"MALT_ERR_EVICTED",
         19 => c"MALT_ERR_QUORUM",
+        20 => c"MALT_ERR_CALL_ORDER",
         _ => c"unknown status",
     };
     s.as_ptr()
@@ -323,15 +334,16 @@ mod tests {
 
     #[test]
     fn every_status_has_its_name() {
-        for s in 0..=19 {
+        for s in 0..=20 {
             // SAFETY: static NUL-terminated strings.
             let name = unsafe { CStr::from_ptr(malt_status_string(s)) }.to_string_lossy();
             assert!(name.starts_with("MALT_"), "{s}: {name}");
         }
         // SAFETY: as above.
-        let u = unsafe { CStr::from_ptr(malt_status_string(20)) };
+        let u = unsafe { CStr::from_ptr(malt_status_string(21)) };
         assert_eq!(u.to_str().ok(), Some("unknown status"));
         assert_eq!(MALT_ERR_QUORUM as c_int, 19);
+        assert_eq!(MALT_ERR_CALL_ORDER as c_int, 20);
     }
 
     #[test]

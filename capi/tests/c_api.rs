@@ -212,11 +212,24 @@ fn run_job_with(
     tag: &str,
     extra: &[(&str, &str)],
 ) -> Vec<Run> {
+    run_job_args(exe, &[], world, transport, tag, extra)
+}
+
+/// Like [`run_job_with`], passing `args` to every rank.
+fn run_job_args(
+    exe: &Path,
+    args: &[&str],
+    world: usize,
+    transport: &str,
+    tag: &str,
+    extra: &[(&str, &str)],
+) -> Vec<Run> {
     let port = free_port();
     let token = token(tag);
     let handles: Vec<_> = (0..world)
         .map(|rank| {
             let mut cmd = Command::new(exe);
+            cmd.args(args);
             job_env(&mut cmd, rank, world, port, &token, transport);
             cmd.envs(extra.iter().copied());
             std::thread::spawn(move || run(cmd, DEADLINE))
@@ -377,4 +390,35 @@ fn wrapped_vectors_average_in_the_programs_own_memory_at_two_and_three_ranks() {
             );
         }
     }
+}
+
+/// Runs `mismatch MODE` on `world` ranks and checks every rank's summary.
+fn mismatch_job(mode: &str, world: usize, extra: &[(&str, &str)]) -> Vec<Run> {
+    let out = format!("mismatch-{mode}");
+    let exe = compile("mismatch", &out, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let tag = format!("mismatch-{mode}-{world}");
+    let runs = run_job_args(&exe, &[mode], world, "shm", &tag, extra);
+    for (rank, r) in runs.iter().enumerate() {
+        r.assert_ok(&format!("{mode}: rank {rank} of {world}"));
+        let summary = format!("mismatch {mode} rank {rank} of {world}: ");
+        assert!(
+            r.stdout.contains(&summary) && r.stdout.contains(" checks, 0 failed"),
+            "{}",
+            r.stdout
+        );
+    }
+    runs
+}
+
+#[test]
+fn unequal_scatter_counts_fail_every_rank_within_a_second_naming_both() {
+    for world in [2, 3] {
+        let runs = mismatch_job("counts", world, &[]);
+        assert!(runs[0].stdout.contains("malt_finalize failed after"));
+    }
+}
+
+#[test]
+fn a_late_rank_is_told_it_came_late_and_the_others_name_it() {
+    mismatch_job("late", 3, &[("MALT_TIMEOUT", "1")]);
 }

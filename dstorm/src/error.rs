@@ -45,6 +45,13 @@ pub enum Error {
     /// The job was aborted by the master because of another rank's error.
     #[error("job aborted: {0}")]
     Aborted(String),
+    /// The ranks made different calls: one waits for a peer's update while
+    /// the peer waits in a collective call (a barrier, the final barrier, a
+    /// vector's creation), so neither could ever go on. Every rank gets this
+    /// error, with the message of the rank that found it (naming both ranks
+    /// and what each did); the job is over.
+    #[error("{0}")]
+    CallMismatch(String),
     /// A collective operation did not complete in time.
     #[error("{op} timed out after {}{}", Seconds(*.waited), waiting_for(.missing))]
     Timeout {
@@ -55,6 +62,11 @@ pub enum Error {
         /// Ranks that had not arrived, when known.
         missing: Vec<usize>,
     },
+    /// This rank reached a collective call after the other ranks had
+    /// stopped waiting for it (they got [`Error::Timeout`] naming it); the
+    /// message says which call and how long they waited.
+    #[error("{0}")]
+    Late(String),
     /// A peer's control or data connection failed.
     #[error("{op} with rank {peer} failed: {source}")]
     Peer {

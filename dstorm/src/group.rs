@@ -303,6 +303,13 @@ impl Group {
         self.ctl("allgather", data.to_string())
     }
 
+    /// Like [`allgather`](Self::allgather), for the call `op` (a vector's
+    /// creation, say): errors and other ranks' messages about this round
+    /// name it.
+    pub fn allgather_for(&self, op: &'static str, data: &str) -> Result<Vec<String>> {
+        self.ctl(op, data.to_string())
+    }
+
     fn ctl(&self, op: &'static str, data: String) -> Result<Vec<String>> {
         self.control
             .lock()
@@ -337,7 +344,7 @@ impl Group {
     /// others that this rank left the job before its end, which stops a job
     /// that tolerates no failure.
     pub fn finish_in_place(&mut self) -> Result<()> {
-        self.barrier()?;
+        self.ctl("the final barrier (finish, malt_finalize)", String::new())?;
         self.finished = true;
         Ok(())
     }
@@ -355,7 +362,7 @@ impl Group {
             .unwrap_or_else(|p| p.into_inner())
             .epoch();
         let members = self.view.members();
-        let all = self.ctl("create object", mine)?;
+        let all = self.ctl("object creation", mine)?;
         let specs: Vec<ObjectSpec> = all
             .iter()
             .map(|s| serde_json::from_str(s).map_err(|e| Error::Protocol(e.to_string())))
@@ -414,7 +421,7 @@ impl Group {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         };
-        let outcome = self.ctl("connect object", status).and_then(|all| {
+        let outcome = self.ctl("object connection", status).and_then(|all| {
             match all.iter().enumerate().find(|(_, s)| !s.is_empty()) {
                 None => Ok(()),
                 Some((r, why)) => Err(spec.bad(format!("rank {r} could not connect: {why}"))),

@@ -34,7 +34,7 @@ pub enum VolError {
     Json(#[from] serde_json::Error),
     /// The communication layer failed (control channel, segment, peer
     /// connection, a bounded wait inside dstorm, ...).
-    #[error("dstorm: {0}")]
+    #[error(transparent)]
     Dstorm(#[from] dstorm::Error),
     /// A rank sent vol something over the control channel that it cannot
     /// read (a vector description, an iteration).
@@ -116,6 +116,17 @@ pub enum VolError {
     /// Options that cannot describe a vector.
     #[error("vector {vector:?}: {problem}")]
     InvalidVector {
+        /// The vector.
+        vector: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A call in an order the vector's consistency mode cannot serve: a
+    /// `Bsp` gather before this rank's scatter of the iteration. Local and
+    /// deterministic: every rank that makes the call gets it, and nothing
+    /// was waited for or changed.
+    #[error("vector {vector:?}: {problem}")]
+    CallOrder {
         /// The vector.
         vector: String,
         /// What is wrong.

@@ -332,6 +332,8 @@ pub(crate) struct Core {
     pub iteration: u64,
     /// Scatters done (the version of the last update sent).
     pub version: u64,
+    /// The iteration of the last scatter, plus one (0: none yet).
+    scattered: u64,
     pub stats: Stats,
     clock_payload: [u8; 8],
     /// What the vector was created with, to create it again after a regroup
@@ -363,7 +365,7 @@ impl Core {
         let rank = group.rank();
         let members = group.members();
         let mine = serde_json::to_string(&desc)?;
-        let all = group.allgather(&mine)?;
+        let all = group.allgather_for("vector creation", &mine)?;
         let mut descs = Vec::with_capacity(all.len());
         for (r, text) in all.iter().enumerate() {
             let d: Descriptor = serde_json::from_str(text).map_err(|e| {
@@ -459,6 +461,7 @@ impl Core {
             clock,
             iteration: 0,
             version: 0,
+            scattered: 0,
             stats: Stats::new(world),
             clock_payload: [0; 8],
             desc,
@@ -474,7 +477,7 @@ impl Core {
     /// that their iterations agree again. Collective among the survivors.
     /// Statistics carry over.
     pub fn rejoin(&mut self, group: &Group) -> Result<(), VolError> {
-        let all = group.allgather(&self.iteration.to_string())?;
+        let all = group.allgather_for("vector rejoin", &self.iteration.to_string())?;
         let mut highest = self.iteration;
         for (i, text) in all.iter().enumerate() {
             let it: u64 = text.parse().map_err(|_| {
@@ -529,6 +532,7 @@ impl Core {
             }
         }
         self.version += 1;
+        self.scattered = t + 1;
         self.stats.scatters += 1;
         Ok(())
     }
@@ -571,6 +575,15 @@ impl Core {
     /// bound `s`, until every peer has scattered iteration `t - s`. Returns
     /// the time waited (zero if no wait was needed).
     pub fn wait_progress(&mut self) -> Result<Duration, VolError> {
+        if self.consistency == Consistency::Bsp && self.scattered != self.iteration + 1 {
+            return Err(VolError::CallOrder {
+                vector: self.name.clone(),
+                problem: format!(
+                    "gather at iteration {} before this rank's scatter of that iteration: under BSP a gather merges every rank's update of the current iteration, so each rank scatters first (under SSP and ASYNC a gather merges whatever has arrived)",
+                    self.iteration
+                ),
+            });
+        }
         let Some(s) = self.consistency.staleness_bound() else {
             return Ok(Duration::ZERO);
         };

@@ -68,6 +68,25 @@ pub(crate) struct Takeover {
     pub window: Duration,
 }
 
+/// How long a collective round waits before the coordinator tells every
+/// rank who is in it (see [`FromMaster::Waiting`]): a rank waiting for one
+/// of them elsewhere then knows it would wait forever.
+pub(crate) const STALL: Duration = Duration::from_millis(250);
+
+/// A collective round in progress.
+#[derive(Debug)]
+struct Round {
+    epoch: u32,
+    round: u64,
+    /// The call, as the first rank to arrive named it.
+    op: String,
+    started: Instant,
+    /// Whether the ranks were told who is waiting in it.
+    announced: bool,
+    /// Contributions by rank.
+    got: BTreeMap<usize, String>,
+}
+
 /// A takeover collecting the members that reach the new coordinator.
 #[derive(Debug)]
 struct Rejoin {
@@ -105,8 +124,10 @@ pub(crate) struct Coordinator {
     started: Option<Instant>,
     welcomed: bool,
     aborted: Option<String>,
-    /// (epoch, round, started, contributions by rank)
-    round: Option<(u32, u64, Instant, BTreeMap<usize, String>)>,
+    /// What the ranks a timed-out round waited for are told, by rank: that
+    /// they came late, not that they are missing.
+    late: BTreeMap<usize, String>,
+    round: Option<Round>,
     done: BTreeSet<usize>,
     dead: BTreeSet<usize>,
     /// What the host process sees of `dead`, `done` and `aborted`.
@@ -142,6 +163,7 @@ impl Coordinator {
             started: None,
             welcomed: false,
             aborted: None,
+            late: BTreeMap::new(),
             round: None,
             done: BTreeSet::new(),
             dead: BTreeSet::new(),
@@ -338,12 +360,17 @@ impl Coordinator {
             return None;
         }
         let own = match (&self.round, self.started, self.welcomed) {
-            (Some((_, _, t, _)), _, _) => Some(*t + self.timeout),
+            (Some(r), _, _) => Some(r.started + self.timeout),
             (None, Some(t), false) => Some(t + self.rendezvous),
             _ => None,
         };
+        let stall = self
+            .round
+            .as_ref()
+            .filter(|r| !r.announced)
+            .map(|r| r.started + STALL);
         let rejoin = self.rejoin.as_ref().map(|r| r.since + r.window);
-        [own, self.decider.deadline(), rejoin]
+        [own, stall, self.decider.deadline(), rejoin]
             .into_iter()
             .flatten()
             .min()
@@ -405,33 +432,39 @@ impl Coordinator {
         if self.decider.deadline().is_some_and(|d| d <= now) {
             self.act(now);
         }
+        self.announce_stall(now);
         let overdue = match (&self.round, self.started, self.welcomed) {
-            (Some((_, _, t, _)), _, _) => *t + self.timeout <= now,
+            (Some(r), _, _) => r.started + self.timeout <= now,
             (None, Some(t), false) => t + self.rendezvous <= now,
             _ => false,
         };
         if !overdue || self.aborted.is_some() {
             return;
         }
-        if let Some((_, round, _, got)) = self.round.take() {
+        if let Some(Round { round, got, op, .. }) = self.round.take() {
             let missing = self.missing(|r| got.contains_key(&r));
-            let reason = format!(
-                "round {round} timed out after {} (MALT_TIMEOUT)",
-                crate::error::Seconds(self.timeout)
+            let waited = crate::error::Seconds(self.timeout);
+            let reason = format!("{op} timed out after {waited} (MALT_TIMEOUT)");
+            let late = format!(
+                "{op}: the other ranks stopped waiting for this rank after {waited} (MALT_TIMEOUT); it arrived too late, and the job is over"
             );
-            let ids: Vec<usize> = self.ranks.keys().copied().collect();
-            for id in ids {
-                self.send_to(
-                    id,
-                    &FromMaster::Failed {
+            self.late = missing.iter().map(|r| (*r, late.clone())).collect();
+            let ids: Vec<(usize, usize)> = self.ranks.iter().map(|(i, r)| (*i, *r)).collect();
+            for (id, rank) in ids {
+                let msg = match self.late.get(&rank) {
+                    Some(reason) => FromMaster::Late {
+                        reason: reason.clone(),
+                    },
+                    None => FromMaster::Failed {
                         round,
                         reason: reason.clone(),
                         missing: missing.clone(),
                     },
-                );
+                };
+                self.send_to(id, &msg);
             }
             self.aborted = Some(format!(
-                "{reason}, waiting for ranks {}",
+                "{reason} waiting for ranks {}",
                 crate::error::RankList(&missing)
             ));
         } else if !self.welcomed {
@@ -443,6 +476,36 @@ impl Coordinator {
                 crate::error::RankList(&missing)
             ));
         }
+    }
+
+    /// Tells every rank who waits in a round that has lasted [`STALL`].
+    fn announce_stall(&mut self, now: Instant) {
+        if self.aborted.is_some() {
+            return;
+        }
+        let Some(r) = self.round.as_mut() else {
+            return;
+        };
+        if r.announced || r.started + STALL > now {
+            return;
+        }
+        r.announced = true;
+        let msg = FromMaster::Waiting {
+            epoch: r.epoch,
+            round: r.round,
+            op: r.op.clone(),
+            arrived: r.got.keys().copied().collect(),
+        };
+        self.send_ranks(&msg);
+    }
+
+    /// Ends the job because the ranks made different calls.
+    fn abort_mismatch(&mut self, reason: String) {
+        tracing::error!(%reason, "aborting the job");
+        self.send_ranks(&FromMaster::Mismatched {
+            reason: reason.clone(),
+        });
+        self.aborted = Some(reason);
     }
 
     /// Carries out the decider's verdict, if it has one now.
@@ -509,11 +572,20 @@ impl Coordinator {
                 endpoint,
             } => self.hello(id, rank, world, endpoint),
             ToMaster::Rejoin { rank, world, epoch } => self.rejoined(id, rank, world, epoch, now),
-            ToMaster::Gather { epoch, round, data } => {
+            ToMaster::Gather {
+                epoch,
+                round,
+                data,
+                op,
+            } => {
                 let Some(&rank) = self.ranks.get(&id) else {
                     return self.refuse(id, "gather before hello".into());
                 };
                 if let Some(reason) = self.aborted.clone() {
+                    if let Some(late) = self.late.get(&rank) {
+                        let reason = late.clone();
+                        return self.send_to(id, &FromMaster::Late { reason });
+                    }
                     return self.send_to(id, &FromMaster::Aborted { reason });
                 }
                 let current = self.decider.epoch();
@@ -527,19 +599,34 @@ impl Coordinator {
                         "rank {rank} is in epoch {epoch} while the group is in epoch {current}"
                     ));
                 }
-                let (e, r, _, got) = self
-                    .round
-                    .get_or_insert_with(|| (epoch, round, now, BTreeMap::new()));
-                if (*e, *r) != (epoch, round) {
+                let r = self.round.get_or_insert_with(|| Round {
+                    epoch,
+                    round,
+                    op: op.clone(),
+                    started: now,
+                    announced: false,
+                    got: BTreeMap::new(),
+                });
+                if (r.epoch, r.round) != (epoch, round) {
                     let reason = format!(
-                        "rank {rank} is in collective round {round} while others are in round {r}"
+                        "rank {rank} is in collective round {round} while others are in round {}",
+                        r.round
                     );
                     return self.abort(reason);
                 }
-                got.insert(rank, data);
+                if r.op != op {
+                    let (first, theirs) = (*r.got.keys().next().unwrap_or(&rank), r.op.clone());
+                    return self.abort_mismatch(format!(
+                        "the ranks made different calls: rank {rank} called {op} while rank {first} called {theirs} (collective call number {round} of each)"
+                    ));
+                }
+                r.got.insert(rank, data);
                 let members = self.decider.members();
-                if members.iter().all(|m| got.contains_key(m)) {
-                    if let Some((epoch, round, _, got)) = self.round.take() {
+                if members.iter().all(|m| r.got.contains_key(m)) {
+                    if let Some(Round {
+                        epoch, round, got, ..
+                    }) = self.round.take()
+                    {
                         let data: Vec<String> = got.into_values().collect();
                         self.send_ranks(&FromMaster::Gathered { epoch, round, data });
                     }
@@ -564,6 +651,11 @@ impl Coordinator {
                         format!("was suspected dead by rank {rank}'s fault monitor: {reason}"),
                         now,
                     );
+                }
+            }
+            ToMaster::Mismatch { reason } => {
+                if self.ranks.contains_key(&id) && self.aborted.is_none() {
+                    self.abort_mismatch(reason);
                 }
             }
             ToMaster::Failing { reason } => {
@@ -770,6 +862,11 @@ mod tests {
     }
 
     fn gather(c: &mut Coordinator, rank: usize, now: Instant) {
+        gather_in(c, rank, "barrier", now);
+    }
+
+    /// Rank `rank` enters round 1, a round of the call `op`.
+    fn gather_in(c: &mut Coordinator, rank: usize, op: &str, now: Instant) {
         c.input(
             Input::Message(
                 rank,
@@ -777,9 +874,56 @@ mod tests {
                     epoch: 1,
                     round: 1,
                     data: format!("r{rank}"),
+                    op: op.into(),
                 },
             ),
             now,
+        );
+    }
+
+    #[test]
+    fn a_round_that_waits_a_while_is_announced_once_naming_who_is_in_it() {
+        let t0 = Instant::now();
+        let mut c = job(3, 3, t0);
+        gather(&mut c, 2, t0);
+        gather(&mut c, 0, t0 + STALL / 2);
+        assert_eq!(c.deadline(), Some(t0 + STALL));
+        c.tick(t0 + STALL / 2);
+        assert!(c.take_out().is_empty());
+        c.tick(t0 + STALL);
+        let mut told: Vec<(usize, Vec<usize>, String)> = sent(&c.take_out())
+            .into_iter()
+            .filter_map(|(id, m)| match m {
+                FromMaster::Waiting { arrived, op, .. } => Some((id, arrived, op)),
+                _ => None,
+            })
+            .collect();
+        told.sort();
+        let want: Vec<(usize, Vec<usize>, String)> = (0..3)
+            .map(|id| (id, vec![0, 2], "barrier".to_string()))
+            .collect();
+        assert_eq!(told, want);
+        c.tick(t0 + 2 * STALL);
+        assert!(c.take_out().is_empty(), "announced twice");
+    }
+
+    #[test]
+    fn ranks_in_different_calls_of_one_round_end_the_job_as_a_mismatch() {
+        let t0 = Instant::now();
+        let mut c = job(2, 2, t0);
+        gather_in(&mut c, 0, "barrier", t0);
+        gather_in(&mut c, 1, "vector creation", t0);
+        let reasons: Vec<String> = sent(&c.take_out())
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                FromMaster::Mismatched { reason } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].contains("rank 1 called vector creation while rank 0 called barrier"),
+            "{reasons:?}"
         );
     }
 
@@ -805,7 +949,15 @@ mod tests {
         let mut c = job(2, 2, t0);
         gather(&mut c, 0, t0);
         // An hour later rank 1 (alive, heartbeats flowing) is still
-        // computing: nothing happens.
+        // computing: nothing happens but the notice of who waits.
+        c.tick(t0 + Duration::from_secs(3600));
+        let out = c.take_out();
+        assert!(
+            sent(&out)
+                .iter()
+                .all(|(_, m)| matches!(m, FromMaster::Waiting { .. })),
+            "{out:?}"
+        );
         c.tick(t0 + Duration::from_secs(3600));
         assert!(c.take_out().is_empty());
         assert!(c

@@ -49,7 +49,13 @@ pub(crate) enum ToMaster {
         epoch: u32,
         round: u64,
         data: String,
+        /// The call this round belongs to ("barrier", "finish", ...).
+        #[serde(default)]
+        op: String,
     },
+    /// This rank found that the ranks made different calls (see
+    /// [`Error::CallMismatch`]): the job ends with `reason` everywhere.
+    Mismatch { reason: String },
     /// This rank has not heard from `peer` (heartbeat silence or a failed write).
     Suspect { peer: usize, reason: String },
     /// This rank is going down (a panic in the application).
@@ -78,6 +84,23 @@ pub(crate) enum FromMaster {
     },
     Aborted {
         reason: String,
+    },
+    /// The job ends because the ranks made different calls.
+    Mismatched {
+        reason: String,
+    },
+    /// The other ranks stopped waiting for this one in a collective call
+    /// (`reason` says which, and for how long); the job is over.
+    Late {
+        reason: String,
+    },
+    /// Round `round` of `epoch` (call `op`) has waited a while: `arrived`
+    /// are in it. A rank waiting for one of them elsewhere will wait forever.
+    Waiting {
+        epoch: u32,
+        round: u64,
+        op: String,
+        arrived: Vec<usize>,
     },
     Gathered {
         epoch: u32,
@@ -242,6 +265,7 @@ impl Client {
             } => (table, epoch, nonce),
             FromMaster::Refused { reason } => return Err(Error::Refused { rank, reason }),
             FromMaster::Aborted { reason } => return Err(Error::Aborted(reason)),
+            FromMaster::Mismatched { reason } => return Err(Error::CallMismatch(reason)),
             other => {
                 return Err(Error::Protocol(format!(
                     "unexpected {other:?} during rendezvous"
@@ -323,7 +347,7 @@ impl Client {
         self.round += 1;
         let (epoch, round) = (self.epoch, self.round);
         self.view
-            .send_gather(epoch, round, data)
+            .send_gather(epoch, round, op, data)
             .map_err(ctl_err(op))?;
         // The coordinator answers or fails every round within `timeout`; the
         // margin lets its answer, which names missing ranks, arrive first.
@@ -349,9 +373,14 @@ impl Client {
                 }) if r == round => {
                     return Err(if missing.is_empty() {
                         Error::Aborted(reason)
+                    } else if missing.contains(&self.rank) {
+                        Error::Late(format!(
+                            "{op}: the other ranks stopped waiting for this rank after {} (MALT_TIMEOUT); it arrived too late, and the job is over",
+                            crate::error::Seconds(self.timeout)
+                        ))
                     } else {
                         Error::Timeout {
-                            op: format!("{op} ({reason})"),
+                            op: op.to_string(),
                             waited: self.timeout,
                             missing,
                         }

@@ -19,7 +19,18 @@ enum End {
     Evicted { epoch: u32, reason: String },
     Quorum { alive: Vec<usize>, min: usize },
     Aborted(String),
+    Mismatch(String),
+    Late(String),
     Lost(String),
+}
+
+/// A collective round that has waited a while, as the coordinator told.
+#[derive(Debug, Clone)]
+struct Stalled {
+    epoch: u32,
+    round: u64,
+    op: String,
+    arrived: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -28,6 +39,7 @@ struct State {
     dead: Vec<usize>,
     end: Option<End>,
     leaving: bool,
+    stalled: Option<Stalled>,
 }
 
 /// A rank's view of its group's membership.
@@ -37,6 +49,8 @@ pub(crate) struct View {
     epoch: AtomicU32,
     /// `state.end` is set: lets the data path check without the lock.
     over: AtomicBool,
+    /// `state.stalled` is set (likewise).
+    stalled: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
     regions: Mutex<Vec<Weak<Region>>>,
@@ -80,7 +94,9 @@ impl View {
                 dead: Vec::new(),
                 end: None,
                 leaving: false,
+                stalled: None,
             }),
+            stalled: AtomicBool::new(false),
             changed: Condvar::new(),
             regions: Mutex::new(Vec::new()),
             writer,
@@ -186,6 +202,8 @@ impl View {
                 },
                 End::Quorum { alive, min } => Error::Quorum { alive, min },
                 End::Aborted(reason) => Error::Aborted(reason),
+                End::Mismatch(reason) => Error::CallMismatch(reason),
+                End::Late(reason) => Error::Late(reason),
                 End::Lost(why) => Error::Control {
                     op: "membership",
                     source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why),
@@ -243,11 +261,20 @@ impl View {
     }
 
     /// Sends this rank's part of a collective round.
-    pub fn send_gather(&self, epoch: u32, round: u64, data: String) -> std::io::Result<()> {
-        match control::send(
-            &mut *lock(&self.writer),
-            &ToMaster::Gather { epoch, round, data },
-        ) {
+    pub fn send_gather(
+        &self,
+        epoch: u32,
+        round: u64,
+        op: &str,
+        data: String,
+    ) -> std::io::Result<()> {
+        let msg = ToMaster::Gather {
+            epoch,
+            round,
+            data,
+            op: op.to_owned(),
+        };
+        match control::send(&mut *lock(&self.writer), &msg) {
             Err(e) if self.failover => {
                 tracing::debug!(error = %e, "gather not sent: waiting for a takeover");
                 Ok(())
@@ -300,6 +327,32 @@ impl View {
         self.wake();
     }
 
+    /// The call `rank` waits in, when the coordinator said that a
+    /// collective round has waited a while with `rank` in it.
+    pub fn in_collective(&self, rank: usize) -> Option<String> {
+        if !self.stalled.load(Ordering::Acquire) {
+            return None;
+        }
+        let st = lock(&self.state);
+        st.stalled
+            .as_ref()
+            .filter(|s| s.epoch == self.epoch() && s.arrived.contains(&rank))
+            .map(|s| s.op.clone())
+    }
+
+    /// Ends the job everywhere: the ranks made different calls (`reason`
+    /// names them). This rank's own waits end at once.
+    pub fn report_mismatch(&self, reason: String) {
+        self.send(&ToMaster::Mismatch {
+            reason: reason.clone(),
+        });
+        let mut st = lock(&self.state);
+        st.end.get_or_insert(End::Mismatch(reason));
+        self.over.store(true, Ordering::Release);
+        drop(st);
+        self.wake();
+    }
+
     /// Tells the coordinator this rank is going down.
     pub fn announce_failure(&self, reason: String) {
         self.send(&ToMaster::Failing { reason });
@@ -345,6 +398,37 @@ impl View {
             }
             FromMaster::Aborted { reason } => {
                 st.end.get_or_insert(End::Aborted(reason.clone()));
+            }
+            FromMaster::Mismatched { reason } => {
+                st.end.get_or_insert(End::Mismatch(reason.clone()));
+            }
+            FromMaster::Late { reason } => {
+                st.end.get_or_insert(End::Late(reason.clone()));
+            }
+            FromMaster::Waiting {
+                epoch,
+                round,
+                op,
+                arrived,
+            } => {
+                st.stalled = Some(Stalled {
+                    epoch: *epoch,
+                    round: *round,
+                    op: op.clone(),
+                    arrived: arrived.clone(),
+                });
+                self.stalled.store(true, Ordering::Release);
+                drop(st);
+                // Waits for a peer that is in this round look again.
+                self.wake();
+                return;
+            }
+            FromMaster::Gathered { round, .. } | FromMaster::Failed { round, .. } => {
+                if st.stalled.as_ref().is_some_and(|s| s.round == *round) {
+                    st.stalled = None;
+                    self.stalled.store(false, Ordering::Release);
+                }
+                return;
             }
             _ => return,
         }

@@ -12,6 +12,11 @@ use crate::wire::SlotHeader;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+/// How long a wait for a peer that waits in a collective call lets that
+/// peer's in-flight data (tcp, verbs) keep arriving before it concludes that
+/// nothing more will come (see [`Error::CallMismatch`]).
+const QUIET: Duration = Duration::from_millis(100);
+
 impl Object {
     /// Returns the oldest unread consistent update of the next sender (senders
     /// are served round-robin), copied into `out`, which must hold
@@ -61,7 +66,7 @@ impl Object {
     /// Polls until an update arrives or `timeout` passes (then `Ok(None)`).
     /// Spins briefly, then parks on the segment's doorbell.
     pub fn poll_timeout(&mut self, out: &mut [u8], timeout: Duration) -> Result<Option<Update>> {
-        self.poll_until(timeout, |o| o.poll(out))
+        self.poll_until(timeout, None, |o| o.poll(out))
     }
 
     /// Like [`poll_timeout`](Self::poll_timeout), restricted to `sender`.
@@ -71,20 +76,27 @@ impl Object {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<Option<Update>> {
-        self.poll_until(timeout, |o| o.poll_from(sender, out))
+        self.poll_until(timeout, Some(sender), |o| o.poll_from(sender, out))
     }
 
     /// Repeats `try_once` until it returns an update or `timeout` passes,
-    /// parking on the doorbell in between.
+    /// parking on the doorbell in between. While waiting for `sender`
+    /// alone, fails with [`Error::CallMismatch`] once that rank is known to
+    /// wait in a collective call and nothing more has arrived from it for
+    /// [`QUIET`]: it cannot send what this rank waits for.
     fn poll_until(
         &mut self,
         timeout: Duration,
+        sender: Option<usize>,
         mut try_once: impl FnMut(&mut Self) -> Result<Option<Update>>,
     ) -> Result<Option<Update>> {
         // The clock is read only once the first look found nothing: on
         // some machines (virtual ones without a usable TSC) a read costs
         // microseconds, as much as a whole soft-RoCE write.
         let mut deadline = None;
+        // What had arrived from `sender` when it was first seen in a
+        // collective, and since when nothing more has.
+        let mut quiet: Option<(Option<u64>, Instant)> = None;
         loop {
             let bell = self.region.doorbell();
             if let Some(u) = try_once(self)? {
@@ -96,8 +108,52 @@ impl Object {
             if now >= deadline {
                 return Ok(None);
             }
-            park(&self.region, &*self.links, bell, deadline, &mut self.spin);
+            let mut until = deadline;
+            let stuck = match sender {
+                Some(p) if self.track.tracks => self.track.view.in_collective(p).map(|op| (p, op)),
+                _ => None,
+            };
+            if let Some((p, op)) = stuck {
+                let arrived = self.links.arrivals(p);
+                match quiet {
+                    Some((before, since)) if before == arrived => {
+                        if now >= since + QUIET {
+                            return Err(self.call_mismatch(p, &op));
+                        }
+                    }
+                    _ => quiet = Some((arrived, now)),
+                }
+                until = until.min(now + QUIET / 4);
+            } else {
+                quiet = None;
+            }
+            park(&self.region, &*self.links, bell, until, &mut self.spin);
         }
+    }
+
+    /// Ends the job: this rank waits for an update from `peer`, which waits
+    /// in the collective call `op` instead. Every rank gets the message.
+    fn call_mismatch(&self, peer: usize, op: &str) -> Error {
+        let me = self.ident.rank;
+        let got = self.counters.peers.get(peer).map_or(0, |c| c.received);
+        let sent = if self.tx.out.binary_search(&peer).is_ok() {
+            format!(
+                ", while rank {me} sent rank {peer} {}",
+                self.tx.send_seq[peer]
+            )
+        } else {
+            String::new()
+        };
+        // vol names the object of its vector NAME "vol:NAME".
+        let what = match self.ident.name.strip_prefix("vol:") {
+            Some(v) => format!("vector {v:?}"),
+            None => format!("object {:?}", self.ident.name),
+        };
+        let reason = format!(
+            "{what}: rank {me} waits for an update from rank {peer}, but rank {peer} is waiting in {op} after sending rank {me} {got} updates{sent}: the ranks did not make the same calls (different numbers of scatter/gather rounds, or collectives in another order)"
+        );
+        self.track.view.report_mismatch(reason.clone());
+        Error::CallMismatch(reason)
     }
 
     /// Waits until an update from `sender` with an iteration of at least
@@ -119,7 +175,7 @@ impl Object {
             });
         };
         let (depth, capacity, epoch) = (self.layout.depth, self.layout.capacity, self.ident.epoch);
-        self.poll_until(timeout, |o| {
+        self.poll_until(timeout, Some(sender), |o| {
             for s in 0..depth {
                 let off = o.layout.slot_offset(q, s);
                 if let Some(h) = o.region.complete_header(off, capacity) {
