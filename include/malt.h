@@ -14,162 +14,265 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Every rank sends to every other rank (the default).
+/* The version of malt this header describes (malt_init() checks the library's). */
+#define MALT_VERSION_MAJOR 0
+#define MALT_VERSION_MINOR 1
+#define MALT_VERSION_PATCH 0
+#define MALT_VERSION_STRING "0.1.0"
+
+/**
+ * Every rank sends to every other rank (the default).
+ */
 #define MALT_GRAPH_ALL 0
 
-// Rank `r` sends to about log2(N) peers at Halton offsets; any update
-// reaches every rank within ceil(log2 N) rounds.
+/**
+ * Rank `r` sends to about log2(N) peers at Halton offsets; any update
+ * reaches every rank within ceil(log2 N) rounds.
+ */
 #define MALT_GRAPH_HALTON 1
 
-// Rank `r` sends to rank `(r + 1) mod N`.
+/**
+ * Rank `r` sends to rank `(r + 1) mod N`.
+ */
 #define MALT_GRAPH_RING 2
 
-// Rank `r` sends to `random_peers` peers drawn from `random_seed` (the same
-// graph on every rank); a graph that is not strongly connected is rejected.
+/**
+ * Rank `r` sends to `random_peers` peers drawn from `random_seed` (the same
+ * graph on every rank); a graph that is not strongly connected is rejected.
+ */
 #define MALT_GRAPH_RANDOM 3
 
-// Bulk synchronous: after one exchange under MALT_GRAPH_ALL every rank
-// holds the exact merge of every rank's vector (the default).
+/**
+ * Bulk synchronous: after one exchange under MALT_GRAPH_ALL every rank
+ * holds the exact merge of every rank's vector (the default).
+ */
 #define MALT_BSP 0
 
-// Asynchronous: a gather never waits; it merges whatever has arrived.
+/**
+ * Asynchronous: a gather never waits; it merges whatever has arrived.
+ */
 #define MALT_ASYNC 1
 
-// Stale synchronous parallel: a gather at iteration t waits until every
-// peer has scattered iteration t - staleness.
+/**
+ * Stale synchronous parallel: a gather at iteration t waits until every
+ * peer has scattered iteration t - staleness.
+ */
 #define MALT_SSP 2
 
-// Merge function: the average of the local vector and the updates that
-// arrived (model averaging).
+/**
+ * Merge function: the average of the local vector and the updates that
+ * arrived (model averaging).
+ */
 #define MALT_UDF_AVG 0
 
-// Merge function: the local vector plus the updates that arrived.
+/**
+ * Merge function: the local vector plus the updates that arrived.
+ */
 #define MALT_UDF_SUM 1
 
-// Merge function: the elementwise maximum (NaN ignored).
+/**
+ * Merge function: the elementwise maximum (NaN ignored).
+ */
 #define MALT_UDF_MAX 2
 
-// Merge function: the elementwise minimum (NaN ignored).
+/**
+ * Merge function: the elementwise minimum (NaN ignored).
+ */
 #define MALT_UDF_MIN 3
 
-// What every malt call returns: `MALT_OK`, or the kind of failure.
-// `malt_last_error()` then gives the message.
+/**
+ * What every malt call returns: `MALT_OK`, or the kind of failure.
+ * `malt_last_error()` then gives the message.
+ */
 typedef enum malt_status {
-    // Success.
+    /**
+     * Success.
+     */
     MALT_OK = 0,
-    // A required pointer argument is NULL.
+    /**
+     * A required pointer argument is NULL.
+     */
     MALT_ERR_NULL = 1,
-    // An argument is out of range: an unknown graph, consistency mode or
-    // merge function, a name that is not UTF-8, an index beyond the
-    // vector's length, options the vector cannot have.
+    /**
+     * An argument is out of range: an unknown graph, consistency mode or
+     * merge function, a name that is not UTF-8, an index beyond the
+     * vector's length, options the vector cannot have.
+     */
     MALT_ERR_INVALID_ARGUMENT = 2,
-    // A buffer is too small, or a count exceeds what the vector was created
-    // for.
+    /**
+     * A buffer is too small, or a count exceeds what the vector was created
+     * for.
+     */
     MALT_ERR_LENGTH = 3,
-    // Not a live vector handle: already freed, or never returned by malt.
+    /**
+     * Not a live vector handle: already freed, or never returned by malt.
+     */
     MALT_ERR_BAD_HANDLE = 4,
-    // The call does not apply to this kind of vector (for example
-    // `malt_dense_data_f64` on a vector of floats, or a sparse call on a
-    // dense vector).
+    /**
+     * The call does not apply to this kind of vector (for example
+     * `malt_dense_data_f64` on a vector of floats, or a sparse call on a
+     * dense vector).
+     */
     MALT_ERR_TYPE = 5,
-    // `malt_init` has not been called (or failed).
+    /**
+     * `malt_init` has not been called (or failed).
+     */
     MALT_ERR_NOT_INITIALIZED = 6,
-    // `malt_init` was already called successfully.
+    /**
+     * `malt_init` was already called successfully.
+     */
     MALT_ERR_ALREADY_INITIALIZED = 7,
-    // `malt_finalize` was called; the library cannot be used again in this
-    // process.
+    /**
+     * `malt_finalize` was called; the library cannot be used again in this
+     * process.
+     */
     MALT_ERR_FINALIZED = 8,
-    // Called from inside a merge callback, where only `malt_rank`,
-    // `malt_world_size`, `malt_local_rank`, `malt_local_world`,
-    // `malt_last_error` and `malt_status_string` are allowed.
+    /**
+     * Called from inside a merge callback, where only `malt_rank`,
+     * `malt_world_size`, `malt_local_rank`, `malt_local_world`,
+     * `malt_last_error` and `malt_status_string` are allowed.
+     */
     MALT_ERR_REENTRANT = 9,
-    // The environment does not describe a usable job (rank, world size,
-    // token, transport), or a rank was refused by the master; or the
-    // launcher gave no local rank or local world size (`malt_local_rank`,
-    // `malt_local_world`).
+    /**
+     * The environment does not describe a usable job (rank, world size,
+     * token, transport), or a rank was refused by the master; or the
+     * launcher gave no local rank or local world size (`malt_local_rank`,
+     * `malt_local_world`).
+     */
     MALT_ERR_CONFIG = 10,
-    // Ranks disagree about a collectively created vector (name, length,
-    // type or options).
+    /**
+     * Ranks disagree about a collectively created vector (name, length,
+     * type or options; the job goes on), or made different calls: one
+     * waits in a gather for a peer's update while the peer waits in a
+     * collective (`malt_barrier`, `malt_finalize`, a vector's creation).
+     * The second kind ends the job: every rank gets it, naming both ranks
+     * and their counts, within about a second.
+     */
     MALT_ERR_MISMATCH = 11,
-    // A bounded wait ended before the peers arrived (`MALT_TIMEOUT`).
+    /**
+     * A bounded wait ended before the peers arrived (`MALT_TIMEOUT`). The
+     * job is over: later calls return MALT_ERR_COMM.
+     */
     MALT_ERR_TIMEOUT = 12,
-    // Communication failed: a peer, the control channel, a segment, or the
-    // job was aborted.
+    /**
+     * Communication failed: a peer, the control channel, a segment, or the
+     * job was aborted. The job is over.
+     */
     MALT_ERR_COMM = 13,
-    // A merge callback returned non-zero.
+    /**
+     * A merge callback returned non-zero.
+     */
     MALT_ERR_CALLBACK = 14,
-    // Memory for the vector cannot be allocated.
+    /**
+     * Memory for the vector cannot be allocated.
+     */
     MALT_ERR_NO_MEMORY = 15,
-    // An internal error (a bug in malt) was caught at the boundary; the
-    // vector involved, if any, is unusable.
+    /**
+     * An internal error (a bug in malt) was caught at the boundary; the
+     * vector involved, if any, is unusable.
+     */
     MALT_ERR_INTERNAL = 16,
-    // The group lost ranks and regrouped (fault-tolerant jobs, see
-    // `MALT_MIN_RANKS`): call `malt_regroup`, then `malt_vector_rejoin` for
-    // every dense vector (in the same order on every survivor), take over
-    // the departed ranks' work (`malt_members`) and go on. The failed call
-    // merged whole updates or none.
+    /**
+     * The group lost ranks and regrouped (fault-tolerant jobs, see
+     * `MALT_MIN_RANKS`): call `malt_regroup`, then `malt_vector_rejoin` for
+     * every dense vector (in the same order on every survivor), take over
+     * the departed ranks' work (`malt_members`) and go on. The failed call
+     * merged whole updates or none.
+     */
     MALT_ERR_REGROUPED = 17,
-    // This rank was evicted from the group (suspected dead); it cannot go
-    // on.
+    /**
+     * This rank was evicted from the group (suspected dead); it cannot go
+     * on.
+     */
     MALT_ERR_EVICTED = 18,
-    // Fewer ranks are left than `MALT_MIN_RANKS`: the job stops.
+    /**
+     * Fewer ranks are left than `MALT_MIN_RANKS`: the job stops.
+     */
     MALT_ERR_QUORUM = 19,
+    /**
+     * A call out of order, found on this rank alone: `malt_gather` under
+     * MALT_BSP before this rank's `malt_scatter` of the iteration. Nothing
+     * was waited for or changed; the job goes on.
+     */
+    MALT_ERR_CALL_ORDER = 20
 } malt_status;
 
-// An opaque handle to a vector shared by every rank. Obtained from a
-// `malt_*_create_*` function, released with `malt_vector_free`.
+/**
+ * An opaque handle to a vector shared by every rank. Obtained from a
+ * `malt_*_create_*` function, released with `malt_vector_free`.
+ */
 typedef struct malt_vector malt_vector;
 
-// How a vector communicates; every rank must pass equal options for a
-// vector. All zeros (or a NULL pointer) means the defaults: MALT_GRAPH_ALL
-// and MALT_BSP.
+/**
+ * How a vector communicates; every rank must pass equal options for a
+ * vector. All zeros (or a NULL pointer) means the defaults: MALT_GRAPH_ALL
+ * and MALT_BSP.
+ */
 typedef struct malt_options {
-    // MALT_GRAPH_ALL, MALT_GRAPH_HALTON, MALT_GRAPH_RING or MALT_GRAPH_RANDOM.
+    /**
+     * MALT_GRAPH_ALL, MALT_GRAPH_HALTON, MALT_GRAPH_RING or MALT_GRAPH_RANDOM.
+     */
     int graph;
-    // MALT_GRAPH_RANDOM: peers per rank (below the world size).
+    /**
+     * MALT_GRAPH_RANDOM: peers per rank (below the world size).
+     */
     uint32_t random_peers;
-    // MALT_GRAPH_RANDOM: seed shared by every rank.
+    /**
+     * MALT_GRAPH_RANDOM: seed shared by every rank.
+     */
     uint64_t random_seed;
-    // MALT_BSP, MALT_ASYNC or MALT_SSP.
+    /**
+     * MALT_BSP, MALT_ASYNC or MALT_SSP.
+     */
     int consistency;
-    // MALT_SSP: iterations a rank may run ahead of the slowest peer.
+    /**
+     * MALT_SSP: iterations a rank may run ahead of the slowest peer.
+     */
     uint64_t staleness;
 } malt_options;
 
-// A merge callback over whole dense vectors of float: `incoming` holds
-// `count` (at least 1) pointers to the newest update of each sender that
-// sent one since the previous gather, each `len` elements long; write the
-// merged result into `local` (also `len` elements). Return 0, or non-zero
-// to make the gather fail with MALT_ERR_CALLBACK. The pointers are valid
-// during the call only. The callback must not unwind (throw) and may call
-// only `malt_rank`, `malt_world_size`, `malt_local_rank`,
-// `malt_local_world`, `malt_last_error` and `malt_status_string`.
+/**
+ * A merge callback over whole dense vectors of float: `incoming` holds
+ * `count` (at least 1) pointers to the newest update of each sender that
+ * sent one since the previous gather, each `len` elements long; write the
+ * merged result into `local` (also `len` elements). Return 0, or non-zero
+ * to make the gather fail with MALT_ERR_CALLBACK. The pointers are valid
+ * during the call only. The callback must not unwind (throw) and may call
+ * only `malt_rank`, `malt_world_size`, `malt_local_rank`,
+ * `malt_local_world`, `malt_last_error` and `malt_status_string`.
+ */
 typedef int (*malt_merge_fn_f32)(float *local,
                                  const float *const *incoming,
                                  size_t count,
                                  size_t len,
                                  void *user_data);
 
-// Like `malt_merge_fn_f32`, for vectors of double.
+/**
+ * Like `malt_merge_fn_f32`, for vectors of double.
+ */
 typedef int (*malt_merge_fn_f64)(double *local,
                                  const double *const *incoming,
                                  size_t count,
                                  size_t len,
                                  void *user_data);
 
-// A per-index merge callback over float: called once for each index that
-// at least one arrived update carries (every index when an update is
-// dense), in increasing order, with the local value in `*local` and the
-// `count` (at least 1) values the updates carry for that index in
-// `carried`. Write the merged value into `*local`. Return 0, or non-zero
-// to stop calling it and make the gather fail with MALT_ERR_CALLBACK.
-// Same restrictions as `malt_merge_fn_f32`.
+/**
+ * A per-index merge callback over float: called once for each index that
+ * at least one arrived update carries (every index when an update is
+ * dense), in increasing order, with the local value in `*local` and the
+ * `count` (at least 1) values the updates carry for that index in
+ * `carried`. Write the merged value into `*local`. Return 0, or non-zero
+ * to stop calling it and make the gather fail with MALT_ERR_CALLBACK.
+ * Same restrictions as `malt_merge_fn_f32`.
+ */
 typedef int (*malt_merge_each_fn_f32)(float *local,
                                       const float *carried,
                                       size_t count,
                                       void *user_data);
 
-// Like `malt_merge_each_fn_f32`, for vectors of double.
+/**
+ * Like `malt_merge_each_fn_f32`, for vectors of double.
+ */
 typedef int (*malt_merge_each_fn_f64)(double *local,
                                       const double *carried,
                                       size_t count,
@@ -177,447 +280,592 @@ typedef int (*malt_merge_each_fn_f64)(double *local,
 
 #ifdef __cplusplus
 extern "C" {
-#endif // __cplusplus
+#endif /* __cplusplus */
 
-// Joins the job this process was started in, as described by the
-// environment: `malt launch`, srun, mpirun or torchrun set it (see the
-// README's table of variables; without any, a one-rank job on the
-// default port). Blocks until every rank has joined, at most
-// `MALT_TIMEOUT` seconds.
-//
-// Returns MALT_ERR_ALREADY_INITIALIZED after a successful call,
-// MALT_ERR_FINALIZED after `malt_finalize`, MALT_ERR_CONFIG for an
-// unusable environment, MALT_ERR_TIMEOUT or MALT_ERR_COMM when the ranks
-// cannot meet. A failed call may be retried.
-//
-// Thread safety: call once per process, before any other malt call
-// (except `malt_last_error` and `malt_status_string`), from one thread.
-// Collective: every rank calls it.
+/**
+ * Joins the job this process was started in, as described by the
+ * environment: `malt launch`, srun, mpirun or torchrun set it (see the
+ * README's table of variables; without any, a one-rank job on the
+ * default port). Blocks until every rank has joined, at most
+ * `MALT_TIMEOUT` seconds.
+ *
+ * Returns MALT_ERR_ALREADY_INITIALIZED after a successful call,
+ * MALT_ERR_FINALIZED after `malt_finalize`, MALT_ERR_CONFIG for an
+ * unusable environment, MALT_ERR_TIMEOUT or MALT_ERR_COMM when the ranks
+ * cannot meet. A failed call may be retried.
+ *
+ * Thread safety: call once per process, before any other malt call
+ * (except `malt_last_error` and `malt_status_string`), from one thread.
+ * Collective: every rank calls it.
+ */
 enum malt_status malt_init(void);
 
-// Frees every vector still alive, waits until every rank has called
-// `malt_finalize` (at most `MALT_TIMEOUT` seconds: peers may still be
-// writing into this rank's memory until then) and leaves the job. The
-// library cannot be initialised again in this process; later calls return
-// MALT_ERR_FINALIZED, and pointers from `malt_dense_data_*` are invalid.
-//
-// Thread safety: collective; call it from one thread once every other
-// malt call has returned.
+/**
+ * `malt_init`, after checking that this library can serve a program
+ * compiled against `malt.h` of version `major.minor.patch`: the header's
+ * `malt_init()` macro calls it with the header's `MALT_VERSION_*`. A
+ * library of another major version (of another minor version, while the
+ * major is 0), or older than the header, returns MALT_ERR_CONFIG naming
+ * both versions and joins nothing.
+ *
+ * Thread safety: as `malt_init`.
+ */
+enum malt_status malt_init_version(uint32_t major, uint32_t minor, uint32_t patch);
+
+/**
+ * Frees every vector still alive, waits until every rank has called
+ * `malt_finalize` (at most `MALT_TIMEOUT` seconds: peers may still be
+ * writing into this rank's memory until then) and leaves the job. The
+ * library cannot be initialised again in this process; later calls return
+ * MALT_ERR_FINALIZED, and pointers from `malt_dense_data_*` are invalid.
+ *
+ * Thread safety: collective; call it from one thread once every other
+ * malt call has returned.
+ */
 enum malt_status malt_finalize(void);
 
-// Stores this process's rank, `0 .. world size - 1`, in `*rank`.
-//
-// Thread safety: safe from any thread, including inside merge callbacks.
-//
-// # Safety
-//
-// `rank` must be NULL (MALT_ERR_NULL) or point to writable memory for a
-// `size_t`.
+/**
+ * Stores this process's rank, `0 .. world size - 1`, in `*rank`.
+ *
+ * Thread safety: safe from any thread, including inside merge callbacks.
+ *
+ * # Safety
+ *
+ * `rank` must be NULL (MALT_ERR_NULL) or point to writable memory for a
+ * `size_t`.
+ */
 enum malt_status malt_rank(size_t *rank);
 
-// Stores the number of ranks of the job in `*world`.
-//
-// Thread safety: safe from any thread, including inside merge callbacks.
-//
-// # Safety
-//
-// `world` must be NULL (MALT_ERR_NULL) or point to writable memory for a
-// `size_t`.
+/**
+ * Stores the number of ranks of the job in `*world`.
+ *
+ * Thread safety: safe from any thread, including inside merge callbacks.
+ *
+ * # Safety
+ *
+ * `world` must be NULL (MALT_ERR_NULL) or point to writable memory for a
+ * `size_t`.
+ */
 enum malt_status malt_world_size(size_t *world);
 
-// Stores this process's rank among the ranks of the job on its host,
-// `0 .. local world size - 1`, in `*local_rank` (to pick a GPU or a
-// socket, for example). It comes from the launcher: `MALT_LOCAL_RANK`
-// (`malt launch`), `OMPI_COMM_WORLD_LOCAL_RANK` (Open MPI),
-// `MPI_LOCALRANKID` (MPICH), `LOCAL_RANK` (torchrun) or `SLURM_LOCALID`
-// (srun); a one-rank job is local rank 0. Where the launcher gives none,
-// returns MALT_ERR_CONFIG (naming the variable) and leaves `*local_rank`
-// as it was.
-//
-// Thread safety: safe from any thread, including inside merge callbacks.
-//
-// # Safety
-//
-// `local_rank` must be NULL (MALT_ERR_NULL) or point to writable memory
-// for a `size_t`.
+/**
+ * Stores this process's rank among the ranks of the job on its host,
+ * `0 .. local world size - 1`, in `*local_rank` (to pick a GPU or a
+ * socket, for example). It comes from the launcher: `MALT_LOCAL_RANK`
+ * (`malt launch`), `OMPI_COMM_WORLD_LOCAL_RANK` (Open MPI),
+ * `MPI_LOCALRANKID` (MPICH), `LOCAL_RANK` (torchrun) or `SLURM_LOCALID`
+ * (srun); a one-rank job is local rank 0. Where the launcher gives none,
+ * returns MALT_ERR_CONFIG (naming the variable) and leaves `*local_rank`
+ * as it was.
+ *
+ * Thread safety: safe from any thread, including inside merge callbacks.
+ *
+ * # Safety
+ *
+ * `local_rank` must be NULL (MALT_ERR_NULL) or point to writable memory
+ * for a `size_t`.
+ */
 enum malt_status malt_local_rank(size_t *local_rank);
 
-// Stores the number of ranks of the job on this process's host in
-// `*local_world`. It comes from the launcher: `MALT_LOCAL_WORLD_SIZE`
-// (`malt launch`), `OMPI_COMM_WORLD_LOCAL_SIZE` (Open MPI),
-// `MPI_LOCALNRANKS` (MPICH), `LOCAL_WORLD_SIZE` (torchrun) or a plain
-// number in `SLURM_NTASKS_PER_NODE` (srun); a one-rank job has 1. Where
-// the launcher gives none, returns MALT_ERR_CONFIG (naming the variable)
-// and leaves `*local_world` as it was.
-//
-// Thread safety: safe from any thread, including inside merge callbacks.
-//
-// # Safety
-//
-// `local_world` must be NULL (MALT_ERR_NULL) or point to writable memory
-// for a `size_t`.
+/**
+ * Stores the number of ranks of the job on this process's host in
+ * `*local_world`. It comes from the launcher: `MALT_LOCAL_WORLD_SIZE`
+ * (`malt launch`), `OMPI_COMM_WORLD_LOCAL_SIZE` (Open MPI),
+ * `MPI_LOCALNRANKS` (MPICH), `LOCAL_WORLD_SIZE` (torchrun) or a plain
+ * number in `SLURM_NTASKS_PER_NODE` (srun); a one-rank job has 1. Where
+ * the launcher gives none, returns MALT_ERR_CONFIG (naming the variable)
+ * and leaves `*local_world` as it was.
+ *
+ * Thread safety: safe from any thread, including inside merge callbacks.
+ *
+ * # Safety
+ *
+ * `local_world` must be NULL (MALT_ERR_NULL) or point to writable memory
+ * for a `size_t`.
+ */
 enum malt_status malt_local_world(size_t *local_world);
 
-// Waits until every rank has called `malt_barrier` (through the control
-// channel), at most `MALT_TIMEOUT` seconds (then MALT_ERR_TIMEOUT naming
-// the ranks that did not arrive).
-//
-// Thread safety: collective; every rank must issue its collectives
-// (vector creation, barrier, finalize) in the same order, so issue them
-// from one thread. Scatter and gather may run in other threads meanwhile.
+/**
+ * Waits until every rank has called `malt_barrier` (through the control
+ * channel), at most `MALT_TIMEOUT` seconds (then MALT_ERR_TIMEOUT naming
+ * the ranks that did not arrive).
+ *
+ * Thread safety: collective; every rank must issue its collectives
+ * (vector creation, barrier, finalize) in the same order, so issue them
+ * from one thread. Scatter and gather may run in other threads meanwhile.
+ */
 enum malt_status malt_barrier(void);
 
-// After a call returned MALT_ERR_REGROUPED: joins the surviving ranks in
-// the new membership epoch, stored in `*epoch` if it is not NULL. Then
-// rejoin every vector (`malt_vector_rejoin`) and re-assign the
-// departed ranks' work (`malt_members`). Ranks keep their numbers.
-//
-// Thread safety: a collective among the survivors (see `malt_barrier`).
-//
-// # Safety
-//
-// `epoch` must be NULL or writable.
+/**
+ * After a call returned MALT_ERR_REGROUPED: joins the surviving ranks in
+ * the new membership epoch, stored in `*epoch` if it is not NULL. Then
+ * rejoin every vector (`malt_vector_rejoin`) and re-assign the
+ * departed ranks' work (`malt_members`). Ranks keep their numbers.
+ *
+ * Thread safety: a collective among the survivors (see `malt_barrier`).
+ *
+ * # Safety
+ *
+ * `epoch` must be NULL or writable.
+ */
 enum malt_status malt_regroup(uint32_t *epoch);
 
-// Stores the number of ranks currently in the group in `*count` and, when
-// they fit in `capacity`, the ranks themselves, ascending, in `ranks`
-// (MALT_ERR_LENGTH otherwise; pass NULL, 0 to ask for the number). All
-// ranks until a regroup removes some.
-//
-// Thread safety: safe from any thread (it waits for a collective running
-// in another thread).
-//
-// # Safety
-//
-// `ranks` must be NULL or writable for `capacity` elements; `count` NULL
-// or writable.
+/**
+ * Stores the number of ranks currently in the group in `*count` and, when
+ * they fit in `capacity`, the ranks themselves, ascending, in `ranks`
+ * (MALT_ERR_LENGTH otherwise; pass NULL, 0 to ask for the number). All
+ * ranks until a regroup removes some.
+ *
+ * Thread safety: safe from any thread (it waits for a collective running
+ * in another thread).
+ *
+ * # Safety
+ *
+ * `ranks` must be NULL or writable for `capacity` elements; `count` NULL
+ * or writable.
+ */
 enum malt_status malt_members(size_t *ranks, size_t capacity, size_t *count);
 
-// Stores the membership epoch in `*epoch`: 1 at the start, one more after
-// every regroup.
-//
-// Thread safety: as `malt_members`.
-//
-// # Safety
-//
-// `epoch` must be NULL (MALT_ERR_NULL) or writable.
+/**
+ * Stores the membership epoch in `*epoch`: 1 at the start, one more after
+ * every regroup.
+ *
+ * Thread safety: as `malt_members`.
+ *
+ * # Safety
+ *
+ * `epoch` must be NULL (MALT_ERR_NULL) or writable.
+ */
 enum malt_status malt_epoch(uint32_t *epoch);
 
-// After `malt_regroup`: creates a vector's queues again among the
-// survivors, with its graph laid out over them. The local values (and a
-// dense vector's data pointer) are kept; the iteration moves to the
-// highest any survivor had reached.
-//
-// Thread safety: a collective among the survivors (see `malt_barrier`);
-// every survivor rejoins the same vectors in the same order.
+/**
+ * After `malt_regroup`: creates a vector's queues again among the
+ * survivors, with its graph laid out over them. The local values (and a
+ * dense vector's data pointer) are kept; the iteration moves to the
+ * highest any survivor had reached.
+ *
+ * Thread safety: a collective among the survivors (see `malt_barrier`);
+ * every survivor rejoins the same vectors in the same order.
+ */
 enum malt_status malt_vector_rejoin(struct malt_vector *vector);
 
-// Creates an empty sparse vector of floats of logical length `len` that
-// holds at most `max_entries` stored entries (the size of its updates),
-// named `name`, shared by every rank; stores its handle in `*vector` (NULL
-// on failure). Indices are `uint64_t`. `options` may be NULL for the
-// defaults.
-//
-// Collective: every rank must pass the same name, length, limit, element
-// type and options, or every rank gets MALT_ERR_MISMATCH.
-//
-// Thread safety: a collective (see `malt_barrier`).
-//
-// # Safety
-//
-// `name` must be NULL or a NUL-terminated string; `options` NULL or
-// readable; `vector` NULL or writable.
+/**
+ * Creates an empty sparse vector of floats of logical length `len` that
+ * holds at most `max_entries` stored entries (the size of its updates),
+ * named `name`, shared by every rank; stores its handle in `*vector` (NULL
+ * on failure). Indices are `uint64_t`. `options` may be NULL for the
+ * defaults.
+ *
+ * Collective: every rank must pass the same name, length, limit, element
+ * type and options, or every rank gets MALT_ERR_MISMATCH.
+ *
+ * Thread safety: a collective (see `malt_barrier`).
+ *
+ * # Safety
+ *
+ * `name` must be NULL or a NUL-terminated string; `options` NULL or
+ * readable; `vector` NULL or writable.
+ */
 enum malt_status malt_sparse_create_f32(const char *name,
                                         uint64_t len,
                                         size_t max_entries,
                                         const struct malt_options *options,
                                         struct malt_vector **vector);
 
-// Like `malt_sparse_create_f32`, for a sparse vector of double.
-//
-// Thread safety: a collective (see `malt_barrier`).
-//
-// # Safety
-//
-// As for `malt_sparse_create_f32`.
+/**
+ * Like `malt_sparse_create_f32`, for a sparse vector of double.
+ *
+ * Thread safety: a collective (see `malt_barrier`).
+ *
+ * # Safety
+ *
+ * As for `malt_sparse_create_f32`.
+ */
 enum malt_status malt_sparse_create_f64(const char *name,
                                         uint64_t len,
                                         size_t max_entries,
                                         const struct malt_options *options,
                                         struct malt_vector **vector);
 
-// Stores `values[k]` at index `indices[k]` for `k < count` in this rank's
-// copy of a sparse vector of float, inserting or overwriting entries (for
-// a repeated index the last value wins). All or nothing: an index not
-// below the vector's length gives MALT_ERR_INVALID_ARGUMENT, more stored
-// entries than the vector was created for MALT_ERR_LENGTH, and the vector
-// is then unchanged. The arrays may be NULL when `count` is 0.
-//
-// Thread safety: as `malt_scatter`.
-//
-// # Safety
-//
-// `indices` and `values` must each be NULL or readable for `count`
-// elements.
+/**
+ * Stores `values[k]` at index `indices[k]` for `k < count` in this rank's
+ * copy of a sparse vector of float, inserting or overwriting entries (for
+ * a repeated index the last value wins). All or nothing: an index not
+ * below the vector's length gives MALT_ERR_INVALID_ARGUMENT, more stored
+ * entries than the vector was created for MALT_ERR_LENGTH, and the vector
+ * is then unchanged. The arrays may be NULL when `count` is 0.
+ *
+ * Thread safety: as `malt_scatter`.
+ *
+ * # Safety
+ *
+ * `indices` and `values` must each be NULL or readable for `count`
+ * elements.
+ */
 enum malt_status malt_sparse_update_f32(struct malt_vector *vector,
                                         const uint64_t *indices,
                                         const float *values,
                                         size_t count);
 
-// Like `malt_sparse_update_f32`, for a sparse vector of double.
-//
-// Thread safety: as `malt_scatter`.
-//
-// # Safety
-//
-// As for `malt_sparse_update_f32`.
+/**
+ * Like `malt_sparse_update_f32`, for a sparse vector of double.
+ *
+ * Thread safety: as `malt_scatter`.
+ *
+ * # Safety
+ *
+ * As for `malt_sparse_update_f32`.
+ */
 enum malt_status malt_sparse_update_f64(struct malt_vector *vector,
                                         const uint64_t *indices,
                                         const double *values,
                                         size_t count);
 
-// Removes every stored entry of this rank's copy of a sparse vector (of
-// either element type).
-//
-// Thread safety: as `malt_scatter`.
+/**
+ * Removes every stored entry of this rank's copy of a sparse vector (of
+ * either element type).
+ *
+ * Thread safety: as `malt_scatter`.
+ */
 enum malt_status malt_sparse_clear(struct malt_vector *vector);
 
-// Copies this rank's stored entries of a sparse vector of float, in
-// increasing index order, into `indices` and `values` (room for `capacity`
-// each) and their number into `*count`. When they do not fit, `*count` is
-// still set and MALT_ERR_LENGTH returned (pass NULL, NULL, 0 to ask for
-// the number).
-//
-// Thread safety: as `malt_scatter`.
-//
-// # Safety
-//
-// `indices` and `values` must each be NULL or writable for `capacity`
-// elements; `count` NULL or writable.
+/**
+ * Copies this rank's stored entries of a sparse vector of float, in
+ * increasing index order, into `indices` and `values` (room for `capacity`
+ * each) and their number into `*count`. When they do not fit, `*count` is
+ * still set and MALT_ERR_LENGTH returned (pass NULL, NULL, 0 to ask for
+ * the number).
+ *
+ * Thread safety: as `malt_scatter`.
+ *
+ * # Safety
+ *
+ * `indices` and `values` must each be NULL or writable for `capacity`
+ * elements; `count` NULL or writable.
+ */
 enum malt_status malt_sparse_entries_f32(struct malt_vector *vector,
                                          uint64_t *indices,
                                          float *values,
                                          size_t capacity,
                                          size_t *count);
 
-// Like `malt_sparse_entries_f32`, for a sparse vector of double.
-//
-// Thread safety: as `malt_scatter`.
-//
-// # Safety
-//
-// As for `malt_sparse_entries_f32`.
+/**
+ * Like `malt_sparse_entries_f32`, for a sparse vector of double.
+ *
+ * Thread safety: as `malt_scatter`.
+ *
+ * # Safety
+ *
+ * As for `malt_sparse_entries_f32`.
+ */
 enum malt_status malt_sparse_entries_f64(struct malt_vector *vector,
                                          uint64_t *indices,
                                          double *values,
                                          size_t capacity,
                                          size_t *count);
 
-// The message of the most recent failed malt call on the calling thread
-// (prefixed with the function's name), or an empty string if none failed.
-// Never NULL.
-//
-// The string belongs to the library and stays valid until the next failing
-// malt call on the same thread; copy it to keep it. Successful calls leave
-// it unchanged.
-//
-// Thread safety: safe from any thread, including inside merge callbacks;
-// each thread has its own message.
+/**
+ * The message of the most recent failed malt call on the calling thread
+ * (prefixed with the function's name), or an empty string if none failed.
+ * Never NULL.
+ *
+ * The string belongs to the library and stays valid until the next failing
+ * malt call on the same thread; copy it to keep it. Successful calls leave
+ * it unchanged.
+ *
+ * Thread safety: safe from any thread, including inside merge callbacks;
+ * each thread has its own message.
+ */
 const char *malt_last_error(void);
 
-// The name of a status code (`"MALT_ERR_NULL"`, ...), or `"unknown status"`
-// for a value that is none. Never NULL; the string is static.
-//
-// Thread safety: safe from any thread, including inside merge callbacks.
+/**
+ * The name of a status code (`"MALT_ERR_NULL"`, ...), or `"unknown status"`
+ * for a value that is none. Never NULL; the string is static.
+ *
+ * Thread safety: safe from any thread, including inside merge callbacks.
+ */
 const char *malt_status_string(int status);
 
-// Creates a dense vector of `len` floats, all zero, named `name`, shared by
-// every rank; stores its handle in `*vector` and, if `data` is not NULL, a
-// pointer to this rank's `len` values in `*data` (valid until the vector is
-// freed or `malt_finalize`; read and write the model through it between
-// malt calls). `options` may be NULL for the defaults (MALT_GRAPH_ALL,
-// MALT_BSP). On failure `*vector` and `*data` are set to NULL.
-//
-// Collective: every rank must call it with the same name, length, element
-// type and options, or every rank gets MALT_ERR_MISMATCH.
-//
-// Thread safety: a collective (see `malt_barrier`).
-//
-// # Safety
-//
-// `name` must be NULL or a NUL-terminated string; `options` NULL or
-// readable; `vector` and `data` NULL or writable.
+/**
+ * Creates a dense vector of `len` floats, all zero, named `name`, shared by
+ * every rank; stores its handle in `*vector` and, if `data` is not NULL, a
+ * pointer to this rank's `len` values in `*data` (valid until the vector is
+ * freed or `malt_finalize`; read and write the model through it between
+ * malt calls). `options` may be NULL for the defaults (MALT_GRAPH_ALL,
+ * MALT_BSP). On failure `*vector` and `*data` are set to NULL.
+ *
+ * Collective: every rank must call it with the same name, length, element
+ * type and options, or every rank gets MALT_ERR_MISMATCH.
+ *
+ * Thread safety: a collective (see `malt_barrier`).
+ *
+ * # Safety
+ *
+ * `name` must be NULL or a NUL-terminated string; `options` NULL or
+ * readable; `vector` and `data` NULL or writable.
+ */
 enum malt_status malt_dense_create_f32(const char *name,
                                        size_t len,
                                        const struct malt_options *options,
                                        struct malt_vector **vector,
                                        float **data);
 
-// Like `malt_dense_create_f32`, for a vector of double.
-//
-// Thread safety: a collective (see `malt_barrier`).
-//
-// # Safety
-//
-// As for `malt_dense_create_f32`.
+/**
+ * Like `malt_dense_create_f32`, for a vector of double.
+ *
+ * Thread safety: a collective (see `malt_barrier`).
+ *
+ * # Safety
+ *
+ * As for `malt_dense_create_f32`.
+ */
 enum malt_status malt_dense_create_f64(const char *name,
                                        size_t len,
                                        const struct malt_options *options,
                                        struct malt_vector **vector,
                                        double **data);
 
-// Stores the pointer to this rank's values of a dense vector of float in
-// `*data` (the same pointer `malt_dense_create_f32` gave) and, if `len` is
-// not NULL, their number in `*len`. MALT_ERR_TYPE for other vectors.
-//
-// Thread safety: safe from any thread. The values themselves are not
-// synchronised: do not access them while a scatter or gather of this
-// vector runs in another thread.
-//
-// # Safety
-//
-// `data` and `len` must be NULL or writable.
+/**
+ * Stores the pointer to this rank's values of a dense vector of float in
+ * `*data` (the same pointer `malt_dense_create_f32` gave) and, if `len` is
+ * not NULL, their number in `*len`. MALT_ERR_TYPE for other vectors.
+ *
+ * Thread safety: safe from any thread. The values themselves are not
+ * synchronised: do not access them while a scatter or gather of this
+ * vector runs in another thread.
+ *
+ * # Safety
+ *
+ * `data` and `len` must be NULL or writable.
+ */
 enum malt_status malt_dense_data_f32(struct malt_vector *vector, float **data, size_t *len);
 
-// Like `malt_dense_data_f32`, for a vector of double.
-//
-// Thread safety: as `malt_dense_data_f32`.
-//
-// # Safety
-//
-// As for `malt_dense_data_f32`.
+/**
+ * Like `malt_dense_data_f32`, for a vector of double.
+ *
+ * Thread safety: as `malt_dense_data_f32`.
+ *
+ * # Safety
+ *
+ * As for `malt_dense_data_f32`.
+ */
 enum malt_status malt_dense_data_f64(struct malt_vector *vector, double **data, size_t *len);
 
-// Frees a vector (any kind). Its handle and data pointer become invalid;
-// freeing it again returns MALT_ERR_BAD_HANDLE. Not collective, but peers
-// that still scatter to it write into memory nobody reads: free vectors in
-// the same place of the program on every rank.
-//
-// Thread safety: safe from any thread; a call on this vector running in
-// another thread finishes first.
+/**
+ * Frees a vector (any kind). Its handle and data pointer become invalid;
+ * freeing it again returns MALT_ERR_BAD_HANDLE. Not collective, but peers
+ * that still scatter to it write into memory nobody reads: free vectors in
+ * the same place of the program on every rank.
+ *
+ * Thread safety: safe from any thread; a call on this vector running in
+ * another thread finishes first.
+ */
 enum malt_status malt_vector_free(struct malt_vector *vector);
 
-// Pushes this rank's vector (any kind) to the out-neighbours of its graph,
-// one-sided, tagged with its current iteration. Does not wait for the
-// receivers.
-//
-// Thread safety: safe from any thread; calls on the same vector are
-// serialised, calls on different vectors run concurrently. Do not touch the
-// vector's values from another thread meanwhile.
+/**
+ * Pushes this rank's vector (any kind) to the out-neighbours of its graph,
+ * one-sided, tagged with its current iteration. Does not wait for the
+ * receivers.
+ *
+ * Thread safety: safe from any thread; calls on the same vector are
+ * serialised, calls on different vectors run concurrently. Do not touch the
+ * vector's values from another thread meanwhile.
+ */
 enum malt_status malt_scatter(struct malt_vector *vector);
 
-// Waits as the vector's consistency mode requires (MALT_BSP: until every
-// rank scattered this iteration; MALT_SSP: until every rank is at most
-// `staleness` iterations behind; MALT_ASYNC: never), then merges into this
-// rank's vector, with the built-in merge function `udf` (MALT_UDF_AVG,
-// MALT_UDF_SUM, MALT_UDF_MAX, MALT_UDF_MIN), the newest update of every
-// in-neighbour that sent one since the previous gather; then advances the
-// iteration. Sparse vectors merge by index. Waits are bounded by
-// `MALT_TIMEOUT` (MALT_ERR_TIMEOUT naming the ranks that did not arrive).
-//
-// Thread safety: as `malt_scatter`.
+/**
+ * Waits as the vector's consistency mode requires (MALT_BSP: until every
+ * rank scattered this iteration; MALT_SSP: until every rank is at most
+ * `staleness` iterations behind; MALT_ASYNC: never), then merges into this
+ * rank's vector, with the built-in merge function `udf` (MALT_UDF_AVG,
+ * MALT_UDF_SUM, MALT_UDF_MAX, MALT_UDF_MIN), the newest update of every
+ * in-neighbour that sent one since the previous gather; then advances the
+ * iteration. Sparse vectors merge by index. Waits are bounded by
+ * `MALT_TIMEOUT` (MALT_ERR_TIMEOUT naming the ranks that did not arrive).
+ *
+ * Thread safety: as `malt_scatter`.
+ */
 enum malt_status malt_gather(struct malt_vector *vector, int udf);
 
-// Like `malt_gather`, merging with the callback `merge` (called only when
-// at least one update arrived), which receives `user_data` unchanged. Dense
-// vectors of float only (MALT_ERR_TYPE otherwise; for sparse vectors use
-// `malt_gather_each_f32`). When the callback returns non-zero the gather
-// still completes (the iteration advances, the local values are what the
-// callback left) and MALT_ERR_CALLBACK is returned.
-//
-// Thread safety: as `malt_scatter`; the callback runs on the calling
-// thread.
-//
-// # Safety
-//
-// `merge` must be NULL (MALT_ERR_NULL) or a function honouring the
-// contract of `malt_merge_fn_f32`.
+/**
+ * Like `malt_gather`, merging with the callback `merge` (called only when
+ * at least one update arrived), which receives `user_data` unchanged. Dense
+ * vectors of float only (MALT_ERR_TYPE otherwise; for sparse vectors use
+ * `malt_gather_each_f32`). When the callback returns non-zero the gather
+ * still completes (the iteration advances, the local values are what the
+ * callback left) and MALT_ERR_CALLBACK is returned.
+ *
+ * Thread safety: as `malt_scatter`; the callback runs on the calling
+ * thread.
+ *
+ * # Safety
+ *
+ * `merge` must be NULL (MALT_ERR_NULL) or a function honouring the
+ * contract of `malt_merge_fn_f32`.
+ */
 enum malt_status malt_gather_fn_f32(struct malt_vector *vector,
                                     malt_merge_fn_f32 merge,
                                     void *user_data);
 
-// Like `malt_gather_fn_f32`, for dense vectors of double.
-//
-// Thread safety: as `malt_gather_fn_f32`.
-//
-// # Safety
-//
-// `merge` must be NULL or a function honouring the contract of
-// `malt_merge_fn_f64`.
+/**
+ * Like `malt_gather_fn_f32`, for dense vectors of double.
+ *
+ * Thread safety: as `malt_gather_fn_f32`.
+ *
+ * # Safety
+ *
+ * `merge` must be NULL or a function honouring the contract of
+ * `malt_merge_fn_f64`.
+ */
 enum malt_status malt_gather_fn_f64(struct malt_vector *vector,
                                     malt_merge_fn_f64 merge,
                                     void *user_data);
 
-// Like `malt_gather`, merging index by index with the callback `merge`
-// (see `malt_merge_each_fn_f32`), for dense and sparse vectors of float
-// (MALT_ERR_TYPE otherwise). For a sparse vector, an index that only
-// peers carry starts from 0 and becomes a stored entry. When the callback
-// returns non-zero it is not called again, the gather completes, and
-// MALT_ERR_CALLBACK is returned.
-//
-// Thread safety: as `malt_gather_fn_f32`.
-//
-// # Safety
-//
-// `merge` must be NULL (MALT_ERR_NULL) or a function honouring the
-// contract of `malt_merge_each_fn_f32`.
+/**
+ * Like `malt_gather`, merging index by index with the callback `merge`
+ * (see `malt_merge_each_fn_f32`), for dense and sparse vectors of float
+ * (MALT_ERR_TYPE otherwise). For a sparse vector, an index that only
+ * peers carry starts from 0 and becomes a stored entry. When the callback
+ * returns non-zero it is not called again, the gather completes, and
+ * MALT_ERR_CALLBACK is returned.
+ *
+ * Thread safety: as `malt_gather_fn_f32`.
+ *
+ * # Safety
+ *
+ * `merge` must be NULL (MALT_ERR_NULL) or a function honouring the
+ * contract of `malt_merge_each_fn_f32`.
+ */
 enum malt_status malt_gather_each_f32(struct malt_vector *vector,
                                       malt_merge_each_fn_f32 merge,
                                       void *user_data);
 
-// Like `malt_gather_each_f32`, for vectors of double.
-//
-// Thread safety: as `malt_gather_fn_f32`.
-//
-// # Safety
-//
-// `merge` must be NULL or a function honouring the contract of
-// `malt_merge_each_fn_f64`.
+/**
+ * Like `malt_gather_each_f32`, for vectors of double.
+ *
+ * Thread safety: as `malt_gather_fn_f32`.
+ *
+ * # Safety
+ *
+ * `merge` must be NULL or a function honouring the contract of
+ * `malt_merge_each_fn_f64`.
+ */
 enum malt_status malt_gather_each_f64(struct malt_vector *vector,
                                       malt_merge_each_fn_f64 merge,
                                       void *user_data);
 
-// Stores the vector's length in `*len` (elements for a dense vector, the
-// logical length for a sparse one).
-//
-// Thread safety: as `malt_scatter`.
-//
-// # Safety
-//
-// `len` must be NULL (MALT_ERR_NULL) or writable.
+/**
+ * Stores the vector's length in `*len` (elements for a dense vector, the
+ * logical length for a sparse one).
+ *
+ * Thread safety: as `malt_scatter`.
+ *
+ * # Safety
+ *
+ * `len` must be NULL (MALT_ERR_NULL) or writable.
+ */
 enum malt_status malt_vector_len(struct malt_vector *vector, uint64_t *len);
 
-// Stores the vector's iteration, the number of completed gathers, in
-// `*iteration`.
-//
-// Thread safety: as `malt_scatter`.
-//
-// # Safety
-//
-// `iteration` must be NULL (MALT_ERR_NULL) or writable.
+/**
+ * Stores the vector's iteration, the number of completed gathers, in
+ * `*iteration`.
+ *
+ * Thread safety: as `malt_scatter`.
+ *
+ * # Safety
+ *
+ * `iteration` must be NULL (MALT_ERR_NULL) or writable.
+ */
 enum malt_status malt_iteration(struct malt_vector *vector, uint64_t *iteration);
 
-// Writes the vector's statistics as one line of JSON (bytes and updates
-// sent per peer, updates merged, torn and lapped updates, a staleness
-// histogram, time spent waiting), NUL-terminated, into `buffer` of `size`
-// bytes. If `needed` is not NULL, the size the text needs (NUL included)
-// is stored there, also on MALT_ERR_LENGTH, which is returned when `size`
-// is too small (nothing is written then; pass NULL and 0 to ask for the
-// size).
-//
-// Thread safety: as `malt_scatter`.
-//
-// # Safety
-//
-// `buffer` must be NULL or writable for `size` bytes; `needed` NULL or
-// writable.
+/**
+ * Writes the vector's statistics as one line of JSON (bytes and updates
+ * sent per peer, updates merged, torn and lapped updates, a staleness
+ * histogram, time spent waiting), NUL-terminated, into `buffer` of `size`
+ * bytes. If `needed` is not NULL, the size the text needs (NUL included)
+ * is stored there. A size query (`buffer` NULL, `size` 0, `needed` not
+ * NULL) returns MALT_OK with the size; a buffer too small for the text
+ * returns MALT_ERR_LENGTH (the size is still stored, nothing is written).
+ *
+ * Thread safety: as `malt_scatter`.
+ *
+ * # Safety
+ *
+ * `buffer` must be NULL or writable for `size` bytes; `needed` NULL or
+ * writable.
+ */
 enum malt_status malt_stats_json(struct malt_vector *vector,
                                  char *buffer,
                                  size_t size,
                                  size_t *needed);
 
-#ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+/**
+ * Shares `len` floats at `data`, memory the program owns, as a dense vector
+ * named `name`; stores its handle in `*vector` (NULL on failure). No copy
+ * is made: `malt_scatter` sends the values from `data` and `malt_gather`
+ * merges into `data` in place, so the program keeps training on its own
+ * array. The values are shared as they are (not zeroed). `options` may be
+ * NULL for the defaults.
+ *
+ * The memory stays the program's: malt never frees it. Rules:
+ * - `data` must be aligned for float (4 bytes; MALT_ERR_INVALID_ARGUMENT
+ *   otherwise), `len` at least 1, and the range must not overlap another
+ *   live vector's values (MALT_ERR_INVALID_ARGUMENT).
+ * - The `len` elements must stay valid and in place until
+ *   `malt_vector_free` (or `malt_finalize`) returns.
+ * - Between malt calls the program reads and writes them freely; while a
+ *   scatter or gather of this vector runs (say, in another thread) it must
+ *   not touch them.
+ * - After `malt_vector_free` the memory holds the result of the last
+ *   gather and is the program's alone again.
+ *
+ * Collective: every rank must call it with the same name, length, element
+ * type and options, or every rank gets MALT_ERR_MISMATCH (the addresses may
+ * differ). A wrapped vector is used like any other dense vector
+ * (`malt_dense_data_f32` returns `data`).
+ *
+ * Thread safety: a collective (see `malt_barrier`).
+ *
+ * # Safety
+ *
+ * `name` must be NULL or a NUL-terminated string; `data` NULL or valid for
+ * reads and writes of `len` floats until the vector is freed; `options`
+ * NULL or readable; `vector` NULL or writable.
+ */
+enum malt_status malt_dense_wrap_f32(const char *name,
+                                     float *data,
+                                     size_t len,
+                                     const struct malt_options *options,
+                                     struct malt_vector **vector);
 
-#endif  /* MALT_H */
+/**
+ * Like `malt_dense_wrap_f32`, for `len` doubles at `data` (aligned to 8
+ * bytes). A program that keeps most of its model in float and a few values
+ * (a bias, a scale) in double wraps each in a vector of its own type: no
+ * value is rounded on the way.
+ *
+ * Thread safety: a collective (see `malt_barrier`).
+ *
+ * # Safety
+ *
+ * As for `malt_dense_wrap_f32`, with doubles.
+ */
+enum malt_status malt_dense_wrap_f64(const char *name,
+                                     double *data,
+                                     size_t len,
+                                     const struct malt_options *options,
+                                     struct malt_vector **vector);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif  /* __cplusplus */
+
+/*
+ * malt_init() passes the version of this header to the library, which
+ * returns MALT_ERR_CONFIG instead of joining when it cannot serve a program
+ * compiled against it: a library of another major version (of another
+ * minor version while the major is 0), or older than the header.
+ */
+#define malt_init() malt_init_version(MALT_VERSION_MAJOR, MALT_VERSION_MINOR, MALT_VERSION_PATCH)
+
+#endif /* MALT_H */
