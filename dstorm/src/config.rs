@@ -10,6 +10,9 @@ use std::time::Duration;
 
 /// Default port of the master's control listener when none is given.
 pub const DEFAULT_MASTER_PORT: u16 = 29517;
+/// `master_port` of a job of one rank started without a port: its
+/// coordinator listens on a free port the system picks, on loopback.
+pub const ANY_PORT: u16 = 0;
 /// The most ranks a job may have: the coordinator keeps a connection and a
 /// thread per rank, and several tables are sized by the world.
 pub const MAX_WORLD: usize = 1 << 16;
@@ -393,10 +396,19 @@ fn job_id(env: &dyn Env, launcher: &str) -> std::result::Result<String, NoJobId>
     }
 }
 
-/// The port of a job's coordinator when none is given: under srun, mpirun
-/// and PMIx launchers, one drawn from the job id (20000–29999), so that two
-/// jobs started on one host without `malt launch` do not both ask for 29517.
-fn default_port(env: &dyn Env, launcher: &str) -> u16 {
+/// The port of a job of several ranks' coordinator when none is given:
+/// under srun, mpirun and PMIx launchers, one drawn from the job id
+/// (20000–29999), so that two jobs started on one host without
+/// `malt launch` do not both ask for one port. Ranks started by hand and
+/// MPICH's give nothing to draw it from: an error naming `MALT_MASTER_PORT`.
+fn default_port(env: &dyn Env, launcher: &str, world: usize) -> Result<u16> {
+    if launcher == "malt" || launcher == "mpich" {
+        return Err(Error::Config(format!(
+            "no port for the coordinator of this job of {world} ranks ({launcher} variables): \
+             set MALT_MASTER_PORT to the same free port in every rank (malt launch picks one \
+             itself)"
+        )));
+    }
     let id = match launcher {
         // Without a step id every step of the job shares the port.
         "slurm" => env
@@ -405,10 +417,10 @@ fn default_port(env: &dyn Env, launcher: &str) -> u16 {
         "open mpi" | "pmix" => job_id(env, launcher).ok(),
         _ => None,
     };
-    match id {
+    Ok(match id {
         Some(id) => port_from(&format!("{launcher}:{id}")),
         None => DEFAULT_MASTER_PORT,
-    }
+    })
 }
 
 /// A port in 20000–29999 (below Linux's ephemeral ports) drawn from `key`.
@@ -515,16 +527,20 @@ impl Config {
                 "127.0.0.1".to_string()
             }
         };
-        let master_port = match port(env, "MALT_MASTER_PORT")? {
-            Some(p) => p,
-            None => match port(env, "MASTER_PORT")? {
-                Some(p) => port_beside(p),
-                None => default_port(env, launcher),
-            },
+        let given_port = match port(env, "MALT_MASTER_PORT")? {
+            Some(p) => Some(p),
+            None => port(env, "MASTER_PORT")?.map(port_beside),
         };
         let token = match env.get("MALT_JOB_TOKEN") {
             Some(t) => t,
             None => derived_token(env, launcher, world)?,
+        };
+        let master_port = match given_port {
+            Some(p) => p,
+            // A job of one rank: any free loopback port, which no other job
+            // can be using.
+            None if world == 1 => ANY_PORT,
+            None => default_port(env, launcher, world)?,
         };
         let transport = match env.get("MALT_TRANSPORT") {
             Some(t) => t.parse()?,
@@ -724,6 +740,7 @@ mod tests {
             ("SLURM_PROCID", "5"),
             ("SLURM_NTASKS", "6"),
             ("MALT_JOB_TOKEN", "t"),
+            ("MALT_MASTER_PORT", "23456"),
         ]);
         let c = Config::from_source(&e).unwrap();
         assert_eq!((c.rank, c.world), (2, 4));
@@ -790,6 +807,7 @@ mod tests {
                 ("OMPI_MCA_ess_base_jobid", "12345"),
                 ("PMIX_NAMESPACE", "prterun-h-1@1"),
                 ("MALT_JOB_TOKEN", "t"),
+                ("MALT_MASTER_PORT", "23456"),
             ]);
             let c = Config::from_source(&env(&e)).unwrap();
             assert_eq!((c.rank, c.world), (0, 2), "{mpi:?}");
@@ -1160,6 +1178,7 @@ mod tests {
         );
         let mut with = base.to_vec();
         with.push(("MALT_JOB_TOKEN", "t"));
+        with.push(("MALT_MASTER_PORT", "23456"));
         let c = Config::from_source(&env(&with)).unwrap();
         assert_eq!(
             (c.rank, c.world, c.local_rank, c.local_world),
@@ -1240,6 +1259,7 @@ mod tests {
                 ("MALT_RANK", "0"),
                 ("MALT_WORLD_SIZE", w),
                 ("MALT_JOB_TOKEN", "t"),
+                ("MALT_MASTER_PORT", "23456"),
             ]));
             match (ok, e) {
                 (true, Ok(c)) => assert_eq!(c.world.to_string(), w),
@@ -1285,11 +1305,40 @@ mod tests {
     }
 
     #[test]
-    fn no_launcher_means_a_single_rank() {
+    fn no_launcher_means_a_single_rank_on_a_port_nobody_else_has() {
         let c = Config::from_source(&env(&[])).unwrap();
         assert_eq!((c.rank, c.world), (0, 1));
         assert_eq!(c.transport, TransportKind::Shm);
-        assert_eq!(c.master_port, DEFAULT_MASTER_PORT);
+        assert_eq!(c.master_port, ANY_PORT);
+        assert_eq!(c.master_addr, "127.0.0.1");
+    }
+
+    #[test]
+    fn several_ranks_started_by_hand_without_a_port_are_told_to_set_one() {
+        for e in [
+            vec![
+                ("MALT_RANK", "1"),
+                ("MALT_WORLD_SIZE", "2"),
+                ("MALT_JOB_TOKEN", "t"),
+            ],
+            vec![
+                ("PMI_RANK", "0"),
+                ("PMI_SIZE", "2"),
+                ("MALT_JOB_TOKEN", "t"),
+            ],
+        ] {
+            let r = Config::from_source(&env(&e));
+            assert!(
+                matches!(&r, Err(Error::Config(m)) if m.contains("set MALT_MASTER_PORT")),
+                "{e:?}: {r:?}"
+            );
+            let mut given = e.clone();
+            given.push(("MALT_MASTER_PORT", "23456"));
+            assert_eq!(
+                Config::from_source(&env(&given)).unwrap().master_port,
+                23456
+            );
+        }
     }
 
     #[test]

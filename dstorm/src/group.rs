@@ -87,7 +87,7 @@ impl Group {
 
     /// Joins the job described by `cfg`: rank 0 starts the coordinator, every
     /// rank says hello, receives the endpoint table and connects its transport.
-    pub fn join(cfg: Config) -> Result<Group> {
+    pub fn join(mut cfg: Config) -> Result<Group> {
         if cfg.rank >= cfg.world {
             return Err(Error::RankOutOfRange {
                 rank: cfg.rank,
@@ -96,6 +96,16 @@ impl Group {
         }
         let coordinator = if cfg.rank == 0 && !cfg.external_coordinator {
             let l = control::bind(&cfg.master_addr, cfg.master_port)?;
+            if cfg.master_port == crate::config::ANY_PORT {
+                // The ranks (this one alone) reach it where the system put it.
+                cfg.master_port = l
+                    .local_addr()
+                    .map_err(|source| Error::Control {
+                        op: "find the coordinator's port",
+                        source,
+                    })?
+                    .port();
+            }
             let policy = cfg.fault_policy();
             Some(
                 control::spawn_coordinator(

@@ -392,3 +392,14 @@ fn a_dropped_objects_name_can_be_used_again_and_a_live_ones_cannot() {
     drop(second);
     g.finish().unwrap();
 }
+
+#[test]
+fn two_single_rank_jobs_started_without_a_launcher_do_not_collide() {
+    // No launcher variables, no port: what a program started by hand sees.
+    let bare = |_: &str| -> Option<String> { None };
+    let a = Group::join(dstorm::Config::from_source(&bare).unwrap()).expect("first job");
+    let b = Group::join(dstorm::Config::from_source(&bare).unwrap()).expect("second job, at once");
+    assert_eq!((a.world(), b.world()), (1, 1));
+    a.finish().unwrap();
+    b.finish().unwrap();
+}
