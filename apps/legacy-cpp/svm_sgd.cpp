@@ -218,8 +218,8 @@ int main(int argc, char **argv) {
     if (lambda <= 0)
         lambda = 1.0 / double(n);
 
-    std::vector<float> weights(dim + 1, 0.0f);
-    float *w = weights.data(); // dim weights, then a copy of the bias
+    std::vector<float> weights(dim, 0.0f);
+    float *w = weights.data();
     Svm svm{w, dim, lambda};
     double eta0 = calibrate(data, n < 1000 ? n : 1000, dim, lambda);
 
@@ -237,9 +237,8 @@ int main(int argc, char **argv) {
             size_t hi = begin + (k + 1) * (end - begin) / rounds;
             for (size_t i = lo; i < hi; i++, t++)
                 svm.step(data[i], eta0 / (1 + lambda * eta0 * double(t)));
-            // Every cb examples: plain weights and the bias in w[].
+            // Every cb examples: fold the scale in, so that w[] holds the weights.
             svm.renormalize();
-            w[dim] = float(svm.bias);
         }
         seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         std::printf("epoch %d objective %.9g seconds %.3f\n", epoch, svm.objective(data, 0, n),

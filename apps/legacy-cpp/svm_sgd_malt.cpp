@@ -224,10 +224,13 @@ int main(int argc, char **argv) {
     if (lambda <= 0)
         lambda = 1.0 / double(n);
 
-    malt_vector *model;
-    float *w; // dim weights, then a copy of the bias
-    CHECK(malt_dense_create_f32("w", dim + 1, nullptr, &model, &w));
+    std::vector<float> weights(dim, 0.0f);
+    float *w = weights.data();
     Svm svm{w, dim, lambda};
+    // The ranks share the program's own weights (float) and bias (double) in place.
+    malt_vector *shared_w, *shared_bias;
+    CHECK(malt_dense_wrap_f32("w", w, dim, nullptr, &shared_w));
+    CHECK(malt_dense_wrap_f64("bias", &svm.bias, 1, nullptr, &shared_bias));
     double eta0 = calibrate(data, n < 1000 ? n : 1000, dim, lambda);
 
     // This process trains on data[begin, end); `most` is the largest share.
@@ -244,12 +247,13 @@ int main(int argc, char **argv) {
             size_t hi = begin + (k + 1) * (end - begin) / rounds;
             for (size_t i = lo; i < hi; i++, t++)
                 svm.step(data[i], eta0 / (1 + lambda * eta0 * double(t)));
-            // Every cb examples: plain weights and the bias in w[].
+            // Every cb examples: fold the scale in, so that w[] holds the weights.
             svm.renormalize();
-            w[dim] = float(svm.bias);
-            CHECK(malt_scatter(model));
-            CHECK(malt_gather(model, MALT_UDF_AVG));
-            svm.bias = w[dim];
+            // wscale is now 1 on every rank, so averaging w[] averages the weights exactly.
+            CHECK(malt_scatter(shared_w));
+            CHECK(malt_scatter(shared_bias));
+            CHECK(malt_gather(shared_w, MALT_UDF_AVG));
+            CHECK(malt_gather(shared_bias, MALT_UDF_AVG));
         }
         seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         std::printf("epoch %d objective %.9g seconds %.3f\n", epoch, svm.objective(data, 0, n),
