@@ -2,16 +2,20 @@
 # CI for malt's C API (run from anywhere; as root it installs what is
 # missing from Debian packages):
 #
-#  1. builds libmalt and the `malt` binary in release, checks include/malt.h
-#     is current, installs the C API into a scratch prefix and checks
-#     `pkg-config --cflags --libs malt`;
-#  2. compiles the README's C quick start as written (shared and static) and
-#     runs it on 2 ranks;
-#  3. builds apps/legacy-cpp with its Makefile and g++, checks that the
+#  1. builds libmalt and the `malt` binary in release and checks
+#     include/malt.h is current;
+#  2. capi/packaging.sh: installs the C API into a scratch prefix (versioned
+#     soname), checks pkg-config, compiles malt.h cleanly under C89, C11,
+#     C++98 and clang C99, runs the README's C quick start as written
+#     (shared and static);
+#  3. C programs under `malt launch`: vectors over the program's own memory
+#     at 2 and 3 ranks (capi/tests/c/wrap.c), mismatched call counts, gather
+#     before scatter and a late rank (capi/tests/c/mismatch.c);
+#  4. builds apps/legacy-cpp with its Makefile and g++, checks that the
 #     data-parallel version changes at most 20 lines, runs it with
 #     `malt launch -n 2` on shm and checks that its final objective is within
 #     2% of `malt train svm --ranks 2` on the same data and settings;
-#  4. runs the misuse program under AddressSanitizer and under valgrind, and
+#  5. runs the misuse program under AddressSanitizer and under valgrind, and
 #     the two-rank exchange and three-rank fault programs under
 #     AddressSanitizer: all clean.
 #
@@ -76,15 +80,13 @@ else
     echo "scratch directory: $work"
 fi
 
-step "install and pkg-config"
-prefix=$work/prefix
-bash capi/install.sh --no-build "$prefix"
+step "packaging: install, pkg-config, header under four compilers, quick start (shared and static)"
+timeout 2400 bash capi/packaging.sh "$malt" "$work/packaging" || fail "capi/packaging.sh"
+prefix=$work/packaging/prefix
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
-flags=$(pkg-config --cflags --libs malt) || fail "pkg-config --cflags --libs malt"
-[[ $flags == *"-I$prefix/include"* && $flags == *-lmalt* ]] || fail "unexpected pkg-config flags: $flags"
-[[ $(readelf -d "$prefix/lib/libmalt.so" | sed -n 's/.*soname: \[\(.*\)\]/\1/p') == libmalt.so ]] ||
-    fail "libmalt.so has no soname libmalt.so"
-ok "pkg-config --cflags --libs malt: $flags"
+libdir=$(pkg-config --variable=libdir malt)
+readme=README.md
+ok "capi/packaging.sh passed"
 
 # Runs a job of $1 ranks of the remaining command, bounded.
 launch() {
@@ -93,28 +95,42 @@ launch() {
     timeout 300 "$malt" launch -n "$n" --transport shm --timeout 60 -- "$@"
 }
 
-step "C quick start"
-readme=README.md
-grep -q 'malt_dense_create_f32' "$readme" || fail "README.md has no C quick start"
-awk '/^```c$/ { inside = 1; next } inside && /^```$/ { exit } inside { print }' "$readme" \
-    >"$work/quick_start.c"
-[[ -s $work/quick_start.c ]] || fail "no C quick start in $readme"
-cmp -s "$work/quick_start.c" capi/tests/c/quick_start.c ||
-    fail "the quick start in $readme differs from capi/tests/c/quick_start.c"
-libdir=$(pkg-config --variable=libdir malt)
-# shellcheck disable=SC2046
-"$cc" -std=c11 -Wall -Wextra -Werror -o "$work/quick_start" "$work/quick_start.c" \
-    $(pkg-config --cflags --libs malt) -Wl,-rpath,"$libdir"
-# shellcheck disable=SC2046
-"$cc" -std=c11 -Wall -Wextra -Werror -o "$work/quick_start_static" "$work/quick_start.c" \
-    $(pkg-config --cflags malt) "$libdir/libmalt.a" \
-    $(pkg-config --libs --static malt | sed -e 's/-lmalt\b//' -e 's/-L[^ ]*//g')
-ldd "$work/quick_start_static" | grep -q libmalt && fail "the static build links libmalt.so"
-for exe in quick_start quick_start_static; do
-    out=$(launch 2 "$work/$exe") || fail "$exe on 2 ranks: $out"
-    [[ $(grep -c 'w = 2.000 -3.000' <<<"$out") == 2 ]] || fail "$exe did not converge: $out"
+# Compiles capi/tests/c/$1.c against the installed library as $work/$1.
+build_c() {
+    # shellcheck disable=SC2046
+    "$cc" -std=c11 -Wall -Wextra -Werror -g -o "$work/$1" "capi/tests/c/$1.c" \
+        $(pkg-config --cflags --libs malt) -lm -Wl,-rpath,"$libdir"
+}
+
+# Checks that each of $1 ranks printed "$2 rank R of $1: ... checks, 0 failed".
+all_passed() {
+    local n=$1 tag=$2 out=$3 r
+    for ((r = 0; r < n; r++)); do
+        grep -q "$tag rank $r of $n: [0-9]* checks, 0 failed" <<<"$out" || return 1
+    done
+}
+
+step "vectors over the program's own memory (wrap), 2 and 3 ranks"
+build_c wrap
+for n in 2 3; do
+    out=$(launch "$n" "$work/wrap" 2>&1) || fail "wrap on $n ranks: $out"
+    all_passed "$n" wrap "$out" || fail "wrap on $n ranks: $out"
 done
-ok "the quick start in $readme compiles as written (shared and static) and converges on 2 ranks"
+ok "wrapped float and double vectors average exactly in the program's arrays; freed names are reused; zero length, NULL, misaligned and overlapping regions are rejected"
+
+step "mismatched calls, 2 and 3 ranks; a late rank, 3 ranks"
+build_c mismatch
+for n in 2 3; do
+    # The job ends with the mismatch, so malt launch exits non-zero: the
+    # checks are what each rank printed.
+    out=$(timeout 120 "$malt" launch -n "$n" --transport shm -- "$work/mismatch" counts 2>&1) || true
+    all_passed "$n" "mismatch counts" "$out" || fail "unequal scatter counts on $n ranks: $out"
+    grep "failed after" <<<"$out"
+done
+out=$(MALT_TIMEOUT=1 timeout 120 "$malt" launch -n 3 --transport shm -- "$work/mismatch" late 2>&1) || true
+all_passed 3 "mismatch late" "$out" || fail "a late rank: $out"
+grep "mismatch rank" <<<"$out"
+ok "gather before scatter is MALT_ERR_CALL_ORDER on every rank; unequal scatter counts fail every rank with MALT_ERR_MISMATCH within 1 s naming both ranks; a late rank is not named missing to itself"
 
 step "legacy C++ program"
 timeout 600 make -s -C apps/legacy-cpp O="$work" CXX=g++ CXXFLAGS="-O2 -g -Wall -Wextra -Werror"

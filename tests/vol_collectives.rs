@@ -772,11 +772,14 @@ fn rank_errors() {
     after.scatter().expect("scatter");
     after.gather(Udf::Sum).expect("gather");
     let after_ok = after.iter().all(|&x| x == 3.0);
-    // The last rank never scatters "late": the others' bounded wait ends
-    // with an error naming it.
+    // The last rank is busy elsewhere (outside malt) for longer than the
+    // others' bounded wait for its update of "late": that wait ends with an
+    // error naming it. (Had it entered a collective instead, the others
+    // would get a call mismatch: see the C API's mismatch tests.)
     let late_opts = o.clone().wait_timeout(Duration::from_millis(1500));
     let mut late = DenseVector::<f32>::new(&group, "late", 4, &late_opts).expect("late");
     let missing = if rank == 2 {
+        std::thread::sleep(Duration::from_secs(3));
         json!("did not gather")
     } else {
         late.scatter().expect("scatter");

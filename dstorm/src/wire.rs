@@ -234,7 +234,9 @@ impl<'a> Payload<'a> {
             return checksum(self.body);
         }
         use std::hash::Hasher;
-        let mut h = twox_hash::XxHash3_64::new();
+        use twox_hash::xxhash3_64::{RawHasher, SecretBuffer};
+        // The default seed and secret, on the stack: no allocation per update.
+        let mut h = RawHasher::new(SecretBuffer::default());
         h.write(self.head);
         h.write(self.body);
         h.finish()

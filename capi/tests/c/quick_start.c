@@ -42,7 +42,7 @@ int main(void) {
     }
 
     size_t size;
-    malt_stats_json(model, NULL, 0, &size); /* MALT_ERR_LENGTH, and the size */
+    CHECK(malt_stats_json(model, NULL, 0, &size)); /* asks for the size */
     char *stats = malloc(size);
     CHECK(malt_stats_json(model, stats, size, NULL));
     printf("rank %zu of %zu: w = %.3f %.3f\n%s\n", rank, world, w[0], w[1], stats);

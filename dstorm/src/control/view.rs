@@ -44,6 +44,9 @@ struct State {
 
 /// A rank's view of its group's membership.
 #[derive(Debug)]
+// Its fields are what the reader thread learns and every wait consults: the
+// membership behind a lock, the lock-free flags beside it for the data path,
+// and the coordinator it reports to.
 pub(crate) struct View {
     rank: usize,
     epoch: AtomicU32,
