@@ -27,18 +27,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TERM_COLOR=never
 
-passed=0
-started=$(date +%s)
-step() { printf '\n=== capi: %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
-ok() {
-    passed=$((passed + 1))
-    echo "ok: $*"
-}
-fail() {
-    echo "FAILED: $*" >&2
-    echo "capi: $passed passed, 1 failed"
-    exit 1
-}
+checks_name=capi
+# shellcheck source=capi/steps.sh
+source "$root/capi/steps.sh"
 
 step "tools"
 need=()
@@ -209,5 +200,4 @@ out=$(launch 1 valgrind -q --error-exitcode=99 --leak-check=full --errors-for-le
 grep -q ' checks, 0 failed' <<<"$out" || fail "misuse under valgrind: $out"
 ok "misuse: valgrind clean"
 
-echo
-echo "capi: $passed passed, 0 failed ($(($(date +%s) - started)) s)"
+finish

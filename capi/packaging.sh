@@ -34,18 +34,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TERM_COLOR=never
 
-passed=0
-started=$(date +%s)
-step() { printf '\n=== packaging: %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
-ok() {
-    passed=$((passed + 1))
-    echo "ok: $*"
-}
-fail() {
-    echo "FAILED: $*" >&2
-    echo "packaging: $passed passed, 1 failed ($(($(date +%s) - started)) s)"
-    exit 1
-}
+checks_name=packaging
+# shellcheck source=capi/steps.sh
+source "$root/capi/steps.sh"
 
 step "tools"
 # command -> the Debian package that provides it
@@ -210,5 +201,4 @@ world=$(sed -n 's/^\(\[[0-9]*\] \)\{0,1\}rank [0-9]* of \([0-9]*\): w = .*/\2/p'
     fail "the README's quick start did not converge on every rank: $out"
 ok "the README's quick-start commands run as written and converge on $world ranks"
 
-echo
-echo "packaging: $passed passed, 0 failed ($(($(date +%s) - started)) s)"
+finish

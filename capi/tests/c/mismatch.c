@@ -17,33 +17,9 @@
 #include <string.h>
 #include <time.h>
 #include <malt.h>
+#include "check.h"
 
-static int checks, failures;
-static size_t rank, world;
-
-static void expect_status(int line, const char *what, malt_status got, malt_status want) {
-    checks++;
-    if (got != want) {
-        failures++;
-        fprintf(stderr, "rank %zu line %d: %s returned %s, expected %s (last error: %s)\n", rank,
-                line, what, malt_status_string(got), malt_status_string(want), malt_last_error());
-    }
-}
-
-static void expect_true(int line, const char *what, int ok) {
-    checks++;
-    if (!ok) {
-        failures++;
-        fprintf(stderr, "rank %zu line %d: %s is false (last error: %s)\n", rank, line, what,
-                malt_last_error());
-    }
-}
-
-#define EXPECT(call, want) expect_status(__LINE__, #call, (call), (want))
-#define OK(call) EXPECT(call, MALT_OK)
-#define TRUE(cond) expect_true(__LINE__, #cond, (cond))
-#define MESSAGE_HAS(text) TRUE(strstr(malt_last_error(), (text)) != NULL)
-#define MESSAGE_LACKS(text) TRUE(strstr(malt_last_error(), (text)) == NULL)
+static size_t world;
 
 static double now(void) {
     struct timespec t;

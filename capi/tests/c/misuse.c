@@ -7,32 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <malt.h>
+#include "check.h"
 
-static int checks, failures;
-
-static void expect_status(int line, const char *what, malt_status got, malt_status want) {
-    checks++;
-    if (got != want) {
-        failures++;
-        fprintf(stderr, "line %d: %s returned %s, expected %s (last error: %s)\n", line, what,
-                malt_status_string(got), malt_status_string(want), malt_last_error());
-    } else if (want != MALT_OK && malt_last_error()[0] == '\0') {
-        failures++;
-        fprintf(stderr, "line %d: %s failed without a message\n", line, what);
-    }
-}
-
-static void expect_true(int line, const char *what, int ok) {
-    checks++;
-    if (!ok) {
-        failures++;
-        fprintf(stderr, "line %d: %s is false (last error: %s)\n", line, what, malt_last_error());
-    }
-}
-
-#define EXPECT(call, want) expect_status(__LINE__, #call, (call), (want))
-#define TRUE(cond) expect_true(__LINE__, #cond, (cond))
-#define MESSAGE_HAS(text) TRUE(strstr(malt_last_error(), (text)) != NULL)
 
 static int never_called(float *local, const float *const *incoming, size_t count, size_t len,
                         void *user) {

@@ -9,33 +9,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <malt.h>
+#include "check.h"
 
 #define LEN 1003 /* not a multiple of any rank count used */
 
-static int checks, failures;
-static size_t rank, world;
-
-static void expect_status(int line, const char *what, malt_status got, malt_status want) {
-    checks++;
-    if (got != want) {
-        failures++;
-        fprintf(stderr, "rank %zu line %d: %s returned %s, expected %s (last error: %s)\n", rank,
-                line, what, malt_status_string(got), malt_status_string(want), malt_last_error());
-    }
-}
-
-static void expect_true(int line, const char *what, int ok) {
-    checks++;
-    if (!ok) {
-        failures++;
-        fprintf(stderr, "rank %zu line %d: %s is false\n", rank, line, what);
-    }
-}
-
-#define EXPECT(call, want) expect_status(__LINE__, #call, (call), (want))
-#define OK(call) EXPECT(call, MALT_OK)
-#define TRUE(cond) expect_true(__LINE__, #cond, (cond))
-#define MESSAGE_HAS(text) TRUE(strstr(malt_last_error(), (text)) != NULL)
+static size_t world;
 
 /* The program's own model: weights in float, a bias in double. */
 static float weights[LEN];
