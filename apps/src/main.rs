@@ -51,6 +51,12 @@ enum DataCmd {
         source: PathBuf,
     },
     /// RCV1-like sparse binary classification data in LIBSVM format.
+    ///
+    /// Labels come from a hidden linear separator drawn from --model-seed
+    /// (default: --seed); the rows are drawn from --seed. For a training and
+    /// a test set of one model, give both files the same --model-seed (and
+    /// --features, --nnz) and different seeds, or write both at once with
+    /// --test-rows and --test-out.
     SynthSparse {
         /// Rows (examples).
         #[arg(long)]
@@ -61,14 +67,37 @@ enum DataCmd {
         /// Non-zeros per row.
         #[arg(long)]
         nnz: u32,
-        /// Seed.
+        /// Seed of the rows (the sample); also of the hidden separator
+        /// unless --model-seed is given.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Seed of the hidden model: the separator, its bias and the
+        /// features' popularity (default: --seed, as in files written
+        /// without it). Files with the same --model-seed, --features and
+        /// --nnz share one separator.
+        #[arg(long, value_name = "S")]
+        model_seed: Option<u64>,
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+        /// Also write N test rows of the same model to --test-out: the
+        /// rows after --out's rows in the same stream (--out is unchanged).
+        #[arg(long, value_name = "N", requires = "test_out",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        test_rows: Option<u64>,
+        /// The test file of --test-rows.
+        #[arg(long, value_name = "FILE", requires = "test_rows")]
+        test_out: Option<PathBuf>,
     },
     /// Netflix-like ratings (`user item rating` lines).
+    ///
+    /// Ratings come from hidden user and item factors drawn from
+    /// --model-seed (default: --seed) plus Gaussian noise of standard
+    /// deviation 0.5 (the RMSE floor); the rated pairs and the noise are
+    /// drawn from --seed. For a training and a test set of one model, give
+    /// both files the same --model-seed (and --users, --items, --rank) and
+    /// different seeds, or write both at once with --test-ratings and
+    /// --test-out (then no pair is rated in both).
     SynthRatings {
         /// Users.
         #[arg(long)]
@@ -82,12 +111,28 @@ enum DataCmd {
         /// Number of ratings.
         #[arg(long)]
         ratings: u64,
-        /// Seed.
+        /// Seed of the ratings (the sample); also of the hidden factors
+        /// unless --model-seed is given.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Seed of the hidden model: the user and item factors and their
+        /// popularity (default: --seed, as in files written without it).
+        /// Files with the same --model-seed, --users, --items and --rank
+        /// share one model.
+        #[arg(long, value_name = "S")]
+        model_seed: Option<u64>,
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+        /// Also write N test ratings of the same model to --test-out: the
+        /// ratings after --out's in the same stream, none of a pair rated
+        /// in --out (--out is unchanged).
+        #[arg(long, value_name = "N", requires = "test_out", alias = "test-rows",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        test_ratings: Option<u64>,
+        /// The test file of --test-ratings.
+        #[arg(long, value_name = "FILE", requires = "test_ratings")]
+        test_out: Option<PathBuf>,
     },
 }
 
@@ -260,6 +305,22 @@ fn summary<T: serde::Serialize, E: Into<malt::data::DataError>>(r: Result<T, E>)
     }
 }
 
+/// What `malt data synth-*` prints: the summary of the file, or with a test
+/// file `{"train": ..., "test": ...}`.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Generated<S> {
+    One(S),
+    Two { train: S, test: S },
+}
+
+fn train_and_test<S>((train, test): (S, Option<S>)) -> Generated<S> {
+    match test {
+        None => Generated::One(train),
+        Some(test) => Generated::Two { train, test },
+    }
+}
+
 fn data(cmd: DataCmd) -> ExitCode {
     use malt::data::{fashion_mnist, synth};
     match cmd {
@@ -278,22 +339,32 @@ fn data(cmd: DataCmd) -> ExitCode {
             features,
             nnz,
             seed,
+            model_seed,
             out,
-        } => summary(synth::synth_sparse_file(
-            &synth::SynthSparseOptions::new(rows, features, nnz, seed),
-            &out,
-        )),
+            test_rows,
+            test_out,
+        } => {
+            let mut o = synth::SynthSparseOptions::new(rows, features, nnz, seed);
+            o.model_seed = model_seed;
+            let test = test_rows.zip(test_out.as_deref());
+            summary(synth::synth_sparse_files(&o, &out, test).map(train_and_test))
+        }
         DataCmd::SynthRatings {
             users,
             items,
             rank,
             ratings,
             seed,
+            model_seed,
             out,
-        } => summary(synth::synth_ratings_file(
-            &synth::SynthRatingsOptions::new(users, items, rank, ratings, seed),
-            &out,
-        )),
+            test_ratings,
+            test_out,
+        } => {
+            let mut o = synth::SynthRatingsOptions::new(users, items, rank, ratings, seed);
+            o.model_seed = model_seed;
+            let test = test_ratings.zip(test_out.as_deref());
+            summary(synth::synth_ratings_files(&o, &out, test).map(train_and_test))
+        }
     }
 }
 

@@ -1,11 +1,26 @@
 //! Deterministic synthetic data sets.
 //!
-//! Both generators draw every random number from ChaCha8 streams seeded with
-//! the given seed (stream 0 for the hidden model, the others for the rows), so
-//! one seed always yields the same bytes. The random streams are portable; the
+//! Both generators draw every random number from ChaCha8 streams: the hidden
+//! model from streams of the *model seed*, the rows from another stream of
+//! the *seed* (the sample). The model seed defaults to the seed, so one seed
+//! always yields the same bytes. The random streams are portable; the
 //! floating-point functions used on them (`ln`, `powf`, `cos`) come from the
 //! platform's math library, so bytes are guaranteed equal for the same build
 //! of malt on the same platform.
+//!
+//! # Training and test sets from one model
+//!
+//! Two ways give files drawn from the same hidden model:
+//!
+//! - **The same model seed, different seeds** (`model_seed`, `malt data ...
+//!   --model-seed M --seed S`): independent samples of one model. For
+//!   ratings, a (user, item) pair may then be rated in both files (with
+//!   independent noise).
+//! - **One stream split in two** (`synth_*_files` with a test part, `malt
+//!   data ... --test-rows N --test-out FILE`): the rows after the training
+//!   rows go to the test file. The training file is byte for byte the file
+//!   written without a test part, and for ratings no pair of the test file
+//!   is in the training file. `malt train` splits its built-in data this way.
 //!
 //! # `synth_sparse`: RCV1-like sparse binary classification
 //!
@@ -136,8 +151,13 @@ pub struct SynthSparseOptions {
     pub features: u32,
     /// Mean non-zeros per row, `1..=features/2`.
     pub nnz: u32,
-    /// Seed of every random choice.
+    /// Seed of the rows (the sample), and of the hidden model unless
+    /// `model_seed` is given.
     pub seed: u64,
+    /// Seed of the hidden model (feature popularity, its permutation, the
+    /// separator and its bias); `None`: `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_seed: Option<u64>,
     /// Probability that a label is flipped, in `[0, 0.5)`.
     pub label_noise: f64,
     /// Zipf exponent of feature popularity (finite, `>= 0`).
@@ -154,10 +174,16 @@ impl SynthSparseOptions {
             features,
             nnz,
             seed,
+            model_seed: None,
             label_noise: DEFAULT_LABEL_NOISE,
             zipf_exponent: DEFAULT_ZIPF_EXPONENT,
             zipf_offset: DEFAULT_ZIPF_OFFSET,
         }
+    }
+
+    /// The seed the hidden model is drawn from.
+    pub fn model_seed(&self) -> u64 {
+        self.model_seed.unwrap_or(self.seed)
     }
 
     fn validate(&self) -> Result<(), SynthError> {
@@ -218,6 +244,9 @@ pub struct SynthSparseSummary {
     pub label_noise: f64,
     /// The seed.
     pub seed: u64,
+    /// The model seed, when given apart from the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_seed: Option<u64>,
 }
 
 /// Walker/Vose alias table: O(1) sampling from a fixed discrete law.
@@ -316,7 +345,7 @@ struct RowScratch {
 impl SparseModel {
     pub(crate) fn new(opts: &SynthSparseOptions) -> SparseModel {
         let d = opts.features as usize;
-        let mut r = rng(opts.seed, 0);
+        let mut r = rng(opts.model_seed(), 0);
         let weights_by_rank = zipf_weights(d, opts.zipf_exponent, opts.zipf_offset);
         let total: f64 = weights_by_rank.iter().sum();
         let k = f64::from(opts.nnz);
@@ -344,7 +373,7 @@ impl SparseModel {
             nnz_hi,
         };
         // Balance the classes: bias = -median score of a pilot sample.
-        let mut pilot = rng(opts.seed, 1);
+        let mut pilot = rng(opts.model_seed(), 1);
         let mut scratch = RowScratch::default();
         let mut scores: Vec<f64> = (0..PILOT_ROWS)
             .map(|_| model.row(&mut pilot, &mut scratch))
@@ -419,7 +448,10 @@ pub fn synth_sparse<W: Write>(
     opts: &SynthSparseOptions,
     out: W,
 ) -> Result<SynthSparseSummary, SynthError> {
-    synth_sparse_named(opts, out, "(output)")
+    opts.validate()?;
+    let mut parts = [Part::new(out, opts.rows, "(output)")];
+    let mut summaries = sparse_parts(opts, &mut parts)?;
+    Ok(summaries.remove(0))
 }
 
 /// [`synth_sparse`] into the file at `path`. The data go to a temporary file
@@ -428,52 +460,136 @@ pub fn synth_sparse_file(
     opts: &SynthSparseOptions,
     path: &Path,
 ) -> Result<SynthSparseSummary, SynthError> {
-    opts.validate()?;
-    write_atomically(path, |f, name| synth_sparse_named(opts, f, name))
+    synth_sparse_files(opts, path, None).map(|(train, _)| train)
 }
 
-fn synth_sparse_named<W: Write>(
+/// [`synth_sparse_file`], and with `test = Some((rows, test_path))` that
+/// many more rows of the same model and stream, after the `opts.rows` rows
+/// of `path`, into `test_path` (see the module documentation). Each file
+/// goes to a temporary file first; both are renamed once both are complete.
+/// Returns the summaries of the two files.
+pub fn synth_sparse_files(
     opts: &SynthSparseOptions,
-    out: W,
-    name: &str,
-) -> Result<SynthSparseSummary, SynthError> {
+    path: &Path,
+    test: Option<(u64, &Path)>,
+) -> Result<(SynthSparseSummary, Option<SynthSparseSummary>), SynthError> {
     opts.validate()?;
-    let io_err = |source| SynthError::Io {
-        file: name.to_string(),
-        source,
+    let test_rows = test.map_or(0, |(n, _)| n);
+    let total = SynthSparseOptions {
+        rows: with_test(opts.rows, test)?,
+        ..opts.clone()
     };
+    total.validate()?;
+    let paths = output_paths(path, test)?;
+    let mut summaries = write_atomically(&paths, |files| {
+        let rows = [opts.rows, test_rows];
+        let mut parts: Vec<Part<File>> = files
+            .into_iter()
+            .zip(rows)
+            .map(|((f, name), n)| Part::new(f, n, &name))
+            .collect();
+        sparse_parts(&total, &mut parts)
+    })?;
+    let test_summary = (summaries.len() > 1).then(|| summaries.remove(1));
+    Ok((summaries.remove(0), test_summary))
+}
+
+/// One output of a generator: the next `rows` rows of the stream go to
+/// `out`, named `name` in errors.
+struct Part<W> {
+    out: W,
+    rows: u64,
+    name: String,
+}
+
+impl<W> Part<W> {
+    fn new(out: W, rows: u64, name: &str) -> Self {
+        Part {
+            out,
+            rows,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// `rows` plus the rows of the test part, if any.
+fn with_test(rows: u64, test: Option<(u64, &Path)>) -> Result<u64, SynthError> {
+    match test {
+        None => Ok(rows),
+        Some((0, _)) => Err(invalid("test rows must be at least 1")),
+        Some((n, _)) => rows
+            .checked_add(n)
+            .ok_or_else(|| invalid("training and test rows overflow")),
+    }
+}
+
+/// The output file and the test file, which must differ.
+fn output_paths<'a>(
+    path: &'a Path,
+    test: Option<(u64, &'a Path)>,
+) -> Result<Vec<&'a Path>, SynthError> {
+    let mut paths = vec![path];
+    if let Some((_, t)) = test {
+        if t == path {
+            return Err(invalid(format!(
+                "the test file must differ from the output file ({})",
+                path.display()
+            )));
+        }
+        paths.push(t);
+    }
+    Ok(paths)
+}
+
+/// Writes `opts.rows` rows (the rows of the parts, in order) from one model
+/// and one stream; a summary per part. `opts` must be valid.
+fn sparse_parts<W: Write>(
+    opts: &SynthSparseOptions,
+    parts: &mut [Part<W>],
+) -> Result<Vec<SynthSparseSummary>, SynthError> {
+    debug_assert_eq!(parts.iter().map(|p| p.rows).sum::<u64>(), opts.rows);
     let model = SparseModel::new(opts);
     let mut r = rng(opts.seed, 2);
     let mut scratch = RowScratch::default();
-    let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut line = Vec::with_capacity(4096);
-    let mut summary = SynthSparseSummary {
-        rows: opts.rows,
-        features: opts.features,
-        nnz: 0,
-        positives: 0,
-        flipped: 0,
-        label_noise: opts.label_noise,
-        seed: opts.seed,
-    };
-    for _ in 0..opts.rows {
-        let score = model.row(&mut r, &mut scratch) + model.bias;
-        let mut label = if score > 0.0 { 1.0 } else { -1.0 };
-        if r.gen::<f64>() < opts.label_noise {
-            label = -label;
-            summary.flipped += 1;
+    let mut summaries = Vec::with_capacity(parts.len());
+    for part in parts {
+        let name = part.name.clone();
+        let io_err = |source| SynthError::Io {
+            file: name.clone(),
+            source,
+        };
+        let mut out = BufWriter::with_capacity(1 << 20, &mut part.out);
+        let mut summary = SynthSparseSummary {
+            rows: part.rows,
+            features: opts.features,
+            nnz: 0,
+            positives: 0,
+            flipped: 0,
+            label_noise: opts.label_noise,
+            seed: opts.seed,
+            model_seed: opts.model_seed,
+        };
+        for _ in 0..part.rows {
+            let score = model.row(&mut r, &mut scratch) + model.bias;
+            let mut label = if score > 0.0 { 1.0 } else { -1.0 };
+            if r.gen::<f64>() < opts.label_noise {
+                label = -label;
+                summary.flipped += 1;
+            }
+            if label > 0.0 {
+                summary.positives += 1;
+            }
+            summary.nnz += scratch.row.len() as u64;
+            line.clear();
+            format_line(label, None, &scratch.row, &mut line)
+                .map_err(|p| io_err(io::Error::new(io::ErrorKind::InvalidData, p.to_string())))?;
+            out.write_all(&line).map_err(io_err)?;
         }
-        if label > 0.0 {
-            summary.positives += 1;
-        }
-        summary.nnz += scratch.row.len() as u64;
-        line.clear();
-        format_line(label, None, &scratch.row, &mut line)
-            .map_err(|p| io_err(io::Error::new(io::ErrorKind::InvalidData, p.to_string())))?;
-        out.write_all(&line).map_err(io_err)?;
+        out.flush().map_err(io_err)?;
+        summaries.push(summary);
     }
-    out.flush().map_err(io_err)?;
-    Ok(summary)
+    Ok(summaries)
 }
 
 /// Options of [`synth_ratings`].
@@ -487,8 +603,13 @@ pub struct SynthRatingsOptions {
     pub rank: u32,
     /// Number of ratings, at most half of `users * items`.
     pub ratings: u64,
-    /// Seed of every random choice.
+    /// Seed of the ratings (the sample), and of the hidden model unless
+    /// `model_seed` is given.
     pub seed: u64,
+    /// Seed of the hidden model (factors, popularity and the ids'
+    /// permutations); `None`: `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_seed: Option<u64>,
     /// Standard deviation of the rating noise (the RMSE floor).
     pub noise_stddev: f64,
     /// Mean of the noiseless ratings (`>= 0`).
@@ -508,11 +629,17 @@ impl SynthRatingsOptions {
             rank,
             ratings,
             seed,
+            model_seed: None,
             noise_stddev: DEFAULT_RATING_NOISE_STDDEV,
             mean: DEFAULT_RATING_MEAN,
             popularity_exponent: DEFAULT_POPULARITY_EXPONENT,
             popularity_offset: DEFAULT_POPULARITY_OFFSET,
         }
+    }
+
+    /// The seed the hidden model is drawn from.
+    pub fn model_seed(&self) -> u64 {
+        self.model_seed.unwrap_or(self.seed)
     }
 
     fn validate(&self) -> Result<(), SynthError> {
@@ -585,6 +712,9 @@ pub struct SynthRatingsSummary {
     pub ratings: u64,
     /// The seed.
     pub seed: u64,
+    /// The model seed, when given apart from the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_seed: Option<u64>,
     /// Standard deviation of the added noise: the expected RMSE of the true
     /// model, the floor for any model on held-out ratings.
     pub noise_stddev: f64,
@@ -617,7 +747,7 @@ pub(crate) struct RatingsModel {
 
 impl RatingsModel {
     pub(crate) fn new(opts: &SynthRatingsOptions) -> RatingsModel {
-        let mut r = rng(opts.seed, 0);
+        let mut r = rng(opts.model_seed(), 0);
         let rank = opts.rank as usize;
         let rk = f64::from(opts.rank);
         // Entries ~ N(mu, s2): E[u·v] = rank mu² = mean and
@@ -673,7 +803,10 @@ pub fn synth_ratings<W: Write>(
     opts: &SynthRatingsOptions,
     out: W,
 ) -> Result<SynthRatingsSummary, SynthError> {
-    synth_ratings_named(opts, out, "(output)")
+    opts.validate()?;
+    let mut parts = [Part::new(out, opts.ratings, "(output)")];
+    let mut summaries = ratings_parts(opts, &mut parts)?;
+    Ok(summaries.remove(0))
 }
 
 /// [`synth_ratings`] into the file at `path`. The data go to a temporary file
@@ -682,102 +815,162 @@ pub fn synth_ratings_file(
     opts: &SynthRatingsOptions,
     path: &Path,
 ) -> Result<SynthRatingsSummary, SynthError> {
-    opts.validate()?;
-    write_atomically(path, |f, name| synth_ratings_named(opts, f, name))
+    synth_ratings_files(opts, path, None).map(|(train, _)| train)
 }
 
-fn synth_ratings_named<W: Write>(
+/// [`synth_ratings_file`], and with `test = Some((ratings, test_path))` that
+/// many more ratings of the same model and stream, none of a pair rated in
+/// `path`, into `test_path` (see the module documentation). Both files are
+/// renamed into place once both are complete. Returns the summaries of the
+/// two files.
+pub fn synth_ratings_files(
     opts: &SynthRatingsOptions,
-    out: W,
-    name: &str,
-) -> Result<SynthRatingsSummary, SynthError> {
+    path: &Path,
+    test: Option<(u64, &Path)>,
+) -> Result<(SynthRatingsSummary, Option<SynthRatingsSummary>), SynthError> {
     opts.validate()?;
-    let io_err = |source| SynthError::Io {
-        file: name.to_string(),
-        source,
+    let test_ratings = test.map_or(0, |(n, _)| n);
+    let total = SynthRatingsOptions {
+        ratings: with_test(opts.ratings, test)?,
+        ..opts.clone()
     };
+    total.validate()?;
+    let paths = output_paths(path, test)?;
+    let mut summaries = write_atomically(&paths, |files| {
+        let counts = [opts.ratings, test_ratings];
+        let mut parts: Vec<Part<File>> = files
+            .into_iter()
+            .zip(counts)
+            .map(|((f, name), n)| Part::new(f, n, &name))
+            .collect();
+        ratings_parts(&total, &mut parts)
+    })?;
+    let test_summary = (summaries.len() > 1).then(|| summaries.remove(1));
+    Ok((summaries.remove(0), test_summary))
+}
+
+/// Writes `opts.ratings` ratings (those of the parts, in order) from one
+/// model and one stream, no pair twice over all parts; a summary per part.
+/// `opts` must be valid.
+fn ratings_parts<W: Write>(
+    opts: &SynthRatingsOptions,
+    parts: &mut [Part<W>],
+) -> Result<Vec<SynthRatingsSummary>, SynthError> {
+    debug_assert_eq!(parts.iter().map(|p| p.rows).sum::<u64>(), opts.ratings);
     let model = RatingsModel::new(opts);
     let mut r = rng(opts.seed, 1);
-    let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut seen: HashSet<u64> = HashSet::with_capacity(opts.ratings.min(1 << 26) as usize);
-    let mut user_seen = vec![false; opts.users as usize];
-    let mut item_seen = vec![false; opts.items as usize];
-    let (mut sum, mut sum_sq, mut err_sq) = (0.0f64, 0.0f64, 0.0f64);
     let mut line = Vec::with_capacity(64);
-    for _ in 0..opts.ratings {
-        // Popular pairs collide; after many collisions fall back to uniform
-        // draws, which succeed quickly since at most half the pairs are rated.
-        let mut attempts = 0u32;
-        let (user, item) = loop {
-            attempts += 1;
-            let (user, item) = if attempts <= 64 {
-                (
-                    model.user_ids[model.users.sample(&mut r)],
-                    model.item_ids[model.items.sample(&mut r)],
-                )
-            } else {
-                (r.gen_range(0..opts.users), r.gen_range(0..opts.items))
-            };
-            if seen.insert(u64::from(user) << 32 | u64::from(item)) {
-                break (user, item);
-            }
+    let mut summaries = Vec::with_capacity(parts.len());
+    for part in parts {
+        let name = part.name.clone();
+        let io_err = |source| SynthError::Io {
+            file: name.clone(),
+            source,
         };
-        user_seen[user as usize] = true;
-        item_seen[item as usize] = true;
-        let truth = model.predict(user, item);
-        let noisy = truth + opts.noise_stddev * gaussian(&mut r);
-        let rating = (noisy * 1000.0).round() / 1000.0;
-        sum += rating;
-        sum_sq += rating * rating;
-        err_sq += (rating - truth) * (rating - truth);
-        line.clear();
-        push_u64(&mut line, u64::from(user));
-        line.push(b' ');
-        push_u64(&mut line, u64::from(item));
-        line.push(b' ');
-        push_f64(&mut line, rating);
-        line.push(b'\n');
-        out.write_all(&line).map_err(io_err)?;
+        let mut out = BufWriter::with_capacity(1 << 20, &mut part.out);
+        let mut user_seen = vec![false; opts.users as usize];
+        let mut item_seen = vec![false; opts.items as usize];
+        let (mut sum, mut sum_sq, mut err_sq) = (0.0f64, 0.0f64, 0.0f64);
+        for _ in 0..part.rows {
+            // Popular pairs collide; after many collisions fall back to
+            // uniform draws, which succeed quickly since at most half the
+            // pairs are rated.
+            let mut attempts = 0u32;
+            let (user, item) = loop {
+                attempts += 1;
+                let (user, item) = if attempts <= 64 {
+                    (
+                        model.user_ids[model.users.sample(&mut r)],
+                        model.item_ids[model.items.sample(&mut r)],
+                    )
+                } else {
+                    (r.gen_range(0..opts.users), r.gen_range(0..opts.items))
+                };
+                if seen.insert(u64::from(user) << 32 | u64::from(item)) {
+                    break (user, item);
+                }
+            };
+            user_seen[user as usize] = true;
+            item_seen[item as usize] = true;
+            let truth = model.predict(user, item);
+            let noisy = truth + opts.noise_stddev * gaussian(&mut r);
+            let rating = (noisy * 1000.0).round() / 1000.0;
+            sum += rating;
+            sum_sq += rating * rating;
+            err_sq += (rating - truth) * (rating - truth);
+            line.clear();
+            push_u64(&mut line, u64::from(user));
+            line.push(b' ');
+            push_u64(&mut line, u64::from(item));
+            line.push(b' ');
+            push_f64(&mut line, rating);
+            line.push(b'\n');
+            out.write_all(&line).map_err(io_err)?;
+        }
+        out.flush().map_err(io_err)?;
+        let n = (part.rows as f64).max(1.0);
+        let mean_rating = sum / n;
+        summaries.push(SynthRatingsSummary {
+            users: opts.users,
+            items: opts.items,
+            rank: opts.rank,
+            ratings: part.rows,
+            seed: opts.seed,
+            model_seed: opts.model_seed,
+            noise_stddev: opts.noise_stddev,
+            true_model_rmse: (err_sq / n).sqrt(),
+            mean_rating,
+            rating_stddev: (sum_sq / n - mean_rating * mean_rating).max(0.0).sqrt(),
+            active_users: user_seen.iter().filter(|&&s| s).count() as u32,
+            active_items: item_seen.iter().filter(|&&s| s).count() as u32,
+        });
     }
-    out.flush().map_err(io_err)?;
-    let n = opts.ratings as f64;
-    let mean_rating = sum / n;
-    Ok(SynthRatingsSummary {
-        users: opts.users,
-        items: opts.items,
-        rank: opts.rank,
-        ratings: opts.ratings,
-        seed: opts.seed,
-        noise_stddev: opts.noise_stddev,
-        true_model_rmse: (err_sq / n).sqrt(),
-        mean_rating,
-        rating_stddev: (sum_sq / n - mean_rating * mean_rating).max(0.0).sqrt(),
-        active_users: user_seen.iter().filter(|&&s| s).count() as u32,
-        active_items: item_seen.iter().filter(|&&s| s).count() as u32,
-    })
+    Ok(summaries)
 }
 
-/// Runs `write` on a temporary file next to `path`, then renames it to
-/// `path`; the temporary file is removed on failure.
+/// Runs `write` on temporary files next to `paths` (given with the names of
+/// the final files, for errors), then renames each to its path; the
+/// temporary files are removed on failure.
 fn write_atomically<T>(
-    path: &Path,
-    write: impl FnOnce(File, &str) -> Result<T, SynthError>,
+    paths: &[&Path],
+    write: impl FnOnce(Vec<(File, String)>) -> Result<T, SynthError>,
 ) -> Result<T, SynthError> {
-    let name = path.display().to_string();
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".partial");
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let io_err = |source| SynthError::Io {
-        file: name.clone(),
-        source,
+    let tmp: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            let mut name = p.file_name().unwrap_or_default().to_os_string();
+            name.push(".partial");
+            p.with_file_name(name)
+        })
+        .collect();
+    let io_err = |path: &Path| {
+        let file = path.display().to_string();
+        move |source| SynthError::Io { file, source }
     };
-    let f = File::create(&tmp).map_err(io_err)?;
-    let result = write(f, &name).and_then(|summary| {
-        std::fs::rename(&tmp, path).map_err(io_err)?;
+    let remove_all = || {
+        for t in &tmp {
+            let _ = std::fs::remove_file(t);
+        }
+    };
+    let mut files = Vec::with_capacity(paths.len());
+    for (p, t) in paths.iter().zip(&tmp) {
+        match File::create(t) {
+            Ok(f) => files.push((f, p.display().to_string())),
+            Err(e) => {
+                remove_all();
+                return Err(io_err(p)(e));
+            }
+        }
+    }
+    let result = write(files).and_then(|summary| {
+        for (p, t) in paths.iter().zip(&tmp) {
+            std::fs::rename(t, p).map_err(io_err(p))?;
+        }
         Ok(summary)
     });
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        remove_all();
     }
     result
 }
@@ -1142,5 +1335,217 @@ mod tests {
         let err = synth_sparse_file(&opts, &dir.path().join("no/such/dir/s.svm")).unwrap_err();
         assert!(matches!(err, SynthError::Io { .. }));
         assert!(err.to_string().contains("s.svm"));
+    }
+
+    #[test]
+    fn the_model_seed_defaults_to_the_seed() {
+        let opts = SynthSparseOptions::new(300, 1000, 10, 7);
+        let (a, sa) = sparse_bytes(&opts);
+        let same = SynthSparseOptions {
+            model_seed: Some(7),
+            ..opts.clone()
+        };
+        assert_eq!(sparse_bytes(&same).0, a);
+        // Without it, the options and the summary read as before.
+        let v = serde_json::to_value(&sa).unwrap();
+        assert!(v.get("model_seed").is_none(), "{v}");
+        assert!(serde_json::to_value(&opts)
+            .unwrap()
+            .get("model_seed")
+            .is_none());
+        let other = SynthSparseOptions {
+            model_seed: Some(8),
+            ..opts.clone()
+        };
+        let (c, sc) = sparse_bytes(&other);
+        assert_ne!(c, a);
+        assert_eq!(serde_json::to_value(&sc).unwrap()["model_seed"], 8);
+
+        let ropts = SynthRatingsOptions::new(100, 80, 3, 1000, 4);
+        let (r, _) = ratings_bytes(&ropts);
+        let rsame = SynthRatingsOptions {
+            model_seed: Some(4),
+            ..ropts.clone()
+        };
+        assert_eq!(ratings_bytes(&rsame).0, r);
+    }
+
+    fn sparse_examples(opts: &SynthSparseOptions) -> Vec<Example> {
+        LibsvmReader::new(&sparse_bytes(opts).0[..], "s")
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The fraction of `examples` that `score` puts on the wrong side.
+    fn error(examples: &[Example], score: impl Fn(&[Feature]) -> f64) -> f64 {
+        let wrong = examples
+            .iter()
+            .filter(|ex| (score(&ex.features) > 0.0) != (ex.label > 0.0))
+            .count();
+        wrong as f64 / examples.len() as f64
+    }
+
+    /// An averaged perceptron with a bias, 5 passes over `examples`.
+    fn fit(examples: &[Example], features: usize) -> (Vec<f64>, f64) {
+        let (mut w, mut b) = (vec![0.0; features], 0.0);
+        let (mut sum_w, mut sum_b) = (vec![0.0; features], 0.0);
+        for _ in 0..5 {
+            for ex in examples {
+                let s: f64 = ex
+                    .features
+                    .iter()
+                    .map(|f| w[f.index as usize] * f64::from(f.value))
+                    .sum::<f64>()
+                    + b;
+                if (s > 0.0) != (ex.label > 0.0) {
+                    for f in &ex.features {
+                        w[f.index as usize] += ex.label * f64::from(f.value);
+                    }
+                    b += ex.label;
+                }
+                for (a, x) in sum_w.iter_mut().zip(&w) {
+                    *a += x;
+                }
+                sum_b += b;
+            }
+        }
+        (sum_w, sum_b)
+    }
+
+    #[test]
+    fn files_of_one_model_seed_share_the_separator() {
+        // The reported problem: --seed 11 for the training file and --seed
+        // 12 for the test file draw two separators. With one --model-seed
+        // the two files are samples of one model.
+        let train = SynthSparseOptions {
+            model_seed: Some(5),
+            ..SynthSparseOptions::new(20_000, 2000, 20, 11)
+        };
+        let test = SynthSparseOptions {
+            rows: 5000,
+            seed: 12,
+            ..train.clone()
+        };
+        let old_test = SynthSparseOptions {
+            model_seed: None,
+            ..test.clone()
+        };
+        let (tr, te, old) = (
+            sparse_examples(&train),
+            sparse_examples(&test),
+            sparse_examples(&old_test),
+        );
+        assert_ne!(tr[..100], te[..100], "the samples differ");
+        let truth = SparseModel::new(&train);
+        let true_score = |x: &[Feature]| truth.score(x) + truth.bias;
+        // The true separator errs by the label noise (5%) on both files.
+        for (name, ex) in [("train", &tr), ("test", &te)] {
+            let e = error(ex, true_score);
+            assert!(e < 0.08, "true separator on {name}: {e}");
+        }
+        // A separator fitted on the training file does well on the test
+        // file of the same model, and no better than chance on another's.
+        let (w, b) = fit(&tr, 2000);
+        let fitted = |x: &[Feature]| {
+            x.iter()
+                .map(|f| w[f.index as usize] * f64::from(f.value))
+                .sum::<f64>()
+                + b
+        };
+        let same = error(&te, fitted);
+        assert!(same < 0.25, "fitted separator on the same model: {same}");
+        let other = error(&old, fitted);
+        assert!(other > 0.4, "fitted separator on another model: {other}");
+        let e = error(&old, true_score);
+        assert!(e > 0.4, "true separator on another model: {e}");
+    }
+
+    #[test]
+    fn ratings_of_one_model_seed_share_the_factors() {
+        let a = SynthRatingsOptions {
+            model_seed: Some(3),
+            ..SynthRatingsOptions::new(1000, 300, 4, 20_000, 21)
+        };
+        let b = SynthRatingsOptions {
+            seed: 22,
+            ..a.clone()
+        };
+        let old_b = SynthRatingsOptions {
+            model_seed: None,
+            ..b.clone()
+        };
+        let model = RatingsModel::new(&a);
+        let rmse = |o: &SynthRatingsOptions| {
+            let bytes = ratings_bytes(o).0;
+            let ratings: Vec<_> = RatingsReader::new(&bytes[..], "r", RatingsFormat::Whitespace)
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let sq: f64 = ratings
+                .iter()
+                .map(|r| (f64::from(r.value) - model.predict(r.user, r.item)).powi(2))
+                .sum();
+            (sq / ratings.len() as f64).sqrt()
+        };
+        assert_ne!(ratings_bytes(&a).0, ratings_bytes(&b).0);
+        let same = rmse(&b);
+        assert!((same - DEFAULT_RATING_NOISE_STDDEV).abs() < 0.03, "{same}");
+        let other = rmse(&old_b);
+        assert!(other > 1.0, "another model's ratings: {other}");
+    }
+
+    #[test]
+    fn a_test_part_continues_the_stream_and_leaves_the_training_file_alone() {
+        let dir = TempDir::new("synth-split");
+        let f = |n: &str| dir.path().join(n);
+        let opts = SynthSparseOptions::new(400, 1000, 10, 9);
+        let alone = synth_sparse_file(&opts, &f("alone.svm")).unwrap();
+        let (train, test) =
+            synth_sparse_files(&opts, &f("train.svm"), Some((100, &f("test.svm")))).unwrap();
+        let read = |n: &str| std::fs::read(f(n)).unwrap();
+        assert_eq!(read("train.svm"), read("alone.svm"));
+        assert_eq!(train, alone);
+        let test = test.unwrap();
+        assert_eq!(test.rows, 100);
+        let mut both = read("train.svm");
+        both.extend(read("test.svm"));
+        let whole = SynthSparseOptions {
+            rows: 500,
+            ..opts.clone()
+        };
+        assert_eq!(both, sparse_bytes(&whole).0);
+        assert_eq!(train.nnz + test.nnz, sparse_bytes(&whole).1.nnz);
+
+        let ropts = SynthRatingsOptions::new(200, 100, 3, 3000, 9);
+        let ralone = synth_ratings_file(&ropts, &f("alone.r")).unwrap();
+        let (rtrain, rtest) =
+            synth_ratings_files(&ropts, &f("train.r"), Some((1000, &f("test.r")))).unwrap();
+        assert_eq!(read("train.r"), read("alone.r"));
+        assert_eq!(rtrain, ralone);
+        let rtest = rtest.unwrap();
+        assert_eq!(rtest.ratings, 1000);
+        assert!((rtest.true_model_rmse - DEFAULT_RATING_NOISE_STDDEV).abs() < 0.05);
+        let pairs = |n: &str| -> HashSet<(u32, u32)> {
+            RatingsReader::new(&read(n)[..], n, RatingsFormat::Whitespace)
+                .map(|r| {
+                    let r = r.unwrap();
+                    (r.user, r.item)
+                })
+                .collect()
+        };
+        let (a, b) = (pairs("train.r"), pairs("test.r"));
+        assert_eq!((a.len(), b.len()), (3000, 1000));
+        assert!(a.is_disjoint(&b), "a pair is rated in both files");
+
+        // Refused: no test rows, the same file twice, more ratings in all
+        // than the model allows. Nothing is left behind.
+        let before = std::fs::read_dir(dir.path()).unwrap().count();
+        for (n, test) in [(0, "t0.svm"), (10, "x.svm")] {
+            let err = synth_sparse_files(&opts, &f("x.svm"), Some((n, &f(test)))).unwrap_err();
+            assert!(matches!(err, SynthError::InvalidOptions(_)), "{err}");
+        }
+        let full = SynthRatingsOptions::new(10, 10, 2, 50, 0);
+        let err = synth_ratings_files(&full, &f("y.r"), Some((1, &f("z.r")))).unwrap_err();
+        assert!(err.to_string().contains("half of users x items"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), before);
     }
 }

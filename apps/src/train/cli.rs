@@ -138,6 +138,11 @@ pub struct CommArgs {
     /// Seed of the example order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where the built-in synthetic data is generated once and kept for
+    /// later runs, named by a hash of its parameters (default:
+    /// $MALT_DATA_DIR, else $XDG_CACHE_HOME/malt, else ~/.cache/malt).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// The single-rank run to compare with (set by --compare-single).
     #[arg(long, hide = true)]
     pub single_from: Option<PathBuf>,
@@ -147,7 +152,7 @@ pub struct CommArgs {
 #[derive(Args, Debug, Clone)]
 pub struct SvmArgs {
     /// Training data (LIBSVM). Without it, a synthetic RCV1-like set is
-    /// generated (and cached) in the output directory.
+    /// generated (once, into --data-dir).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Test data (LIBSVM).
@@ -195,7 +200,7 @@ pub struct SvmArgs {
 #[derive(Args, Debug, Clone)]
 pub struct MfArgs {
     /// Training ratings (`user item rating`, CSV or MovieLens `::`). Without
-    /// it, a synthetic Netflix-like set is generated in the output directory.
+    /// it, a synthetic Netflix-like set is generated (once, into --data-dir).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Test ratings.
@@ -325,25 +330,6 @@ impl Job {
         }
     }
 
-    fn has_data(&self) -> bool {
-        match self {
-            Job::Svm(o) => o.data.is_some(),
-            Job::Mf(o) => o.data.is_some(),
-        }
-    }
-
-    /// Where the synthetic data lands for output directory `out`.
-    fn synth_files(&self, out: &Path) -> (PathBuf, PathBuf) {
-        let (dir, ext) = match self {
-            Job::Svm(_) => ("synth-sparse", "libsvm"),
-            Job::Mf(_) => ("synth-ratings", "ratings"),
-        };
-        (
-            out.join(dir).join(format!("train.{ext}")),
-            out.join(dir).join(format!("test.{ext}")),
-        )
-    }
-
     /// The same job printing nothing and drawing nothing of its own.
     fn silent(&self, out: PathBuf) -> Job {
         match self {
@@ -397,6 +383,9 @@ pub fn run(cmd: &TrainCmd) -> i32 {
 
 fn run_inner(cmd: &TrainCmd) -> Result<(), TrainError> {
     let c = comm(cmd);
+    if let Some(d) = &c.data_dir {
+        super::prepare::set_data_dir(d.clone());
+    }
     let job = Job::from_cmd(cmd);
     if launch::inside_job() {
         return run_rank(&job, c);
@@ -422,13 +411,9 @@ fn run_inner(cmd: &TrainCmd) -> Result<(), TrainError> {
         if c.goal_loss.is_none() {
             extra.extend(["--goal-loss".into(), goal.to_string()]);
         }
+        // Without --data the job finds the single rank's synthetic data
+        // in the data directory: it trains on exactly the same files.
         extra.extend(["--single-from".into(), single_out.display().to_string()]);
-        if !job.has_data() {
-            // Train the job on exactly the data the single rank saw.
-            let (train, test) = job.synth_files(&single_out);
-            extra.extend(["--data".into(), train.display().to_string()]);
-            extra.extend(["--test".into(), test.display().to_string()]);
-        }
     }
     if c.ranks == 1 && !c.compare_single {
         return job.run(&mut NoSync).map(|_| ());
@@ -528,12 +513,14 @@ fn compare(job: &Job, out: &RunOutput, single_dir: &Path, c: &CommArgs) -> Resul
             tracing::warn!("{e}");
         }
     }
-    let path = job.out().join("summary.json");
-    std::fs::write(&path, summary.to_json()).map_err(|e| TrainError::io(&path, e))?;
+    summary.write(&job.out().join("summary.json"))?;
     if job.json() {
         println!("{}", summary.to_json());
     } else if !c.quiet {
-        println!("{}", summary.human());
+        // The job printed its summary line; add what the comparison found.
+        if let Some(line) = summary.comparison_line() {
+            println!("{line}");
+        }
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! shared by the SVM and the factor model.
 //!
 //! A run trains on the files it is given, or, without them, on a synthetic
-//! set that [`super::prepare`] generates on rank 0. Each rank reads part
+//! set that [`super::prepare`] generates on rank 0 (or finds in the data
+//! directory). Each rank reads part
 //! `part` of `parts` of the training file (shuffled once, when the run asks
 //! for it) and of the test file; after a regroup it reads its new part of
 //! the same files.
@@ -22,9 +23,10 @@ pub(crate) struct DataFiles {
 
 impl DataFiles {
     /// The given files (`data` and `test`); without `data`, the synthetic
-    /// set `generate` writes (on rank 0, into `dir` as `train.<ext>` and
-    /// `test.<ext>`, unless files made from the same `key` are there), whose
-    /// test file a given `test` replaces.
+    /// set `generate` writes (on rank 0, into the data directory, unless
+    /// files made from the same `key` are there; linked from `dir` as
+    /// `train.<ext>` and `test.<ext>`), whose test file a given `test`
+    /// replaces.
     #[allow(clippy::too_many_arguments)]
     pub fn given_or_synthetic<K, S, G>(
         data: Option<&PathBuf>,

@@ -1,6 +1,8 @@
 //! What a training run records: `metrics.csv` rows written as training goes,
 //! and one final [`RunSummary`] (printed as a JSON line with `--json`, and
-//! written to `summary.json`).
+//! written to `summary.json`, pretty-printed like every `summary.json` of a
+//! run: the job's, and with `--compare-single` the single rank's in
+//! `single/`).
 //!
 //! # `metrics.csv`
 //!
@@ -205,6 +207,10 @@ pub struct RunSummary {
     /// Test RMSE at the last evaluation (mf with a test set).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub test_rmse: Option<f64>,
+    /// The test RMSE no model can beat (mf on the built-in synthetic
+    /// ratings: their noise's standard deviation).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub noise_floor: Option<f64>,
     /// The goal loss, if one was given.
     pub goal_loss: Option<f64>,
     /// Training time to reach the goal loss (interpolated), if reached.
@@ -292,7 +298,28 @@ impl RunSummary {
         s
     }
 
-    /// Writes the summary as pretty JSON to `path`.
+    /// The line `--compare-single` prints after the job's own summary line
+    /// (which has no comparison yet): the times to the goal and the
+    /// speedup. `None` before [`RunSummary::compare_with`].
+    pub fn comparison_line(&self) -> Option<String> {
+        let c = self.comparison.as_ref()?;
+        let goal = self.goal_loss.map_or("-".into(), |g| format!("{g:.6}"));
+        let time = |t: Option<f64>| t.map_or("not reached".into(), |t| format!("{t:.2}s"));
+        let mut s = format!(
+            "goal {goal}: {} rank{} {}, 1 rank {}",
+            self.ranks,
+            if self.ranks == 1 { "" } else { "s" },
+            time(self.time_to_goal_s),
+            time(c.single_time_to_goal_s)
+        );
+        if let Some(sp) = c.speedup {
+            s.push_str(&format!(" speedup={sp:.2}x"));
+        }
+        Some(s)
+    }
+
+    /// Writes the summary as pretty JSON (with a final newline) to `path`:
+    /// the one format of every `summary.json`.
     pub fn write(&self, path: &Path) -> Result<(), TrainError> {
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
         std::fs::write(path, text + "\n").map_err(|e| TrainError::io(path, e))
@@ -395,6 +422,7 @@ mod tests {
             final_loss: 0.2,
             test_error: Some(0.1),
             test_rmse: None,
+            noise_floor: None,
             goal_loss: None,
             time_to_goal_s: None,
             examples: 600,
@@ -431,7 +459,19 @@ mod tests {
         assert_eq!(v["time_to_goal_s"], 1.0);
         assert_eq!(v["speedup"], 2.0);
         assert!(s.human().contains("speedup=2.00x"), "{}", s.human());
+        assert_eq!(
+            s.comparison_line().unwrap(),
+            "goal 0.600000: 2 ranks 1.00s, 1 rank 2.00s speedup=2.00x"
+        );
         let back: RunSummary = serde_json::from_str(&s.to_json()).unwrap();
         assert_eq!(back, s);
+        // summary.json is pretty and reads back the same.
+        let dir = TempDir::new("train-summary");
+        let path = dir.path().join("summary.json");
+        s.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("{\n  \"app\": \"svm\","), "{text}");
+        assert!(text.ends_with("}\n"));
+        assert_eq!(serde_json::from_str::<RunSummary>(&text).unwrap(), s);
     }
 }

@@ -570,6 +570,9 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
             udf: opts.udf,
             cb: opts.cb,
             goal_loss: opts.goal_loss,
+            // The floor holds on the synthetic test ratings only.
+            noise_floor: (opts.data.is_none() && opts.test.is_none())
+                .then_some(opts.synth.noise_stddev),
         },
         sync.world(),
         wall,

@@ -249,6 +249,8 @@ pub(crate) struct RunFacts {
     pub udf: Udf,
     pub cb: u64,
     pub goal_loss: Option<f64>,
+    /// See [`RunSummary::noise_floor`].
+    pub noise_floor: Option<f64>,
 }
 
 impl LoopResult {
@@ -266,6 +268,7 @@ impl LoopResult {
             final_loss: last.map_or(f64::NAN, |p| p.objective),
             test_error: test.filter(|_| facts.metric == TestMetric::Error),
             test_rmse: test.filter(|_| facts.metric == TestMetric::Rmse),
+            noise_floor: facts.noise_floor,
             goal_loss: facts.goal_loss,
             time_to_goal_s: self.time_to_goal,
             examples: self.examples,
@@ -604,6 +607,7 @@ impl Finish<'_> {
                 &plot::PlotSpec {
                     title: &self.title,
                     y_label: self.y_label(),
+                    metric: self.metric,
                     main: plot::Curve {
                         label: &label,
                         points,
@@ -611,6 +615,7 @@ impl Finish<'_> {
                     baseline: None,
                     goal: summary.goal_loss,
                     speedup: None,
+                    floor: summary.noise_floor,
                 },
             );
             if let Err(e) = drawn {
@@ -670,11 +675,18 @@ pub fn plot_comparison(
     single: &[MetricPoint],
 ) -> Result<plot::PlotFiles, TrainError> {
     let label = format!("{} rank{}", multi.0.ranks, plural(multi.0.ranks));
+    let metric = if multi.0.app == "mf" {
+        TestMetric::Rmse
+    } else {
+        TestMetric::Error
+    };
     plot::plot_objective(
         &out.join("compare"),
         &plot::PlotSpec {
             title,
             y_label,
+            metric,
+            floor: multi.0.noise_floor,
             main: plot::Curve {
                 label: &label,
                 points: multi.1,
