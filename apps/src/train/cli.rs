@@ -233,6 +233,10 @@ pub struct MfArgs {
     /// Ratings in the synthetic training set.
     #[arg(long)]
     pub synth_ratings: Option<u64>,
+    /// Lock-free SGD threads per rank over one shared model (Hogwild), 1 to
+    /// 4 per core.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// How the ranks communicate.
     #[command(flatten)]
     pub comm: CommArgs,
@@ -295,6 +299,7 @@ impl Job {
                     rank: a.rank,
                     epochs: a.epochs,
                     out: a.out.clone(),
+                    threads: a.threads,
                     ..MfOptions::default()
                 };
                 o.lambda = a.lambda.unwrap_or(o.lambda);

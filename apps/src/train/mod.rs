@@ -61,6 +61,7 @@ use crate::data::DataError;
 
 pub mod cli;
 mod files;
+mod hogwild;
 pub mod metrics;
 pub mod mf;
 pub mod plot;
