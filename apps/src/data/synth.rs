@@ -474,21 +474,33 @@ pub fn synth_sparse_files(
     test: Option<(u64, &Path)>,
 ) -> Result<(SynthSparseSummary, Option<SynthSparseSummary>), SynthError> {
     opts.validate()?;
-    let test_rows = test.map_or(0, |(n, _)| n);
     let total = SynthSparseOptions {
         rows: with_test(opts.rows, test)?,
         ..opts.clone()
     };
     total.validate()?;
+    split_into_files(opts.rows, path, test, |parts| sparse_parts(&total, parts))
+}
+
+/// Writes the first `rows` rows of a generator's stream to `path` and, with
+/// `test = Some((n, test_path))`, the next `n` to `test_path`, through
+/// `generate` (which writes each part's rows); both files are renamed into
+/// place once both are complete. Returns the parts' summaries.
+fn split_into_files<S>(
+    rows: u64,
+    path: &Path,
+    test: Option<(u64, &Path)>,
+    generate: impl FnOnce(&mut [Part<File>]) -> Result<Vec<S>, SynthError>,
+) -> Result<(S, Option<S>), SynthError> {
     let paths = output_paths(path, test)?;
+    let counts = [rows, test.map_or(0, |(n, _)| n)];
     let mut summaries = write_atomically(&paths, |files| {
-        let rows = [opts.rows, test_rows];
         let mut parts: Vec<Part<File>> = files
             .into_iter()
-            .zip(rows)
+            .zip(counts)
             .map(|((f, name), n)| Part::new(f, n, &name))
             .collect();
-        sparse_parts(&total, &mut parts)
+        generate(&mut parts)
     })?;
     let test_summary = (summaries.len() > 1).then(|| summaries.remove(1));
     Ok((summaries.remove(0), test_summary))
@@ -829,24 +841,14 @@ pub fn synth_ratings_files(
     test: Option<(u64, &Path)>,
 ) -> Result<(SynthRatingsSummary, Option<SynthRatingsSummary>), SynthError> {
     opts.validate()?;
-    let test_ratings = test.map_or(0, |(n, _)| n);
     let total = SynthRatingsOptions {
         ratings: with_test(opts.ratings, test)?,
         ..opts.clone()
     };
     total.validate()?;
-    let paths = output_paths(path, test)?;
-    let mut summaries = write_atomically(&paths, |files| {
-        let counts = [opts.ratings, test_ratings];
-        let mut parts: Vec<Part<File>> = files
-            .into_iter()
-            .zip(counts)
-            .map(|((f, name), n)| Part::new(f, n, &name))
-            .collect();
-        ratings_parts(&total, &mut parts)
-    })?;
-    let test_summary = (summaries.len() > 1).then(|| summaries.remove(1));
-    Ok((summaries.remove(0), test_summary))
+    split_into_files(opts.ratings, path, test, |parts| {
+        ratings_parts(&total, parts)
+    })
 }
 
 /// Writes `opts.ratings` ratings (those of the parts, in order) from one
