@@ -7,7 +7,8 @@
 //! goal on one plot. Inside a job (launched by `malt launch`, srun, mpirun),
 //! every rank joins the group and trains its shard through [`VolSync`].
 
-use super::metrics::{read_metrics, RunSummary};
+use super::load::{Load, Meter};
+use super::metrics::{goal_from, median_speedup, read_metrics, MetricPoint, RunSummary};
 use super::mf::{run_mf, MfOptions};
 use super::svm::{run_svm, SvmOptions};
 use super::sync::{ModelSync, NoSync, Udf};
@@ -113,9 +114,13 @@ pub struct CommArgs {
     /// Also train one rank on the same data and report the speedup to the goal loss.
     #[arg(long)]
     pub compare_single: bool,
+    /// With --compare-single: run R interleaved pairs (one rank, the job;
+    /// then the job, one rank; ...) and report the median speedup (1 to 100).
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
     /// Objective to reach; its time is reported (default with
-    /// --compare-single: 99% of the way from the single rank's first to
-    /// its final objective).
+    /// --compare-single: 99% of the way from the single rank's first
+    /// objective to the best it reached).
     #[arg(long)]
     pub goal_loss: Option<f64>,
     /// Stop once the goal loss is reached.
@@ -143,9 +148,10 @@ pub struct CommArgs {
     /// $MALT_DATA_DIR, else $XDG_CACHE_HOME/malt, else ~/.cache/malt).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The single-rank run to compare with (set by --compare-single).
-    #[arg(long, hide = true)]
-    pub single_from: Option<PathBuf>,
+    /// This job is one side of a comparison (set by --compare-single): its
+    /// rank 0 writes its files into DIR and prints nothing.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub comparing: Option<PathBuf>,
 }
 
 /// `malt train svm`
@@ -400,33 +406,22 @@ fn run_inner(cmd: &TrainCmd) -> Result<(), TrainError> {
             "--ranks must be at least 1".into(),
         ));
     }
-    let mut extra: Vec<String> = Vec::new();
     if c.compare_single {
-        let single_out = job.out().join("single");
-        let single = job.silent(single_out.clone());
-        eprintln!("malt train: training one rank for the comparison ...");
-        let s = single.run(&mut NoSync)?;
-        let goal = c.goal_loss.unwrap_or_else(|| {
-            let first = s
-                .points
-                .first()
-                .map_or(s.summary.final_loss, |p| p.objective);
-            s.summary.final_loss + 0.01 * (first - s.summary.final_loss)
-        });
-        if c.goal_loss.is_none() {
-            extra.extend(["--goal-loss".into(), goal.to_string()]);
-        }
-        // Without --data the job finds the single rank's synthetic data
-        // in the data directory: it trains on exactly the same files.
-        extra.extend(["--single-from".into(), single_out.display().to_string()]);
+        return compare_runs(&job, c);
     }
-    if c.ranks == 1 && !c.compare_single {
+    if c.ranks == 1 {
         return job.run(&mut NoSync).map(|_| ());
     }
+    launch_job(c, &[])
+}
+
+/// Launches this command as a job of `c.ranks` ranks, with `extra`
+/// arguments, and waits for it.
+fn launch_job(c: &CommArgs, extra: &[String]) -> Result<(), TrainError> {
     let exe = std::env::current_exe()
         .map_err(|e| TrainError::InvalidOptions(format!("cannot find my own executable: {e}")))?;
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    args.extend(extra);
+    args.extend(extra.iter().cloned());
     let opts = launch::LaunchOptions {
         ranks: c.ranks,
         transport: c.transport.unwrap_or(TransportKind::Shm),
@@ -451,6 +446,106 @@ fn run_inner(cmd: &TrainCmd) -> Result<(), TrainError> {
     }
 }
 
+/// `--compare-single`: `--repeat` pairs of one rank and the job on the same
+/// data, interleaved (pair k runs one rank first when k is even, the job
+/// first when it is odd; pair 0 sets the goal, so it runs one rank first),
+/// each measured for other processes' load ([`super::load`]). Pair 0 writes
+/// into `--out` (one rank into `single/`), pair k into `pairs/k/`. The
+/// summary is pair 0's, with the median speedup over the pairs.
+fn compare_runs(job: &Job, c: &CommArgs) -> Result<(), TrainError> {
+    let out = job.out().to_path_buf();
+    let mut goal = c.goal_loss;
+    let mut pairs: Vec<(RunSummary, Vec<MetricPoint>, Vec<MetricPoint>)> = Vec::new();
+    let mut loads: Vec<(Load, Load)> = Vec::new();
+    for k in 0..c.repeat {
+        let dir = if k == 0 {
+            out.clone()
+        } else {
+            out.join("pairs").join(k.to_string())
+        };
+        let mut single = None;
+        let mut multi = None;
+        for one_rank in if k % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        } {
+            let meter = Meter::start();
+            if one_rank {
+                eprintln!("malt train: pair {} of {}: one rank ...", k + 1, c.repeat);
+                let s = job.silent(dir.join("single")).run(&mut NoSync)?;
+                goal = goal.or_else(|| goal_from(&s.points));
+                single = Some((s, meter.stop()));
+            } else {
+                eprintln!(
+                    "malt train: pair {} of {}: {} ranks ...",
+                    k + 1,
+                    c.repeat,
+                    c.ranks
+                );
+                let mut extra = vec!["--comparing".to_string(), dir.display().to_string()];
+                if let (Some(g), None) = (goal, c.goal_loss) {
+                    extra.extend(["--goal-loss".to_string(), g.to_string()]);
+                }
+                launch_job(c, &extra)?;
+                multi = Some(meter.stop());
+            }
+        }
+        let (Some((s, single_load)), Some(multi_load)) = (single, multi) else {
+            unreachable!("both runs of a pair ran");
+        };
+        let path = dir.join("summary.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+        let mut summary: RunSummary =
+            serde_json::from_str(&text).map_err(|e| TrainError::Metrics {
+                file: path.display().to_string(),
+                line: 1,
+                problem: e.to_string(),
+            })?;
+        let points = read_metrics(&dir.join("metrics.csv"))?;
+        let g = goal.unwrap_or(s.summary.final_loss);
+        summary.compare_with(&points, &s.summary, &s.points, g);
+        pairs.push((summary, points, s.points));
+        loads.push((multi_load, single_load));
+    }
+    let speedups: Vec<Option<f64>> = pairs
+        .iter()
+        .map(|p| p.0.comparison.as_ref().and_then(|c| c.speedup))
+        .collect();
+    let (mut summary, points, single_points) = pairs.swap_remove(0);
+    if let Some(cmp) = summary.comparison.as_mut() {
+        let most = |f: fn(&(Load, Load)) -> Option<f64>| {
+            loads
+                .iter()
+                .filter_map(f)
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+        };
+        cmp.others_cores = most(|l| l.0.others_cores);
+        cmp.single_others_cores = most(|l| l.1.others_cores);
+        cmp.machine_busy = loads.iter().any(|(m, s)| m.busy() || s.busy());
+        if speedups.len() > 1 {
+            cmp.speedup = median_speedup(&speedups);
+            cmp.speedups = speedups;
+        }
+    }
+    let (title, y) = job.titles();
+    if !c.no_plot {
+        if let Err(e) = plot_comparison(&out, title, y, (&summary, &points), &single_points) {
+            tracing::warn!("{e}");
+        }
+    }
+    summary.write(&out.join("summary.json"))?;
+    if job.json() {
+        println!("{}", summary.to_json());
+    } else if !c.quiet {
+        println!("{}", summary.human());
+        if let Some(line) = summary.comparison_line() {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
 /// One rank of a job: join, train, and on rank 0 compare when asked.
 fn run_rank(job: &Job, c: &CommArgs) -> Result<(), TrainError> {
     let mut cfg = vol::Config::from_env().map_err(|e| sync_err(0, "configuration", e))?;
@@ -458,32 +553,24 @@ fn run_rank(job: &Job, c: &CommArgs) -> Result<(), TrainError> {
         cfg.transport = t;
     }
     let rank = cfg.rank;
-    if cfg.world == 1 && c.single_from.is_none() {
+    if cfg.world == 1 && c.comparing.is_none() {
         return job.run(&mut NoSync).map(|_| ());
     }
     let group = vol::Group::join(cfg).map_err(|e| sync_err(rank, "join", e))?;
     let mut sync = VolSync::new(group, c.graph.clone(), c.sync, c.representation);
-    let comparing = c.single_from.as_deref();
-    let run_job = match comparing {
-        // The comparison line replaces the job's own summary line.
-        Some(_) if job.json() => job.silent(job.out().to_path_buf()),
-        _ => match job {
+    let run_job = match &c.comparing {
+        // The process that compares reads the files and prints the result.
+        Some(dir) => job.silent(dir.clone()),
+        None => match job {
             Job::Svm(o) => Job::Svm(o.clone()),
             Job::Mf(o) => Job::Mf(o.clone()),
         },
     };
-    let out = match run_job.run(&mut sync) {
-        Ok(out) => out,
-        Err(e) => {
-            sync.fail(&e);
-            return Err(e);
-        }
-    };
-    sync.finish()?;
-    if let (Some(single_dir), 0) = (comparing, rank) {
-        compare(job, &out, single_dir, c)?;
+    if let Err(e) = run_job.run(&mut sync) {
+        sync.fail(&e);
+        return Err(e);
     }
-    Ok(())
+    sync.finish()
 }
 
 fn sync_err(rank: usize, what: &str, e: impl std::fmt::Display) -> TrainError {
@@ -492,42 +579,6 @@ fn sync_err(rank: usize, what: &str, e: impl std::fmt::Display) -> TrainError {
         what: what.into(),
         message: e.to_string(),
     }
-}
-
-fn compare(job: &Job, out: &RunOutput, single_dir: &Path, c: &CommArgs) -> Result<(), TrainError> {
-    let summary_path = single_dir.join("summary.json");
-    let text =
-        std::fs::read_to_string(&summary_path).map_err(|e| TrainError::io(&summary_path, e))?;
-    let single: RunSummary = serde_json::from_str(&text).map_err(|e| TrainError::Metrics {
-        file: summary_path.display().to_string(),
-        line: 1,
-        problem: e.to_string(),
-    })?;
-    let single_points = read_metrics(&single_dir.join("metrics.csv"))?;
-    let goal = c
-        .goal_loss
-        .or(out.summary.goal_loss)
-        .unwrap_or(single.final_loss);
-    let mut summary = out.summary.clone();
-    summary.compare_with(&out.points, &single, &single_points, goal);
-    let (title, y) = job.titles();
-    if !c.no_plot {
-        if let Err(e) =
-            plot_comparison(job.out(), title, y, (&summary, &out.points), &single_points)
-        {
-            tracing::warn!("{e}");
-        }
-    }
-    summary.write(&job.out().join("summary.json"))?;
-    if job.json() {
-        println!("{}", summary.to_json());
-    } else if !c.quiet {
-        // The job printed its summary line; add what the comparison found.
-        if let Some(line) = summary.comparison_line() {
-            println!("{line}");
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -173,16 +173,75 @@ pub fn time_to_goal(points: &[MetricPoint], goal: f64) -> Option<f64> {
 }
 
 /// The single-rank run a multi-rank run is compared with.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+// summary.json's comparison keys, flattened into the summary.
 pub struct Comparison {
     /// Time for the single-rank run to reach the goal loss.
     pub single_time_to_goal_s: Option<f64>,
-    /// `single_time_to_goal_s / time_to_goal_s`, when both reached the goal.
+    /// `single_time_to_goal_s / time_to_goal_s`, when both reached the goal;
+    /// with several pairs (`--repeat`), the median over the pairs.
     pub speedup: Option<f64>,
     /// Final objective of the single-rank run.
     pub single_final_loss: f64,
     /// Training seconds of the single-rank run.
     pub single_seconds: f64,
+    /// Whether this run reached the goal loss.
+    #[serde(default)]
+    pub goal_reached: bool,
+    /// Whether the single-rank run reached the goal loss.
+    #[serde(default)]
+    pub single_goal_reached: bool,
+    /// Cores other processes kept busy during this run (see
+    /// [`super::load`]); with several pairs, the most of any pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub others_cores: Option<f64>,
+    /// The same during the single-rank run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_others_cores: Option<f64>,
+    /// Whether other processes used at least [`super::load::BUSY_CORES`]
+    /// during either run of any pair: the speedup is then not this
+    /// machine's alone.
+    #[serde(default)]
+    pub machine_busy: bool,
+    /// The speedup of each pair, in the order they ran (`--repeat R`,
+    /// R > 1); `None` for a pair in which a run missed the goal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub speedups: Vec<Option<f64>>,
+}
+
+/// The goal of `--compare-single`: 99% of the way from the single-rank run's
+/// first objective to the best (lowest) it reached. The best, not the
+/// final: a run whose objective rises again at the end would otherwise set
+/// a goal both runs pass in their first epoch. `None` without points.
+pub fn goal_from(points: &[MetricPoint]) -> Option<f64> {
+    let first = points.first()?.objective;
+    let best = points
+        .iter()
+        .map(|p| p.objective)
+        .filter(|o| o.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    best.is_finite().then_some(best + 0.01 * (first - best))
+}
+
+/// The median speedup of the pairs, a pair in which a run missed the goal
+/// counting below every speedup; `None` unless more than half the pairs
+/// reached the goal in both runs (the median is then a measured speedup).
+pub fn median_speedup(speedups: &[Option<f64>]) -> Option<f64> {
+    let mut have: Vec<f64> = speedups.iter().flatten().copied().collect();
+    if 2 * have.len() <= speedups.len() {
+        return None;
+    }
+    // Pairs without a speedup sort below every speedup; fewer than half of
+    // them, so the middle is always a measured one.
+    let missing = speedups.len() - have.len();
+    have.sort_by(f64::total_cmp);
+    let at = |i: usize| have[i - missing];
+    let n = speedups.len();
+    Some(if n % 2 == 1 {
+        at(n / 2)
+    } else {
+        (at(n / 2 - 1) + at(n / 2)) / 2.0
+    })
 }
 
 /// The final line of a run.
@@ -265,6 +324,12 @@ impl RunSummary {
             speedup,
             single_final_loss: single.final_loss,
             single_seconds: single.seconds,
+            goal_reached: self.time_to_goal_s.is_some(),
+            single_goal_reached: single_time.is_some(),
+            others_cores: None,
+            single_others_cores: None,
+            machine_busy: false,
+            speedups: Vec::new(),
         });
     }
 
@@ -314,6 +379,31 @@ impl RunSummary {
         );
         if let Some(sp) = c.speedup {
             s.push_str(&format!(" speedup={sp:.2}x"));
+        }
+        let have: Vec<f64> = c.speedups.iter().flatten().copied().collect();
+        if c.speedups.len() > 1 {
+            let (lo, hi) = have
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
+            s.push_str(&format!(
+                " (median of {} interleaved pairs; {} reached the goal in both runs{})",
+                c.speedups.len(),
+                have.len(),
+                if have.is_empty() {
+                    String::new()
+                } else {
+                    format!(", speedups {lo:.2}-{hi:.2}x")
+                }
+            ));
+        }
+        if c.machine_busy {
+            let most = c
+                .others_cores
+                .unwrap_or(0.0)
+                .max(c.single_others_cores.unwrap_or(0.0));
+            s.push_str(&format!(
+                "; the machine was busy: other processes used up to {most:.2} cores meanwhile"
+            ));
         }
         Some(s)
     }
@@ -397,6 +487,49 @@ mod tests {
             read_metrics(&path).unwrap_err(),
             TrainError::Metrics { line: 1, .. }
         ));
+    }
+
+    fn at(t: f64, objective: f64) -> MetricPoint {
+        MetricPoint {
+            time_s: t,
+            epoch: t,
+            examples: 0,
+            objective,
+            test: None,
+        }
+    }
+
+    #[test]
+    fn the_goal_is_near_the_best_objective_not_the_last() {
+        // A noisy end (0.098 -> 0.111) must not make the goal trivial.
+        let pts = [at(0.0, 1.0), at(1.0, 0.2), at(2.0, 0.098), at(3.0, 0.111)];
+        let g = goal_from(&pts).unwrap();
+        assert!((g - (0.098 + 0.01 * 0.902)).abs() < 1e-12, "{g}");
+        assert_eq!(
+            time_to_goal(&pts[..2], g),
+            None,
+            "reached before the best point"
+        );
+        assert!(time_to_goal(&pts, g).unwrap() > 1.0);
+        assert_eq!(goal_from(&[]), None);
+    }
+
+    #[test]
+    fn the_median_speedup_needs_most_pairs_to_reach_the_goal() {
+        assert_eq!(median_speedup(&[Some(2.0)]), Some(2.0));
+        assert_eq!(
+            median_speedup(&[Some(1.0), Some(3.0), Some(2.0)]),
+            Some(2.0)
+        );
+        assert_eq!(median_speedup(&[Some(1.0), Some(3.0)]), Some(2.0));
+        // A missed goal sorts below every speedup.
+        assert_eq!(median_speedup(&[None, Some(3.0), Some(2.0)]), Some(2.0));
+        assert_eq!(
+            median_speedup(&[None, Some(1.0), Some(3.0), Some(2.0)]),
+            Some(1.5)
+        );
+        assert_eq!(median_speedup(&[None, Some(3.0)]), None);
+        assert_eq!(median_speedup(&[]), None);
     }
 
     #[test]

@@ -697,7 +697,7 @@ pub fn plot_comparison(
                 points: single,
             }),
             goal: multi.0.goal_loss,
-            speedup: multi.0.comparison.and_then(|c| c.speedup),
+            speedup: multi.0.comparison.as_ref().and_then(|c| c.speedup),
         },
     )
 }
