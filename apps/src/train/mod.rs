@@ -62,6 +62,7 @@ use crate::data::DataError;
 pub mod cli;
 mod files;
 mod hogwild;
+pub mod load;
 pub mod metrics;
 pub mod mf;
 pub mod plot;
