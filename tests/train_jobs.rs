@@ -131,6 +131,65 @@ fn repeated_comparisons_report_the_median_speedup_and_the_machines_load() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs `malt predict ARGS --json` and returns its score line.
+fn predict(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut c = Command::new(malt());
+    c.arg("predict").args(args);
+    let job = run_with_deadline(c, DEADLINE);
+    (job.code, job.stdout, job.stderr)
+}
+
+#[test]
+fn predict_reproduces_the_test_error_training_reported() {
+    let dir = out_dir("predict");
+    let d = dir.display().to_string();
+    let model = dir.join("svm.model");
+    let m = model.display().to_string();
+    for ranks in ["1", "2"] {
+        let s = train(&[
+            "svm",
+            "--ranks",
+            ranks,
+            "--out",
+            &d,
+            "--model",
+            &m,
+            "--synth-rows",
+            "20000",
+            "--synth-features",
+            "2000",
+            "--synth-nnz",
+            "10",
+            "--epochs",
+            "3",
+        ]);
+        let test = dir.join("synth-sparse").join("test.libsvm");
+        let preds = dir.join("predictions.txt");
+        let (code, out, err) = predict(&[
+            "--model",
+            &m,
+            "--data",
+            &test.display().to_string(),
+            "--out",
+            &preds.display().to_string(),
+            "--json",
+        ]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let p: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(p["test_error"], s["test_error"], "{ranks} ranks: {p} vs {s}");
+        assert_eq!(p["examples"], s["test_examples"], "{p} vs {s}");
+        let lines = std::fs::read_to_string(&preds).unwrap();
+        assert_eq!(lines.lines().count() as u64, p["examples"].as_u64().unwrap());
+        assert!(lines.lines().all(|l| l.starts_with("+1 ") || l.starts_with("-1 ")));
+    }
+    // Not a model: the data file given as one.
+    let test = dir.join("synth-sparse").join("test.libsvm").display().to_string();
+    let (code, _, err) = predict(&["--model", &test, "--data", &test]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not a malt model") && err.contains("test.libsvm"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn two_rank_mf_reaches_an_rmse_near_the_noise_floor() {
     let dir = out_dir("mf");

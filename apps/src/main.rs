@@ -34,6 +34,27 @@ enum Cmd {
     /// Prepare data sets: convert Fashion-MNIST, generate synthetic data.
     #[command(subcommand)]
     Data(DataCmd),
+    /// Predict with a model written by `malt train ... --model FILE`, and
+    /// score the predictions against the data's labels.
+    Predict(PredictArgs),
+}
+
+#[derive(Args, Debug)]
+struct PredictArgs {
+    /// The model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The data: LIBSVM for an svm model.
+    #[arg(long)]
+    data: PathBuf,
+    /// Write the predictions here (one per line) instead of to standard
+    /// output; the score line then goes to standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the score as one JSON line (`app`, `examples`, `test_error` or
+    /// `test_rmse`).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -444,6 +465,7 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
         Cmd::Data(cmd) => data(cmd),
+        Cmd::Predict(a) => predict(&a),
         Cmd::Train(cmd) => ExitCode::from(malt::train::cli::run(&cmd).clamp(0, 255) as u8),
         Cmd::Bench(BenchCmd::Gather(a)) => {
             let code = bench::gather::run(&bench::gather::GatherOptions {
@@ -520,6 +542,54 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+/// `malt predict`: predictions to `--out` or standard output, the score to
+/// standard output (standard error when the predictions take standard
+/// output). Exit status 2 with a message on failure.
+fn predict(a: &PredictArgs) -> ExitCode {
+    let run = || -> Result<malt::train::model::Scored, malt::train::TrainError> {
+        match &a.out {
+            Some(path) => {
+                let f = std::fs::File::create(path)
+                    .map_err(|e| malt::train::TrainError::Io {
+                        path: path.display().to_string(),
+                        source: e,
+                    })?;
+                let mut w = std::io::BufWriter::new(f);
+                let scored = malt::train::model::predict(&a.model, &a.data, &mut w)?;
+                std::io::Write::flush(&mut w).map_err(|e| malt::train::TrainError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
+                Ok(scored)
+            }
+            None => {
+                let stdout = std::io::stdout();
+                let mut w = std::io::BufWriter::new(stdout.lock());
+                malt::train::model::predict(&a.model, &a.data, &mut w)
+            }
+        }
+    };
+    match run() {
+        Ok(s) => {
+            let line = if a.json {
+                serde_json::to_string(&s).unwrap_or_default()
+            } else {
+                s.human()
+            };
+            if a.out.is_some() {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("malt predict: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -197,6 +197,10 @@ pub struct SvmArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_features: u32,
+    /// Write the trained model to FILE (weights and bias, with the training
+    /// options and the feature count; see `malt predict`).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
     /// How the ranks communicate.
     #[command(flatten)]
     pub comm: CommArgs,
@@ -283,6 +287,7 @@ impl Job {
                     positive_class: a.positive_class,
                     out: a.out.clone(),
                     max_features: a.max_features,
+                    model: a.model.clone(),
                     ..SvmOptions::default()
                 };
                 if let Some(r) = a.synth_rows {
@@ -357,6 +362,15 @@ impl Job {
                 ..o.clone()
             }),
         }
+    }
+
+    /// The same job writing no model file (the one-rank side of a
+    /// comparison: the model is the job's).
+    fn without_model(mut self) -> Job {
+        if let Job::Svm(o) = &mut self {
+            o.model = None;
+        }
+        self
     }
 
     fn titles(&self) -> (&'static str, &'static str) {
@@ -473,7 +487,10 @@ fn compare_runs(job: &Job, c: &CommArgs) -> Result<(), TrainError> {
             let meter = Meter::start();
             if one_rank {
                 eprintln!("malt train: pair {} of {}: one rank ...", k + 1, c.repeat);
-                let s = job.silent(dir.join("single")).run(&mut NoSync)?;
+                let s = job
+                    .silent(dir.join("single"))
+                    .without_model()
+                    .run(&mut NoSync)?;
                 goal = goal.or_else(|| goal_from(&s.points));
                 single = Some((s, meter.stop()));
             } else {

@@ -65,6 +65,7 @@ mod hogwild;
 pub mod load;
 pub mod metrics;
 pub mod mf;
+pub mod model;
 pub mod plot;
 mod prepare;
 pub mod progress;
@@ -125,6 +126,14 @@ pub enum TrainError {
         file: String,
         /// 1-based line.
         line: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A model file is not one this build can use.
+    #[error("model {file}: {problem}")]
+    Model {
+        /// The file.
+        file: String,
         /// What is wrong.
         problem: String,
     },

@@ -79,6 +79,7 @@ use crate::data::synth::{synth_sparse, SynthSparseOptions, DEFAULT_LABEL_NOISE};
 
 use super::files::DataFiles;
 use super::metrics::TestMetric;
+use super::model;
 use super::sync::{allreduce_max, allreduce_scalar, broadcast_from, first_rank_where, ModelSync};
 use super::{
     create_out, load_rng, metrics_writer, run_loop, short_number, shuffle_once, Clock, Finish,
@@ -200,6 +201,9 @@ pub struct SvmOptions {
     /// before any model is sized by it. See [`DEFAULT_MAX_FEATURES`].
     #[serde(default = "default_max_features")]
     pub max_features: u32,
+    /// Where rank 0 writes the trained model (see [`super::model`]).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
 }
 
 fn default_max_features() -> u32 {
@@ -230,6 +234,7 @@ impl Default for SvmOptions {
             plot: true,
             synth: SynthSvmData::default(),
             max_features: DEFAULT_MAX_FEATURES,
+            model: None,
         }
     }
 }
@@ -633,6 +638,78 @@ impl Learner for SvmLearner<'_> {
 /// Examples and their labels, mapped as the options say.
 type Examples = (SparseDataset, Vec<f64>);
 
+/// Writes the evaluated model (the averaged one once averaging runs) of
+/// `st`, whose factors are folded in, to `path`.
+fn save_model(path: &Path, opts: &SvmOptions, st: &SvmState, epochs: f64) -> Result<(), TrainError> {
+    let (w, b) = st.eval_model();
+    let header = model::ModelHeader {
+        app: "svm".into(),
+        values: 0,
+        features: Some(w.len() as u64),
+        positive_class: opts.positive_class,
+        max_features: Some(opts.max_features),
+        users: None,
+        items: None,
+        rank: None,
+        epochs,
+        options: serde_json::to_value(opts).unwrap_or_default(),
+    };
+    model::write(path, header, w, &[b])
+}
+
+/// `malt predict` with an svm model: writes `+1` or `-1` and the score of
+/// each example of `data` to `out`, one per line, and returns how many were
+/// wrong. The same arithmetic as training's evaluation, so the error on the
+/// training run's test file is the one it reported.
+pub fn predict_svm(
+    m: &model::ModelFile,
+    model_path: &Path,
+    data: &Path,
+    out: &mut dyn std::io::Write,
+) -> Result<model::Scored, TrainError> {
+    m.expect_app(model_path, "svm")?;
+    let h = &m.header;
+    let bad = |problem: String| TrainError::Model {
+        file: model_path.display().to_string(),
+        problem,
+    };
+    let d = h
+        .features
+        .ok_or_else(|| bad("an svm model without `features`".into()))?;
+    if m.values.len() as u64 != d + 1 {
+        return Err(bad(format!(
+            "{} values for {d} features (expected {})",
+            m.values.len(),
+            d + 1
+        )));
+    }
+    let w: Vec<f32> = m.values[..d as usize].iter().map(|&x| x as f32).collect();
+    let b = m.values[d as usize];
+    let opts = SvmOptions {
+        positive_class: h.positive_class,
+        ..SvmOptions::default()
+    };
+    let max = h.max_features.unwrap_or(DEFAULT_MAX_FEATURES);
+    let set = SparseDataset::load_shard_limited(data, 0, 1, max)?;
+    let mut errors = 0u64;
+    let io = |e| TrainError::io(Path::new("standard output"), e);
+    for i in 0..set.len() {
+        let s = dot_checked(&w, set.features(i)) + b;
+        let predicted = if s > 0.0 { 1.0 } else { -1.0 };
+        if predicted != opts.label(set.label(i)) {
+            errors += 1;
+        }
+        writeln!(out, "{predicted:+} {s}").map_err(io)?;
+    }
+    let n = set.len() as u64;
+    Ok(model::Scored {
+        app: "svm".into(),
+        examples: n,
+        test_error: (n > 0).then(|| errors as f64 / n as f64),
+        test_rmse: None,
+    })
+}
+
 /// Part `part` of `parts` of the training and test examples, with labels
 /// mapped; the training part shuffled once if the options say so.
 fn load(
@@ -784,7 +861,11 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         }
         .write(&summary, &res.points)?;
     }
-    let model = learner.st.plain().to_vec();
+    learner.st.plain();
+    if let (Some(path), 0) = (&opts.model, sync.part().0) {
+        save_model(path, opts, &learner.st, res.epochs_done)?;
+    }
+    let model = learner.st.m.clone();
     Ok(RunOutput {
         summary,
         points: res.points,
