@@ -143,7 +143,12 @@ pub fn read(path: &Path) -> Result<ModelFile, TrainError> {
                 format!("model format version {v}; this malt reads version {VERSION}"),
             ))
         }
-        _ => return Err(bad(path, format!("not a malt model (no \"{MAGIC} {VERSION}\" line)"))),
+        _ => {
+            return Err(bad(
+                path,
+                format!("not a malt model (no \"{MAGIC} {VERSION}\" line)"),
+            ))
+        }
     }
     let header: ModelHeader = serde_json::from_str(&next(&mut r, "its header")?)
         .map_err(|e| bad(path, format!("header: {e}")))?;
@@ -168,7 +173,10 @@ pub fn read(path: &Path) -> Result<ModelFile, TrainError> {
     if !next(&mut r, "its end").map_or(true, |rest| rest.is_empty()) {
         return Err(bad(
             path,
-            format!("more than the {} values its header announces", header.values),
+            format!(
+                "more than the {} values its header announces",
+                header.values
+            ),
         ));
     }
     Ok(ModelFile { header, values })
@@ -207,11 +215,7 @@ pub struct Scored {
 /// (svm) or rating (mf) of `data`, writes the predictions to `out` (one per
 /// line: svm `+1`/`-1` and the score, mf the predicted rating) and returns
 /// the error or RMSE on the data's labels.
-pub fn predict(
-    model_path: &Path,
-    data: &Path,
-    out: &mut dyn Write,
-) -> Result<Scored, TrainError> {
+pub fn predict(model_path: &Path, data: &Path, out: &mut dyn Write) -> Result<Scored, TrainError> {
     let m = read(model_path)?;
     match m.header.app.as_str() {
         "svm" => super::svm::predict_svm(&m, model_path, data, out),
@@ -290,7 +294,10 @@ mod tests {
             (format!("{MAGIC} 1\n{{\"app\":\n"), "header"),
             (format!("{MAGIC} 1\n{h}\n0.5\n"), "ends before value 2 of 2"),
             (format!("{MAGIC} 1\n{h}\n0.5\nx\n"), "value 2: \"x\""),
-            (format!("{MAGIC} 1\n{h}\n0.5\n1\n2\n"), "more than the 2 values"),
+            (
+                format!("{MAGIC} 1\n{h}\n0.5\n1\n2\n"),
+                "more than the 2 values",
+            ),
             (
                 format!(
                     "{MAGIC} 1\n{}\n",
