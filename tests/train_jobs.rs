@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{malt, run_with_deadline};
+use common::{children_of, malt, run_with_deadline};
 use std::process::Command;
 use std::time::Duration;
 
@@ -176,17 +176,128 @@ fn predict_reproduces_the_test_error_training_reported() {
         ]);
         assert_eq!(code, Some(0), "{out}{err}");
         let p: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        assert_eq!(p["test_error"], s["test_error"], "{ranks} ranks: {p} vs {s}");
+        assert_eq!(
+            p["test_error"], s["test_error"],
+            "{ranks} ranks: {p} vs {s}"
+        );
         assert_eq!(p["examples"], s["test_examples"], "{p} vs {s}");
         let lines = std::fs::read_to_string(&preds).unwrap();
-        assert_eq!(lines.lines().count() as u64, p["examples"].as_u64().unwrap());
-        assert!(lines.lines().all(|l| l.starts_with("+1 ") || l.starts_with("-1 ")));
+        assert_eq!(
+            lines.lines().count() as u64,
+            p["examples"].as_u64().unwrap()
+        );
+        assert!(lines
+            .lines()
+            .all(|l| l.starts_with("+1 ") || l.starts_with("-1 ")));
     }
     // Not a model: the data file given as one.
-    let test = dir.join("synth-sparse").join("test.libsvm").display().to_string();
+    let test = dir
+        .join("synth-sparse")
+        .join("test.libsvm")
+        .display()
+        .to_string();
     let (code, _, err) = predict(&["--model", &test, "--data", &test]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("not a malt model") && err.contains("test.libsvm"), "{err}");
+    assert!(
+        err.contains("not a malt model") && err.contains("test.libsvm"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The epoch of the checkpoint in `dir`, if one is complete.
+fn checkpoint_epoch(dir: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("checkpoint.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["epoch"].as_u64()
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_objective() {
+    let dir = out_dir("resume");
+    let cp = dir.join("checkpoints");
+    let (d, c) = (dir.display().to_string(), cp.display().to_string());
+    let data = [
+        "--synth-rows",
+        "20000",
+        "--synth-features",
+        "2000",
+        "--synth-nnz",
+        "10",
+        "--epochs",
+        "400",
+    ];
+    let whole = train(&[&["svm", "--ranks", "2", "--out", &d][..], &data].concat());
+    // The same run, killed (SIGKILL to malt train, which launched the
+    // ranks) once a quarter of its epochs are checkpointed.
+    let mut cmd = Command::new(malt());
+    cmd.args([
+        "train",
+        "svm",
+        "--ranks",
+        "2",
+        "--checkpoint",
+        &c,
+        "--out",
+        &d,
+    ])
+    .args(data)
+    .args(["--quiet", "--no-plot"]);
+    let mut child = cmd.spawn().expect("spawn malt train");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while checkpoint_epoch(&cp).is_none_or(|e| e < 100) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint of epoch 100"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ranks = children_of(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The ranks see their launcher gone and end; wait for them.
+    let gone = |pid: &i32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    while !ranks.iter().all(gone) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ranks {ranks:?} outlived the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at = checkpoint_epoch(&cp).unwrap();
+    assert!((100..400).contains(&at), "checkpoint of epoch {at}");
+    let resumed = train(
+        &[
+            &["svm", "--ranks", "2", "--out", &d, "--resume", &c][..],
+            &data,
+        ]
+        .concat(),
+    );
+    let (a, b) = (
+        whole["final_loss"].as_f64().unwrap(),
+        resumed["final_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() <= 0.01 * a,
+        "uninterrupted {a}, resumed from epoch {at}: {b}"
+    );
+    assert_eq!(resumed["epochs"], 400.0);
+    // After a failure the survivors may resume with fewer ranks.
+    let one = train(
+        &[
+            &["svm", "--ranks", "1", "--out", &d, "--resume", &c][..],
+            &data,
+        ]
+        .concat(),
+    );
+    let c1 = one["final_loss"].as_f64().unwrap();
+    assert!(
+        (a - c1).abs() <= 0.05 * a,
+        "uninterrupted {a}, one rank resumed: {c1}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -553,11 +553,10 @@ fn predict(a: &PredictArgs) -> ExitCode {
     let run = || -> Result<malt::train::model::Scored, malt::train::TrainError> {
         match &a.out {
             Some(path) => {
-                let f = std::fs::File::create(path)
-                    .map_err(|e| malt::train::TrainError::Io {
-                        path: path.display().to_string(),
-                        source: e,
-                    })?;
+                let f = std::fs::File::create(path).map_err(|e| malt::train::TrainError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                })?;
                 let mut w = std::io::BufWriter::new(f);
                 let scored = malt::train::model::predict(&a.model, &a.data, &mut w)?;
                 std::io::Write::flush(&mut w).map_err(|e| malt::train::TrainError::Io {

@@ -201,6 +201,18 @@ pub struct SvmArgs {
     /// options and the feature count; see `malt predict`).
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
+    /// Write a checkpoint into DIR every --checkpoint-every epochs (the
+    /// model and each rank's state, at the same round on every rank).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
+    /// Epochs between checkpoints.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkpoint_every: u32,
+    /// Continue from the last checkpoint in DIR, to --epochs in all (any
+    /// number of ranks: after a failure, the survivors may resume).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     /// How the ranks communicate.
     #[command(flatten)]
     pub comm: CommArgs,
@@ -288,6 +300,9 @@ impl Job {
                     out: a.out.clone(),
                     max_features: a.max_features,
                     model: a.model.clone(),
+                    checkpoint: a.checkpoint.clone(),
+                    checkpoint_every: a.checkpoint_every,
+                    resume: a.resume.clone(),
                     ..SvmOptions::default()
                 };
                 if let Some(r) = a.synth_rows {
@@ -369,6 +384,7 @@ impl Job {
     fn without_model(mut self) -> Job {
         if let Job::Svm(o) = &mut self {
             o.model = None;
+            o.checkpoint = None;
         }
         self
     }

@@ -599,6 +599,8 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         shuffle: opts.shuffle,
         seed: opts.seed,
         quiet: opts.quiet,
+        checkpoint: None,
+        resume: None,
     };
     let res = run_loop(&mut learner, sync, &cfg, &mut clock, metrics.as_mut())?;
     let summary = res.summary(

@@ -59,9 +59,9 @@ use crate::data::ratings::RatingsError;
 use crate::data::synth::SynthError;
 use crate::data::DataError;
 
+mod checkpoint;
 pub mod cli;
 mod files;
-mod hogwild;
 pub mod load;
 pub mod metrics;
 pub mod mf;
@@ -69,6 +69,7 @@ pub mod model;
 pub mod plot;
 mod prepare;
 pub mod progress;
+mod hogwild;
 pub mod svm;
 pub mod sync;
 pub mod vol_sync;
@@ -221,6 +222,18 @@ pub(crate) trait Learner {
             "this trainer cannot take over a departed rank's data".into(),
         ))
     }
+
+    /// What a checkpoint keeps beside the flat model (see [`checkpoint`]):
+    /// the trainer's other state, after [`plain_model`](Self::plain_model).
+    fn state(&mut self) -> Vec<f64> {
+        Vec::new()
+    }
+
+    /// Takes back [`state`](Self::state) after the flat model was restored
+    /// (and [`model_changed`](Self::model_changed) called).
+    fn restore(&mut self, _state: &[f64]) -> Result<(), TrainError> {
+        Ok(())
+    }
 }
 
 /// Loop settings shared by the trainers.
@@ -235,6 +248,10 @@ pub(crate) struct LoopConfig {
     pub shuffle: bool,
     pub seed: u64,
     pub quiet: bool,
+    /// Write checkpoints (the app's name, where, how often).
+    pub checkpoint: Option<(&'static str, checkpoint::Checkpoints)>,
+    /// Continue from this checkpoint.
+    pub resume: Option<checkpoint::Resumed>,
 }
 
 /// What the loop measured.
@@ -480,8 +497,23 @@ pub(crate) fn run_loop<L: Learner>(
     let mut time_to_goal = None;
     let mut regroups: Vec<Regroup> = Vec::new();
 
+    // A resumed run starts where the checkpoint was taken, with the order
+    // of examples the uninterrupted run would have had.
+    let mut start = 0u32;
+    if let Some(r) = &cfg.resume {
+        let flat = learner.plain_model();
+        flat.copy_from_slice(&r.model);
+        learner.model_changed();
+        learner.restore(&r.state)?;
+        start = r.epoch.min(cfg.epochs);
+        for _ in 0..start {
+            if cfg.shuffle {
+                blocks.shuffle(&mut rng);
+            }
+        }
+    }
     clock.pause();
-    let p = evaluate(learner, sync, 0, clock.seconds(), 0.0)?;
+    let p = evaluate(learner, sync, 0, clock.seconds(), f64::from(start))?;
     if let Some(m) = metrics.as_deref_mut() {
         m.write(&p)?;
     }
@@ -496,7 +528,7 @@ pub(crate) fn run_loop<L: Learner>(
     // Set when training stops at the goal, part way through an epoch.
     let mut stopped_at = None;
     let mut current: Option<u32> = None;
-    let mut g = 0u64;
+    let mut g = u64::from(start) * rounds;
     while g < total {
         let epoch = (g / rounds) as u32;
         let k = g % rounds;
@@ -570,6 +602,15 @@ pub(crate) fn run_loop<L: Learner>(
             if reached && cfg.stop_at_goal {
                 stopped_at = Some(epochs_done);
                 break;
+            }
+        }
+        if let Some((app, cp)) = &cfg.checkpoint {
+            if k + 1 == rounds && (epoch + 1).is_multiple_of(cp.every) {
+                let state = learner.state();
+                let flat = learner.plain_model().to_vec();
+                let who = (sync.part().0, sync.world());
+                let mut barrier = || allreduce_scalar(sync, 0.0).map(|_| ());
+                checkpoint::write(cp, app, epoch + 1, who, &flat, state, &mut barrier)?;
             }
         }
         g += 1;

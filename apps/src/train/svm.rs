@@ -79,8 +79,8 @@ use crate::data::synth::{synth_sparse, SynthSparseOptions, DEFAULT_LABEL_NOISE};
 
 use super::files::DataFiles;
 use super::metrics::TestMetric;
-use super::model;
 use super::sync::{allreduce_max, allreduce_scalar, broadcast_from, first_rank_where, ModelSync};
+use super::{checkpoint, model};
 use super::{
     create_out, load_rng, metrics_writer, run_loop, short_number, shuffle_once, Clock, Finish,
     Learner, LoopConfig, RunFacts, RunOutput, TrainError, Udf,
@@ -204,6 +204,20 @@ pub struct SvmOptions {
     /// Where rank 0 writes the trained model (see [`super::model`]).
     #[serde(default)]
     pub model: Option<PathBuf>,
+    /// Write a checkpoint into this directory every `checkpoint_every`
+    /// epochs (see [`super::checkpoint`]).
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// Epochs between checkpoints (at least 1).
+    #[serde(default = "one")]
+    pub checkpoint_every: u32,
+    /// Continue from the checkpoint in this directory.
+    #[serde(default)]
+    pub resume: Option<PathBuf>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_max_features() -> u32 {
@@ -235,6 +249,9 @@ impl Default for SvmOptions {
             synth: SynthSvmData::default(),
             max_features: DEFAULT_MAX_FEATURES,
             model: None,
+            checkpoint: None,
+            checkpoint_every: 1,
+            resume: None,
         }
     }
 }
@@ -591,6 +608,33 @@ impl Learner for SvmLearner<'_> {
         self.st.reload();
     }
 
+    fn state(&mut self) -> Vec<f64> {
+        let st = &self.st;
+        vec![
+            st.t as f64,
+            f64::from(u8::from(st.avg_on)),
+            st.avg_steps as f64,
+            st.b,
+            st.ab,
+        ]
+    }
+
+    fn restore(&mut self, state: &[f64]) -> Result<(), TrainError> {
+        let [t, avg_on, avg_steps, b, ab] = state else {
+            return Err(TrainError::InvalidOptions(format!(
+                "a checkpoint with {} state values; an svm run keeps 5",
+                state.len()
+            )));
+        };
+        let st = &mut self.st;
+        st.t = *t as u64;
+        st.avg_on = *avg_on != 0.0 && st.averaged;
+        st.avg_steps = *avg_steps as u64;
+        st.b = *b;
+        st.ab = *ab;
+        Ok(())
+    }
+
     fn eval_slots(&self) -> usize {
         5
     }
@@ -640,7 +684,12 @@ type Examples = (SparseDataset, Vec<f64>);
 
 /// Writes the evaluated model (the averaged one once averaging runs) of
 /// `st`, whose factors are folded in, to `path`.
-fn save_model(path: &Path, opts: &SvmOptions, st: &SvmState, epochs: f64) -> Result<(), TrainError> {
+fn save_model(
+    path: &Path,
+    opts: &SvmOptions,
+    st: &SvmState,
+    epochs: f64,
+) -> Result<(), TrainError> {
     let (w, b) = st.eval_model();
     let header = model::ModelHeader {
         app: "svm".into(),
@@ -825,6 +874,20 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         shuffle: opts.shuffle,
         seed: opts.seed,
         quiet: opts.quiet,
+        checkpoint: opts.checkpoint.as_ref().map(|dir| {
+            let every = opts.checkpoint_every.max(1);
+            (
+                "svm",
+                checkpoint::Checkpoints {
+                    dir: dir.clone(),
+                    every,
+                },
+            )
+        }),
+        resume: match &opts.resume {
+            Some(dir) => Some(checkpoint::read(dir, "svm", rank, learner.st.m.len())?),
+            None => None,
+        },
     };
     let res = run_loop(&mut learner, sync, &cfg, &mut clock, metrics.as_mut())?;
     let summary = res.summary(
