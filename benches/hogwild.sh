@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Hogwild within a rank: `malt train mf --threads 2` against `--threads 1`
-# on one rank, on the built-in synthetic ratings (what `malt train mf` trains
+# SGD threads within a rank (Hogwild on a stratified schedule, see
+# apps/src/train/stratified.rs): `malt train mf --threads 2` against
+# `--threads 1` on one rank, on the built-in synthetic ratings (what `malt train mf` trains
 # on without --data: 3,000,000 training ratings of 30,000 users and 3,000
 # items, rank 10, 20 epochs), in PAIRS interleaved pairs (default 5; the
 # order within a pair alternates). Each iteration also runs 2 ranks x 1
@@ -15,6 +16,10 @@
 # RMSE difference, and /proc/loadavg before and after.
 #
 #   benches/hogwild.sh [MALT]      (default: target/release/malt)
+#   BASELINE=OTHER_MALT benches/hogwild.sh
+#                                  also runs 1 rank x 1 thread with OTHER_MALT
+#                                  in every iteration (a build before a change)
+#                                  and prints the per-pair ratio MALT / OTHER
 #   CI=true benches/hogwild.sh     one iteration on a small set (3 epochs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,9 +43,9 @@ echo "load before: $(cat /proc/loadavg)"
 timeout "$limit" "$malt" train mf "${synth[@]}" --epochs 1 --out "$work/data" --quiet --no-plot
 data=(--data "$work/data/synth-ratings/train.ratings" --test "$work/data/synth-ratings/test.ratings")
 
-run() { # ranks threads
-    local tag="r$1t$2" line
-    line=$(timeout "$limit" "$malt" train mf "${data[@]}" --epochs "$epochs" --ranks "$1" \
+run() { # ranks threads [tag binary]
+    local tag=${3:-r$1t$2} bin=${4:-$malt} line
+    line=$(timeout "$limit" "$bin" train mf "${data[@]}" --epochs "$epochs" --ranks "$1" \
         --threads "$2" --out "$work/$tag" --json --no-plot | grep '^{' | tail -n 1)
     echo "$line" >>"$work/$tag.jsonl"
     python3 - "$line" "$1" "$2" <<'PY'
@@ -54,7 +59,9 @@ for ((i = 0; i < pairs; i++)); do
     echo "iteration $((i + 1)) of $pairs (load $(cut -d' ' -f1-3 /proc/loadavg))"
     if ((i % 2 == 0)); then
         run 1 1; run 1 2; run 2 1; run 2 2
+        if [[ -n ${BASELINE:-} ]]; then run 1 1 base "$BASELINE"; fi
     else
+        if [[ -n ${BASELINE:-} ]]; then run 1 1 base "$BASELINE"; fi
         run 1 2; run 1 1; run 2 2; run 2 1
     fi
 done
@@ -87,4 +94,15 @@ for key, what in [("final_loss", "training"), ("test_rmse", "test")]:
 same = all(abs(b[k] - a[k]) <= 0.01 * a[k] for a, b in zip(one, two) for k in ("final_loss", "test_rmse"))
 fast = statistics.median(ratios) >= 1.6
 print(f"target (median ratio >= 1.6, every pair's RMSEs within 1%): {'met' if fast and same else 'not met'}")
+try:
+    base = runs("base")
+except FileNotFoundError:
+    base = []
+if base:
+    r = [a["examples_per_s"] / b["examples_per_s"] for a, b in zip(one, base)]
+    print("one rank x 1 thread, this build / baseline, ratings/s per pair: "
+          + ", ".join(f"{x:.3f}" for x in r))
+    print(f"median {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f});"
+          f" baseline {statistics.median(x['examples_per_s'] for x in base) / 1e6:.2f} M ratings/s,"
+          f" training RMSE {statistics.median(x['final_loss'] for x in base):.5f}")
 PY

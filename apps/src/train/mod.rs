@@ -69,7 +69,7 @@ pub mod model;
 pub mod plot;
 mod prepare;
 pub mod progress;
-mod hogwild;
+mod stratified;
 pub mod svm;
 pub mod sync;
 pub mod vol_sync;
