@@ -374,22 +374,28 @@ impl MfModel {
         let mean = head[0];
         let u = 1 + r.user as usize * k1;
         let i = r.item as usize * k1;
-        sgd_step(
-            &mut head[u..u + k1],
-            &mut items[i..i + k1],
-            mean,
-            r.value,
-            eta,
-            lu,
-            li,
-        );
+        let p = &mut head[u..u + k1];
+        let q = &mut items[i..i + k1];
+        let mut pred = mean + p[0] + q[0];
+        for (a, b) in p[1..].iter().zip(&q[1..]) {
+            pred += a * b;
+        }
+        let e = r.value - pred;
+        p[0] += eta * (e - lu * p[0]);
+        q[0] += eta * (e - li * q[0]);
+        for (a, b) in p[1..].iter_mut().zip(q[1..].iter_mut()) {
+            let (pa, qb) = (*a, *b);
+            *a += eta * (e * qb - lu * pa);
+            *b += eta * (e * pa - li * qb);
+        }
     }
 }
 
-/// The SGD step on one rating of value `value`: `p` is its user's row and
-/// `q` its item's (bias, then factors), `mean` is `μ`. The one step of every
-/// path, so that one thread and the threads of [`Stratified`] compute the
-/// same values.
+/// The step of [`MfModel::step`] on rows given apart, operation for
+/// operation (the tests check that both give the same bits): `p` is the
+/// user's row and `q` the item's (bias, then factors), `mean` is `μ`. The
+/// threads of [`Stratified`] take it; one thread keeps its own copy, whose
+/// code is unchanged.
 #[inline]
 pub(super) fn sgd_step(
     p: &mut [f32],
