@@ -66,14 +66,14 @@
 //! round's order, as before. `T` is at most 4 per core of the machine; more
 //! threads than cores only share the cores.
 //!
-//! On the built-in set with `k` = 10, on a noisy 2-core machine, 2 threads
-//! trained 1.3x to 1.9x the ratings per second of one thread in interleaved
-//! pairs (medians 1.49x and 1.35x in two runs of `benches/hogwild.sh`, where
-//! 2 ranks of one thread reached 1.45x to 1.8x in the same iterations), and
-//! 1.8x to 1.95x in pairs run while the second core was free, at the same
-//! RMSE (+0.01%). The bucketing takes about 3% of the threads' time and a
-//! step on a thread is no slower than the plain one; the spread is the
-//! machine's.
+//! On the built-in set with `k` = 10, on a noisy 2-core machine, four runs
+//! of `benches/hogwild.sh` (5 interleaved pairs each) gave median ratios of
+//! 2 threads' ratings per second to one thread's of 1.49x, 1.35x, 1.71x and
+//! 1.79x (single pairs 1.19x to 2.1x; 2 ranks of one thread spread as much
+//! in the same iterations), at the same RMSE (+0.01%); with the second core
+//! free, pairs gave 1.8x to 1.95x. The bucketing takes about 3% of the
+//! threads' time and a step on a thread is no slower than the plain one;
+//! the spread is the machine's.
 //!
 //! # The flat model and what is synchronised
 //!
