@@ -205,6 +205,77 @@ fn predict_reproduces_the_test_error_training_reported() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn mf_models_predict_their_test_rmse_and_resume_from_checkpoints() {
+    let dir = out_dir("mf-model");
+    let d = dir.display().to_string();
+    let model = dir.join("mf.model").display().to_string();
+    let cp = dir.join("cp").display().to_string();
+    let data = [
+        "--synth-users",
+        "500",
+        "--synth-items",
+        "200",
+        "--synth-ratings",
+        "40000",
+        "--epochs",
+        "6",
+    ];
+    let test = dir.join("synth-ratings").join("test.ratings");
+    for ranks in ["1", "2"] {
+        let s = train(
+            &[
+                &["mf", "--ranks", ranks, "--out", &d, "--model", &model][..],
+                &data,
+            ]
+            .concat(),
+        );
+        let t = test.display().to_string();
+        let (code, out, err) = predict(&["--model", &model, "--data", &t, "--json"]);
+        assert_eq!(code, Some(0), "{err}");
+        // Predictions on standard output, the score on standard error.
+        assert_eq!(
+            out.lines().count() as u64,
+            s["test_examples"].as_u64().unwrap()
+        );
+        let p: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+        let (got, want) = (
+            p["test_rmse"].as_f64().unwrap(),
+            s["test_rmse"].as_f64().unwrap(),
+        );
+        // One rank sums in the same order; two add two partial sums.
+        let tol = if ranks == "1" { 0.0 } else { 1e-12 };
+        assert!(
+            (got - want).abs() <= tol * want,
+            "{ranks} ranks: {got} vs {want}"
+        );
+    }
+    // A run stopped after 3 epochs resumes to the 6-epoch run's RMSE.
+    let whole = train(&[&["mf", "--ranks", "2", "--out", &d][..], &data].concat());
+    let mut half = data.to_vec();
+    half[7] = "3";
+    train(
+        &[
+            &["mf", "--ranks", "2", "--out", &d, "--checkpoint", &cp][..],
+            &half,
+        ]
+        .concat(),
+    );
+    let resumed = train(
+        &[
+            &["mf", "--ranks", "2", "--out", &d, "--resume", &cp][..],
+            &data,
+        ]
+        .concat(),
+    );
+    let (a, b) = (
+        whole["final_loss"].as_f64().unwrap(),
+        resumed["final_loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 0.01 * a, "uninterrupted {a}, resumed {b}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The epoch of the checkpoint in `dir`, if one is complete.
 fn checkpoint_epoch(dir: &std::path::Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join("checkpoint.json")).ok()?;

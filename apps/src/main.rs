@@ -44,7 +44,8 @@ struct PredictArgs {
     /// The model file.
     #[arg(long)]
     model: PathBuf,
-    /// The data: LIBSVM for an svm model.
+    /// The data: LIBSVM for an svm model, `user item rating` lines for an
+    /// mf model (in the format it was trained on).
     #[arg(long)]
     data: PathBuf,
     /// Write the predictions here (one per line) instead of to standard

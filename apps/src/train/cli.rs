@@ -148,6 +148,23 @@ pub struct CommArgs {
     /// $MALT_DATA_DIR, else $XDG_CACHE_HOME/malt, else ~/.cache/malt).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Write the trained model to FILE: svm weights and bias, mf factors
+    /// and biases, with the training options and the model's shape (see
+    /// `malt predict`).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Write a checkpoint into DIR every --checkpoint-every epochs (the
+    /// model and each rank's state, at the same round on every rank).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
+    /// Epochs between checkpoints.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkpoint_every: u32,
+    /// Continue from the last checkpoint in DIR, to --epochs in all (any
+    /// number of ranks: after a failure, the survivors may resume).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     /// This job is one side of a comparison (set by --compare-single): its
     /// rank 0 writes its files into DIR and prints nothing.
     #[arg(long, hide = true, value_name = "DIR")]
@@ -197,22 +214,6 @@ pub struct SvmArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_features: u32,
-    /// Write the trained model to FILE (weights and bias, with the training
-    /// options and the feature count; see `malt predict`).
-    #[arg(long, value_name = "FILE")]
-    pub model: Option<PathBuf>,
-    /// Write a checkpoint into DIR every --checkpoint-every epochs (the
-    /// model and each rank's state, at the same round on every rank).
-    #[arg(long, value_name = "DIR")]
-    pub checkpoint: Option<PathBuf>,
-    /// Epochs between checkpoints.
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub checkpoint_every: u32,
-    /// Continue from the last checkpoint in DIR, to --epochs in all (any
-    /// number of ranks: after a failure, the survivors may resume).
-    #[arg(long, value_name = "DIR")]
-    pub resume: Option<PathBuf>,
     /// How the ranks communicate.
     #[command(flatten)]
     pub comm: CommArgs,
@@ -283,6 +284,10 @@ macro_rules! apply_comm {
         $o.quiet = c.quiet;
         $o.plot = !c.no_plot;
         $o.seed = c.seed;
+        $o.model = c.model.clone();
+        $o.checkpoint = c.checkpoint.clone();
+        $o.checkpoint_every = c.checkpoint_every;
+        $o.resume = c.resume.clone();
     }};
 }
 
@@ -299,10 +304,6 @@ impl Job {
                     positive_class: a.positive_class,
                     out: a.out.clone(),
                     max_features: a.max_features,
-                    model: a.model.clone(),
-                    checkpoint: a.checkpoint.clone(),
-                    checkpoint_every: a.checkpoint_every,
-                    resume: a.resume.clone(),
                     ..SvmOptions::default()
                 };
                 if let Some(r) = a.synth_rows {
@@ -382,9 +383,9 @@ impl Job {
     /// The same job writing no model file (the one-rank side of a
     /// comparison: the model is the job's).
     fn without_model(mut self) -> Job {
-        if let Job::Svm(o) = &mut self {
-            o.model = None;
-            o.checkpoint = None;
+        match &mut self {
+            Job::Svm(o) => (o.model, o.checkpoint) = (None, None),
+            Job::Mf(o) => (o.model, o.checkpoint) = (None, None),
         }
         self
     }

@@ -116,6 +116,7 @@ use super::files::DataFiles;
 use super::metrics::TestMetric;
 use super::stratified::{max_threads, Steps, Stratified};
 use super::sync::{allreduce_max, ModelSync};
+use super::{checkpoint, model};
 use super::{
     create_out, load_rng, metrics_writer, run_loop, short_number, Clock, Finish, Learner,
     LoopConfig, RunFacts, RunOutput, TrainError, Udf,
@@ -242,6 +243,24 @@ pub struct MfOptions {
     pub plot: bool,
     /// The data generated when `data` is `None`.
     pub synth: SynthMfData,
+    /// Where rank 0 writes the trained model (see [`super::model`]).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Write a checkpoint into this directory every `checkpoint_every`
+    /// epochs (see [`super::checkpoint`]; the learning rate follows the
+    /// epoch, so the model is the whole state).
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// Epochs between checkpoints (at least 1).
+    #[serde(default = "one")]
+    pub checkpoint_every: u32,
+    /// Continue from the checkpoint in this directory.
+    #[serde(default)]
+    pub resume: Option<PathBuf>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Default for MfOptions {
@@ -270,6 +289,10 @@ impl Default for MfOptions {
             threads: 1,
             plot: true,
             synth: SynthMfData::default(),
+            model: None,
+            checkpoint: None,
+            checkpoint_every: 1,
+            resume: None,
         }
     }
 }
@@ -648,8 +671,20 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         shuffle: opts.shuffle,
         seed: opts.seed,
         quiet: opts.quiet,
-        checkpoint: None,
-        resume: None,
+        checkpoint: opts.checkpoint.as_ref().map(|dir| {
+            let every = opts.checkpoint_every.max(1);
+            (
+                "mf",
+                checkpoint::Checkpoints {
+                    dir: dir.clone(),
+                    every,
+                },
+            )
+        }),
+        resume: match &opts.resume {
+            Some(dir) => Some(checkpoint::read(dir, "mf", rank, learner.model.m.len())?),
+            None => None,
+        },
     };
     let res = run_loop(&mut learner, sync, &cfg, &mut clock, metrics.as_mut())?;
     let summary = res.summary(
@@ -693,10 +728,83 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         }
         .write(&summary, &res.points)?;
     }
+    if let (Some(path), 0) = (&opts.model, sync.part().0) {
+        let m = &learner.model;
+        let header = model::ModelHeader {
+            app: "mf".into(),
+            values: 0,
+            features: None,
+            positive_class: None,
+            max_features: None,
+            users: Some(m.users as u64),
+            items: Some(m.items as u64),
+            rank: Some(m.k as u64),
+            epochs: res.epochs_done,
+            options: serde_json::to_value(opts).unwrap_or_default(),
+        };
+        model::write(path, header, &m.m, &[])?;
+    }
     Ok(RunOutput {
         summary,
         points: res.points,
         model: learner.model.m,
+    })
+}
+
+/// `malt predict` with an mf model: writes the predicted rating of each
+/// line of `data` (`user item rating`, in the format the model was trained
+/// on) to `out`, one per line, and returns the RMSE. The same arithmetic
+/// as training's evaluation (unknown users or items leave their terms out).
+pub fn predict_mf(
+    file: &model::ModelFile,
+    model_path: &Path,
+    data: &Path,
+    out: &mut dyn std::io::Write,
+) -> Result<model::Scored, TrainError> {
+    file.expect_app(model_path, "mf")?;
+    let h = &file.header;
+    let bad = |problem: String| TrainError::Model {
+        file: model_path.display().to_string(),
+        problem,
+    };
+    let (Some(users), Some(items), Some(k)) = (h.users, h.items, h.rank) else {
+        return Err(bad("an mf model without users, items and rank".into()));
+    };
+    let want = (users + items)
+        .checked_mul(k + 1)
+        .and_then(|x| x.checked_add(1));
+    if want != Some(file.values.len() as u64) {
+        return Err(bad(format!(
+            "{} values for {users} users, {items} items and rank {k}",
+            file.values.len()
+        )));
+    }
+    let m = MfModel {
+        k: k as usize,
+        users: users as usize,
+        items: items as usize,
+        m: file.values.iter().map(|&v| v as f32).collect(),
+    };
+    let format = h
+        .options
+        .get("format")
+        .and_then(|f| serde_json::from_value(f.clone()).ok())
+        .unwrap_or_default();
+    let ratings = crate::data::ratings::load(data, format)?;
+    let io = |e| TrainError::io(Path::new("standard output"), e);
+    let mut sq = 0.0;
+    for r in &ratings {
+        let p = m.predict(r.user, r.item);
+        let e = f64::from(r.value) - p;
+        sq += e * e;
+        writeln!(out, "{p}").map_err(io)?;
+    }
+    let n = ratings.len() as u64;
+    Ok(model::Scored {
+        app: "mf".into(),
+        examples: n,
+        test_error: None,
+        test_rmse: (n > 0).then(|| (sq / n as f64).sqrt()),
     })
 }
 

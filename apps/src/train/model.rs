@@ -219,6 +219,7 @@ pub fn predict(model_path: &Path, data: &Path, out: &mut dyn Write) -> Result<Sc
     let m = read(model_path)?;
     match m.header.app.as_str() {
         "svm" => super::svm::predict_svm(&m, model_path, data, out),
+        "mf" => super::mf::predict_mf(&m, model_path, data, out),
         other => Err(bad(
             model_path,
             format!("a model of {other:?}, which this malt cannot predict with"),
