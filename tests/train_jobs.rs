@@ -20,6 +20,18 @@ fn train(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {}", job.stdout))
 }
 
+/// `train(args ++ data)`.
+fn train_on(args: &[&str], data: &[&str]) -> serde_json::Value {
+    train(&[args, data].concat())
+}
+
+/// A summary's final objective.
+fn final_loss(s: &serde_json::Value) -> f64 {
+    s["final_loss"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no final_loss: {s}"))
+}
+
 fn objectives(dir: &std::path::Path) -> Vec<f64> {
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
@@ -223,12 +235,9 @@ fn mf_models_predict_their_test_rmse_and_resume_from_checkpoints() {
     ];
     let test = dir.join("synth-ratings").join("test.ratings");
     for ranks in ["1", "2"] {
-        let s = train(
-            &[
-                &["mf", "--ranks", ranks, "--out", &d, "--model", &model][..],
-                &data,
-            ]
-            .concat(),
+        let s = train_on(
+            &["mf", "--ranks", ranks, "--out", &d, "--model", &model],
+            &data,
         );
         let t = test.display().to_string();
         let (code, out, err) = predict(&["--model", &model, "--data", &t, "--json"]);
@@ -251,27 +260,15 @@ fn mf_models_predict_their_test_rmse_and_resume_from_checkpoints() {
         );
     }
     // A run stopped after 3 epochs resumes to the 6-epoch run's RMSE.
-    let whole = train(&[&["mf", "--ranks", "2", "--out", &d][..], &data].concat());
+    let whole = train_on(&["mf", "--ranks", "2", "--out", &d], &data);
     let mut half = data.to_vec();
     half[7] = "3";
-    train(
-        &[
-            &["mf", "--ranks", "2", "--out", &d, "--checkpoint", &cp][..],
-            &half,
-        ]
-        .concat(),
+    train_on(
+        &["mf", "--ranks", "2", "--out", &d, "--checkpoint", &cp],
+        &half,
     );
-    let resumed = train(
-        &[
-            &["mf", "--ranks", "2", "--out", &d, "--resume", &cp][..],
-            &data,
-        ]
-        .concat(),
-    );
-    let (a, b) = (
-        whole["final_loss"].as_f64().unwrap(),
-        resumed["final_loss"].as_f64().unwrap(),
-    );
+    let resumed = train_on(&["mf", "--ranks", "2", "--out", &d, "--resume", &cp], &data);
+    let (a, b) = (final_loss(&whole), final_loss(&resumed));
     assert!((a - b).abs() <= 0.01 * a, "uninterrupted {a}, resumed {b}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -297,7 +294,7 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_objective() {
         "--epochs",
         "400",
     ];
-    let whole = train(&[&["svm", "--ranks", "2", "--out", &d][..], &data].concat());
+    let whole = train_on(&["svm", "--ranks", "2", "--out", &d], &data);
     // The same run, killed (SIGKILL to malt train, which launched the
     // ranks) once a quarter of its epochs are checkpointed.
     let mut cmd = Command::new(malt());
@@ -340,30 +337,15 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_objective() {
     }
     let at = checkpoint_epoch(&cp).unwrap();
     assert!((100..400).contains(&at), "checkpoint of epoch {at}");
-    let resumed = train(
-        &[
-            &["svm", "--ranks", "2", "--out", &d, "--resume", &c][..],
-            &data,
-        ]
-        .concat(),
-    );
-    let (a, b) = (
-        whole["final_loss"].as_f64().unwrap(),
-        resumed["final_loss"].as_f64().unwrap(),
-    );
+    let resumed = train_on(&["svm", "--ranks", "2", "--out", &d, "--resume", &c], &data);
+    let (a, b) = (final_loss(&whole), final_loss(&resumed));
     assert!(
         (a - b).abs() <= 0.01 * a,
         "uninterrupted {a}, resumed from epoch {at}: {b}"
     );
     assert_eq!(resumed["epochs"], 400.0);
     // After a failure the survivors may resume with fewer ranks.
-    let one = train(
-        &[
-            &["svm", "--ranks", "1", "--out", &d, "--resume", &c][..],
-            &data,
-        ]
-        .concat(),
-    );
+    let one = train_on(&["svm", "--ranks", "1", "--out", &d, "--resume", &c], &data);
     let c1 = one["final_loss"].as_f64().unwrap();
     assert!(
         (a - c1).abs() <= 0.05 * a,

@@ -25,6 +25,48 @@ use std::path::{Path, PathBuf};
 
 use super::{model, TrainError};
 
+/// What a run keeps beyond its metrics, and where it starts from: the
+/// model file, checkpoints, a checkpoint to resume from. The same for
+/// every trainer.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Keep {
+    /// Where rank 0 writes the trained model (see [`super::model`]).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Write a checkpoint into this directory every `checkpoint_every`
+    /// epochs.
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// Epochs between checkpoints (0 counts as 1).
+    #[serde(default)]
+    pub checkpoint_every: u32,
+    /// Continue from the checkpoint in this directory.
+    #[serde(default)]
+    pub resume: Option<PathBuf>,
+}
+
+impl Keep {
+    /// The checkpoints to write, for the loop.
+    pub(crate) fn checkpoints(&self, app: &'static str) -> Option<(&'static str, Checkpoints)> {
+        let dir = self.checkpoint.clone()?;
+        let every = self.checkpoint_every.max(1);
+        Some((app, Checkpoints { dir, every }))
+    }
+
+    /// The checkpoint to resume from, read for `rank` (see [`read`]).
+    pub(crate) fn resumed(
+        &self,
+        app: &str,
+        rank: usize,
+        len: usize,
+    ) -> Result<Option<Resumed>, TrainError> {
+        self.resume
+            .as_deref()
+            .map(|dir| read(dir, app, rank, len))
+            .transpose()
+    }
+}
+
 /// Where and how often to write checkpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Checkpoints {

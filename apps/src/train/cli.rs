@@ -7,6 +7,7 @@
 //! goal on one plot. Inside a job (launched by `malt launch`, srun, mpirun),
 //! every rank joins the group and trains its shard through [`VolSync`].
 
+use super::checkpoint::Keep;
 use super::load::{Load, Meter};
 use super::metrics::{goal_from, median_speedup, read_metrics, MetricPoint, RunSummary};
 use super::mf::{run_mf, MfOptions};
@@ -221,6 +222,7 @@ pub struct SvmArgs {
 
 /// `malt train mf`
 #[derive(Args, Debug, Clone)]
+// The command line's mf options: one of its fields per flag.
 pub struct MfArgs {
     /// Training ratings (`user item rating`, CSV or MovieLens `::`). Without
     /// it, a synthetic Netflix-like set is generated (once, into --data-dir).
@@ -284,10 +286,7 @@ macro_rules! apply_comm {
         $o.quiet = c.quiet;
         $o.plot = !c.no_plot;
         $o.seed = c.seed;
-        $o.model = c.model.clone();
-        $o.checkpoint = c.checkpoint.clone();
-        $o.checkpoint_every = c.checkpoint_every;
-        $o.resume = c.resume.clone();
+        $o.keep = c.keep();
     }};
 }
 
@@ -384,8 +383,8 @@ impl Job {
     /// comparison: the model is the job's).
     fn without_model(mut self) -> Job {
         match &mut self {
-            Job::Svm(o) => (o.model, o.checkpoint) = (None, None),
-            Job::Mf(o) => (o.model, o.checkpoint) = (None, None),
+            Job::Svm(o) => (o.keep.model, o.keep.checkpoint) = (None, None),
+            Job::Mf(o) => (o.keep.model, o.keep.checkpoint) = (None, None),
         }
         self
     }
@@ -401,6 +400,18 @@ impl Job {
         match self {
             Job::Svm(o) => o.json,
             Job::Mf(o) => o.json,
+        }
+    }
+}
+
+impl CommArgs {
+    /// What the run keeps (model, checkpoints) and resumes from.
+    fn keep(&self) -> Keep {
+        Keep {
+            model: self.model.clone(),
+            checkpoint: self.checkpoint.clone(),
+            checkpoint_every: self.checkpoint_every,
+            resume: self.resume.clone(),
         }
     }
 }

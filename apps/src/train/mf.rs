@@ -243,24 +243,9 @@ pub struct MfOptions {
     pub plot: bool,
     /// The data generated when `data` is `None`.
     pub synth: SynthMfData,
-    /// Where rank 0 writes the trained model (see [`super::model`]).
-    #[serde(default)]
-    pub model: Option<PathBuf>,
-    /// Write a checkpoint into this directory every `checkpoint_every`
-    /// epochs (see [`super::checkpoint`]; the learning rate follows the
-    /// epoch, so the model is the whole state).
-    #[serde(default)]
-    pub checkpoint: Option<PathBuf>,
-    /// Epochs between checkpoints (at least 1).
-    #[serde(default = "one")]
-    pub checkpoint_every: u32,
-    /// Continue from the checkpoint in this directory.
-    #[serde(default)]
-    pub resume: Option<PathBuf>,
-}
-
-fn one() -> u32 {
-    1
+    /// The model file, checkpoints, resuming.
+    #[serde(flatten)]
+    pub keep: checkpoint::Keep,
 }
 
 impl Default for MfOptions {
@@ -289,10 +274,7 @@ impl Default for MfOptions {
             threads: 1,
             plot: true,
             synth: SynthMfData::default(),
-            model: None,
-            checkpoint: None,
-            checkpoint_every: 1,
-            resume: None,
+            keep: checkpoint::Keep::default(),
         }
     }
 }
@@ -671,20 +653,8 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         shuffle: opts.shuffle,
         seed: opts.seed,
         quiet: opts.quiet,
-        checkpoint: opts.checkpoint.as_ref().map(|dir| {
-            let every = opts.checkpoint_every.max(1);
-            (
-                "mf",
-                checkpoint::Checkpoints {
-                    dir: dir.clone(),
-                    every,
-                },
-            )
-        }),
-        resume: match &opts.resume {
-            Some(dir) => Some(checkpoint::read(dir, "mf", rank, learner.model.m.len())?),
-            None => None,
-        },
+        checkpoint: opts.keep.checkpoints("mf"),
+        resume: opts.keep.resumed("mf", rank, learner.model.m.len())?,
     };
     let res = run_loop(&mut learner, sync, &cfg, &mut clock, metrics.as_mut())?;
     let summary = res.summary(
@@ -728,7 +698,7 @@ pub fn run_mf(opts: &MfOptions, sync: &mut dyn ModelSync) -> Result<RunOutput, T
         }
         .write(&summary, &res.points)?;
     }
-    if let (Some(path), 0) = (&opts.model, sync.part().0) {
+    if let (Some(path), 0) = (&opts.keep.model, sync.part().0) {
         let m = &learner.model;
         let header = model::ModelHeader {
             app: "mf".into(),
@@ -937,6 +907,22 @@ mod tests {
         assert!(rmse < 0.60, "test RMSE {rmse}");
     }
 
+    /// Runs `opts` as two ranks (threads of this process).
+    fn two_ranks(opts: &MfOptions) -> Vec<RunOutput> {
+        let group = InProcessGroup::new(2, Duration::from_secs(120)).unwrap();
+        let handles: Vec<_> = (0..2)
+            .map(|r| {
+                let mut member = group.member(r).unwrap();
+                let opts = opts.clone();
+                std::thread::spawn(move || run_mf(&opts, &mut member))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    }
+
     #[test]
     fn two_ranks_converge_and_agree() {
         for udf in [Udf::Avg, Udf::Sum] {
@@ -948,18 +934,7 @@ mod tests {
                 lr: if udf == Udf::Avg { 0.08 } else { 0.04 },
                 ..small(dir.path())
             };
-            let group = InProcessGroup::new(2, Duration::from_secs(120)).unwrap();
-            let handles: Vec<_> = (0..2)
-                .map(|r| {
-                    let mut member = group.member(r).unwrap();
-                    let opts = opts.clone();
-                    std::thread::spawn(move || run_mf(&opts, &mut member))
-                })
-                .collect();
-            let outs: Vec<RunOutput> = handles
-                .into_iter()
-                .map(|h| h.join().unwrap().unwrap())
-                .collect();
+            let outs = two_ranks(&opts);
             assert_eq!(outs[0].model, outs[1].model, "{udf}");
             let s = &outs[0].summary;
             assert_eq!(s.ranks, 2);
@@ -1119,18 +1094,7 @@ mod tests {
             lr: 0.08,
             ..small(dir.path())
         };
-        let group = InProcessGroup::new(2, Duration::from_secs(120)).unwrap();
-        let handles: Vec<_> = (0..2)
-            .map(|r| {
-                let mut member = group.member(r).unwrap();
-                let opts = opts.clone();
-                std::thread::spawn(move || run_mf(&opts, &mut member))
-            })
-            .collect();
-        let outs: Vec<RunOutput> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap().unwrap())
-            .collect();
+        let outs = two_ranks(&opts);
         assert_eq!(outs[0].model, outs[1].model);
         let rmse = outs[0].summary.test_rmse.unwrap();
         assert!(rmse < 0.60, "test RMSE {rmse}: {:?}", outs[0].points);

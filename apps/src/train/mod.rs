@@ -59,7 +59,7 @@ use crate::data::ratings::RatingsError;
 use crate::data::synth::SynthError;
 use crate::data::DataError;
 
-mod checkpoint;
+pub mod checkpoint;
 pub mod cli;
 mod files;
 pub mod load;

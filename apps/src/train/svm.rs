@@ -77,14 +77,19 @@ use std::time::Instant;
 use crate::data::libsvm::{binary_sign, one_vs_rest, Feature, SparseDataset, DEFAULT_MAX_FEATURES};
 use crate::data::synth::{synth_sparse, SynthSparseOptions, DEFAULT_LABEL_NOISE};
 
+use super::checkpoint;
 use super::files::DataFiles;
 use super::metrics::TestMetric;
 use super::sync::{allreduce_max, allreduce_scalar, broadcast_from, first_rank_where, ModelSync};
-use super::{checkpoint, model};
 use super::{
     create_out, load_rng, metrics_writer, run_loop, short_number, shuffle_once, Clock, Finish,
     Learner, LoopConfig, RunFacts, RunOutput, TrainError, Udf,
 };
+
+mod calibration;
+mod file;
+use calibration::calibrate;
+pub use file::predict_svm;
 
 /// The bias learns at this fraction of the weights' learning rate.
 pub const BIAS_RATE: f64 = 0.01;
@@ -201,23 +206,9 @@ pub struct SvmOptions {
     /// before any model is sized by it. See [`DEFAULT_MAX_FEATURES`].
     #[serde(default = "default_max_features")]
     pub max_features: u32,
-    /// Where rank 0 writes the trained model (see [`super::model`]).
-    #[serde(default)]
-    pub model: Option<PathBuf>,
-    /// Write a checkpoint into this directory every `checkpoint_every`
-    /// epochs (see [`super::checkpoint`]).
-    #[serde(default)]
-    pub checkpoint: Option<PathBuf>,
-    /// Epochs between checkpoints (at least 1).
-    #[serde(default = "one")]
-    pub checkpoint_every: u32,
-    /// Continue from the checkpoint in this directory.
-    #[serde(default)]
-    pub resume: Option<PathBuf>,
-}
-
-fn one() -> u32 {
-    1
+    /// The model file, checkpoints, resuming.
+    #[serde(flatten)]
+    pub keep: checkpoint::Keep,
 }
 
 fn default_max_features() -> u32 {
@@ -248,10 +239,7 @@ impl Default for SvmOptions {
             plot: true,
             synth: SynthSvmData::default(),
             max_features: DEFAULT_MAX_FEATURES,
-            model: None,
-            checkpoint: None,
-            checkpoint_every: 1,
-            resume: None,
+            keep: checkpoint::Keep::default(),
         }
     }
 }
@@ -480,83 +468,6 @@ fn hinge(y: f64, s: f64) -> f64 {
     (1.0 - y * s).max(0.0)
 }
 
-/// `λ/2 ||w||² + mean hinge` of the plain state on `idx`.
-fn sample_cost(st: &mut SvmState, data: &SparseDataset, labels: &[f64], idx: &[u32]) -> f64 {
-    st.plain();
-    let (w, b) = st.eval_model();
-    let loss: f64 = idx
-        .iter()
-        .map(|&i| hinge(labels[i as usize], dot(w, data.features(i as usize)) + b))
-        .sum();
-    let norm: f64 = w.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-    0.5 * st.lambda * norm + loss / idx.len().max(1) as f64
-}
-
-/// The cost on the sample after one pass with constant `eta` from zero.
-fn try_eta(
-    d: usize,
-    (lambda, bias): (f64, bool),
-    data: &SparseDataset,
-    labels: &[f64],
-    idx: &[u32],
-    eta: f64,
-) -> f64 {
-    if eta * lambda >= 1.0 {
-        return f64::INFINITY;
-    }
-    let mut st = SvmState::new(d, lambda, bias, false, eta);
-    for &i in idx {
-        st.step(data.features(i as usize), labels[i as usize], eta);
-    }
-    let c = sample_cost(&mut st, data, labels, idx);
-    if c.is_finite() {
-        c
-    } else {
-        f64::INFINITY
-    }
-}
-
-/// Calibrates `η0` on `idx` (see the module documentation).
-fn calibrate(
-    d: usize,
-    (lambda, bias): (f64, bool),
-    data: &SparseDataset,
-    labels: &[f64],
-    idx: &[u32],
-) -> f64 {
-    const FACTOR: f64 = 2.0;
-    let cost = |eta: f64| try_eta(d, (lambda, bias), data, labels, idx, eta);
-    let mut lo = 1.0;
-    let mut lo_cost = cost(lo);
-    let mut hi = lo * FACTOR;
-    let mut hi_cost = cost(hi);
-    if lo_cost < hi_cost {
-        // Smaller is better: halve while it keeps improving.
-        for _ in 0..CALIBRATION_STEPS {
-            if lo_cost >= hi_cost {
-                break;
-            }
-            hi = lo;
-            hi_cost = lo_cost;
-            lo = hi / FACTOR;
-            lo_cost = cost(lo);
-        }
-    } else if hi_cost < lo_cost {
-        // Larger is better: double while it keeps improving.
-        for _ in 0..CALIBRATION_STEPS {
-            if hi_cost >= lo_cost {
-                break;
-            }
-            lo = hi;
-            lo_cost = hi_cost;
-            hi = lo * FACTOR;
-            hi_cost = cost(hi);
-        }
-    }
-    // Keep the rate usable by the regularisation step.
-    lo.min(0.5 / lambda)
-}
-
 struct SvmLearner<'a> {
     st: SvmState,
     train: SparseDataset,
@@ -682,83 +593,6 @@ impl Learner for SvmLearner<'_> {
 /// Examples and their labels, mapped as the options say.
 type Examples = (SparseDataset, Vec<f64>);
 
-/// Writes the evaluated model (the averaged one once averaging runs) of
-/// `st`, whose factors are folded in, to `path`.
-fn save_model(
-    path: &Path,
-    opts: &SvmOptions,
-    st: &SvmState,
-    epochs: f64,
-) -> Result<(), TrainError> {
-    let (w, b) = st.eval_model();
-    let header = model::ModelHeader {
-        app: "svm".into(),
-        values: 0,
-        features: Some(w.len() as u64),
-        positive_class: opts.positive_class,
-        max_features: Some(opts.max_features),
-        users: None,
-        items: None,
-        rank: None,
-        epochs,
-        options: serde_json::to_value(opts).unwrap_or_default(),
-    };
-    model::write(path, header, w, &[b])
-}
-
-/// `malt predict` with an svm model: writes `+1` or `-1` and the score of
-/// each example of `data` to `out`, one per line, and returns how many were
-/// wrong. The same arithmetic as training's evaluation, so the error on the
-/// training run's test file is the one it reported.
-pub fn predict_svm(
-    m: &model::ModelFile,
-    model_path: &Path,
-    data: &Path,
-    out: &mut dyn std::io::Write,
-) -> Result<model::Scored, TrainError> {
-    m.expect_app(model_path, "svm")?;
-    let h = &m.header;
-    let bad = |problem: String| TrainError::Model {
-        file: model_path.display().to_string(),
-        problem,
-    };
-    let d = h
-        .features
-        .ok_or_else(|| bad("an svm model without `features`".into()))?;
-    if m.values.len() as u64 != d + 1 {
-        return Err(bad(format!(
-            "{} values for {d} features (expected {})",
-            m.values.len(),
-            d + 1
-        )));
-    }
-    let w: Vec<f32> = m.values[..d as usize].iter().map(|&x| x as f32).collect();
-    let b = m.values[d as usize];
-    let opts = SvmOptions {
-        positive_class: h.positive_class,
-        ..SvmOptions::default()
-    };
-    let max = h.max_features.unwrap_or(DEFAULT_MAX_FEATURES);
-    let set = SparseDataset::load_shard_limited(data, 0, 1, max)?;
-    let mut errors = 0u64;
-    let io = |e| TrainError::io(Path::new("standard output"), e);
-    for i in 0..set.len() {
-        let s = dot_checked(&w, set.features(i)) + b;
-        let predicted = if s > 0.0 { 1.0 } else { -1.0 };
-        if predicted != opts.label(set.label(i)) {
-            errors += 1;
-        }
-        writeln!(out, "{predicted:+} {s}").map_err(io)?;
-    }
-    let n = set.len() as u64;
-    Ok(model::Scored {
-        app: "svm".into(),
-        examples: n,
-        test_error: (n > 0).then(|| errors as f64 / n as f64),
-        test_rmse: None,
-    })
-}
-
 /// Part `part` of `parts` of the training and test examples, with labels
 /// mapped; the training part shuffled once if the options say so.
 fn load(
@@ -874,20 +708,8 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         shuffle: opts.shuffle,
         seed: opts.seed,
         quiet: opts.quiet,
-        checkpoint: opts.checkpoint.as_ref().map(|dir| {
-            let every = opts.checkpoint_every.max(1);
-            (
-                "svm",
-                checkpoint::Checkpoints {
-                    dir: dir.clone(),
-                    every,
-                },
-            )
-        }),
-        resume: match &opts.resume {
-            Some(dir) => Some(checkpoint::read(dir, "svm", rank, learner.st.m.len())?),
-            None => None,
-        },
+        checkpoint: opts.keep.checkpoints("svm"),
+        resume: opts.keep.resumed("svm", rank, learner.st.m.len())?,
     };
     let res = run_loop(&mut learner, sync, &cfg, &mut clock, metrics.as_mut())?;
     let summary = res.summary(
@@ -925,8 +747,8 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         .write(&summary, &res.points)?;
     }
     learner.st.plain();
-    if let (Some(path), 0) = (&opts.model, sync.part().0) {
-        save_model(path, opts, &learner.st, res.epochs_done)?;
+    if let (Some(path), 0) = (&opts.keep.model, sync.part().0) {
+        file::save_model(path, opts, &learner.st, res.epochs_done)?;
     }
     let model = learner.st.m.clone();
     Ok(RunOutput {
@@ -938,6 +760,7 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
 
 #[cfg(test)]
 mod tests {
+    use super::calibration::try_eta;
     use super::*;
     use crate::data::testutil::TempDir;
     use crate::train::metrics::read_metrics;
