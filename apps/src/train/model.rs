@@ -114,7 +114,7 @@ pub fn write(
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// Reads a model written by [`write`], checking the format line, the
+/// Reads a model written by [`write()`], checking the format line, the
 /// header, and the number of values.
 pub fn read(path: &Path) -> Result<ModelFile, TrainError> {
     let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;

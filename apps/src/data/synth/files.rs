@@ -10,7 +10,7 @@ use super::{
     SynthSparseOptions, SynthSparseSummary,
 };
 
-/// [`synth_sparse`] into the file at `path`. The data go to a temporary file
+/// [`super::synth_sparse`] into the file at `path`. The data go to a temporary file
 /// next to it, renamed to `path` once complete.
 pub fn synth_sparse_file(
     opts: &SynthSparseOptions,
@@ -109,7 +109,7 @@ fn output_paths<'a>(
     Ok(paths)
 }
 
-/// [`synth_ratings`] into the file at `path`. The data go to a temporary file
+/// [`super::synth_ratings`] into the file at `path`. The data go to a temporary file
 /// next to it, renamed to `path` once complete.
 pub fn synth_ratings_file(
     opts: &SynthRatingsOptions,
