@@ -740,8 +740,11 @@ pub fn predict_mf(
     let (Some(users), Some(items), Some(k)) = (h.users, h.items, h.rank) else {
         return Err(bad("an mf model without users, items and rank".into()));
     };
-    let want = (users + items)
-        .checked_mul(k + 1)
+    // The shape comes from the file: sums that overflow are refused.
+    let want = users
+        .checked_add(items)
+        .zip(k.checked_add(1))
+        .and_then(|(n, k1)| n.checked_mul(k1))
         .and_then(|x| x.checked_add(1));
     if want != Some(file.values.len() as u64) {
         return Err(bad(format!(

@@ -281,6 +281,37 @@ mod tests {
     }
 
     #[test]
+    fn a_header_whose_shape_overflows_is_refused_by_predict() {
+        let dir = TempDir::new("model-shape");
+        let p = dir.path().join("m.model");
+        let data = dir.path().join("d.txt");
+        std::fs::write(&data, "1 1 3\n").unwrap();
+        for (app, h) in [
+            (
+                "svm",
+                ModelHeader {
+                    features: Some(u64::MAX),
+                    ..header("svm")
+                },
+            ),
+            (
+                "mf",
+                ModelHeader {
+                    features: None,
+                    users: Some(u64::MAX),
+                    items: Some(2),
+                    rank: Some(u64::MAX),
+                    ..header("mf")
+                },
+            ),
+        ] {
+            write(&p, h, &[0.5], &[]).unwrap();
+            let e = predict(&p, &data, &mut Vec::new()).unwrap_err().to_string();
+            assert!(e.contains("values for"), "{app}: {e}");
+        }
+    }
+
+    #[test]
     fn damaged_and_foreign_files_are_named_errors() {
         let dir = TempDir::new("model-bad");
         let p = dir.path().join("m.model");

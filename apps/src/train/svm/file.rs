@@ -50,11 +50,11 @@ pub fn predict_svm(
     let d = h
         .features
         .ok_or_else(|| bad("an svm model without `features`".into()))?;
-    if m.values.len() as u64 != d + 1 {
+    // `d` comes from the file: a count no file holds is refused, not added to.
+    if Some(m.values.len() as u64) != d.checked_add(1) {
         return Err(bad(format!(
-            "{} values for {d} features (expected {})",
-            m.values.len(),
-            d + 1
+            "{} values for {d} features (expected one per feature and a bias)",
+            m.values.len()
         )));
     }
     let w: Vec<f32> = m.values[..d as usize].iter().map(|&x| x as f32).collect();
