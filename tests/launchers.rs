@@ -345,3 +345,86 @@ fn ranks_do_not_outlive_a_killed_launcher() {
         "segments left {deadline:?} after the launcher was killed"
     );
 }
+
+/// The same before the job has started: a rank still dialling the
+/// coordinator (which `malt launch`, now SIGKILLed, was to run) must give
+/// up at once rather than retry for the whole rendezvous bound (15 min by
+/// default), and leave nothing behind. The "launcher" here is a shell that
+/// starts one rank of two and then waits; the port answers nothing.
+#[test]
+fn a_rank_still_joining_ends_when_its_launcher_is_killed() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let shm = ShmDir::new("launcher-killed-joining");
+    // The coordinator's port: the rank's first attempt is accepted here and
+    // left unanswered, which shows the rank dialling.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("listener");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let port = listener.local_addr().expect("port").port().to_string();
+    let vars = [
+        ("MALT_RANK", "1"),
+        ("MALT_WORLD_SIZE", "2"),
+        ("MALT_MASTER_ADDR", "127.0.0.1"),
+        ("MALT_MASTER_PORT", port.as_str()),
+        ("MALT_JOB_TOKEN", "launcher-killed-joining"),
+        ("MALT_COORDINATOR", "external"),
+        ("MALT_RENDEZVOUS_TIMEOUT", "600"),
+        ("MALT_SHM_DIR", &shm.path()),
+    ];
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut launcher = clean_command(
+        "sh",
+        &[
+            "-c",
+            "export MALT_LAUNCHER_PID=$$; \"$0\" check --rounds 1 --size 64 & wait",
+            malt(),
+        ],
+        &vars,
+    )
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("spawn the shell");
+    let lpid = launcher.id();
+    let t = Instant::now();
+    let mut dialled = None;
+    while t.elapsed() < Duration::from_secs(30) && dialled.is_none() {
+        dialled = listener.accept().ok();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rank = common::children_of(lpid);
+    kill(Pid::from_raw(lpid as i32), Signal::SIGKILL).expect("SIGKILL the shell");
+    let _ = launcher.wait();
+    assert!(
+        dialled.is_some() && rank.len() == 1,
+        "the rank did not dial the coordinator within 30 s (children {rank:?})"
+    );
+    // The launcher is gone: its coordinator closes the connection and stops
+    // listening, and every later attempt is refused.
+    drop(dialled);
+    drop(listener);
+    let t = Instant::now();
+    let deadline = Duration::from_secs(5);
+    while t.elapsed() < deadline && (rank.iter().any(|&p| alive(p)) || !shm.files().is_empty()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<i32> = rank.iter().copied().filter(|&p| alive(p)).collect();
+    for &p in &left {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    assert!(
+        left.is_empty(),
+        "rank {left:?} still ran {deadline:?} after its launcher was killed"
+    );
+    assert_eq!(
+        shm.files(),
+        Vec::<String>::new(),
+        "segments left {deadline:?} after the launcher was killed"
+    );
+}

@@ -164,3 +164,29 @@ fn a_terminal_gets_colour() {
         "no colour on a terminal: {shown:?}"
     );
 }
+
+/// A rank whose standard error is a pipe nobody reads any more (its
+/// launcher was SIGKILLed) must neither panic nor hang when it logs: a
+/// one-rank `malt check` logging at debug level still finishes, exit 0.
+#[test]
+fn a_closed_standard_error_neither_panics_nor_hangs_a_rank() {
+    use std::os::fd::AsRawFd;
+    // A pipe without a reader, inherited by the shell (no close-on-exec),
+    // which makes it the rank's standard error.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            r#"exec "$0" check --rounds 3 --size 64 2>&{}"#,
+            write.as_raw_fd()
+        ))
+        .arg(malt())
+        .env("MALT_LOG", "debug")
+        .env_remove("RUST_LOG");
+    let job = run_with_deadline(cmd, Duration::from_secs(30));
+    drop(write);
+    assert!(!job.timed_out, "the rank hung: {job:?}");
+    assert_eq!(job.code, Some(0), "{job:?}");
+    assert!(job.stdout.contains("\"ok\":true"), "{job:?}");
+}

@@ -81,6 +81,11 @@ pub fn init() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A rank's standard error is often a pipe to `malt launch`, which
+        // may be gone (SIGKILLed): a failed log write must not become a
+        // second write to that pipe, whose failure panics the thread that
+        // logged (and a panicking main or control thread hangs the rank).
+        .log_internal_errors(false)
         .with_ansi(colour)
         .event_format(format)
         .init();

@@ -221,6 +221,17 @@ impl Client {
             match attempt {
                 Ok(s) => break s,
                 Err(auth::AuthError::Io(e)) => {
+                    // `malt launch`, which was to run the coordinator, died
+                    // (SIGKILL, say): nothing will ever listen there.
+                    if cfg.external_coordinator && view::launcher_gone(Duration::from_millis(50)) {
+                        return Err(Error::Control {
+                            op: "join the job",
+                            source: io::Error::new(
+                                io::ErrorKind::ConnectionAborted,
+                                "malt launch, which ran this job's coordinator, is gone",
+                            ),
+                        });
+                    }
                     if !backoff.wait() {
                         return Err(Error::MasterUnreachable {
                             addr: master.to_string(),
@@ -306,7 +317,15 @@ impl Client {
         let v = view.clone();
         std::thread::Builder::new()
             .name(format!("malt-ctl-{rank}"))
-            .spawn(move || read_loop(r, v, tx, standby))
+            .spawn(move || {
+                // A panic here must not leave the rank's waits without
+                // anyone to wake them: the channel counts as lost.
+                let view = v.clone();
+                let run = std::panic::AssertUnwindSafe(|| read_loop(r, v, tx, standby));
+                if std::panic::catch_unwind(run).is_err() {
+                    view.lost();
+                }
+            })
             .map_err(ctl_err("spawn control reader"))?;
         Ok((
             Client {
@@ -459,11 +478,12 @@ fn read_loop(
                         // `malt launch` died (SIGKILL, say) and nobody will
                         // end this rank: it must not live on, computing
                         // for nobody. Exit without unwinding, leaving no
-                        // segment file behind.
+                        // segment file behind: the files go first, since
+                        // the log line goes to a pipe the launcher held.
+                        view.remove_own();
                         tracing::error!(
                             "malt launch, which ran this job's coordinator, is gone: this rank ends"
                         );
-                        view.remove_own();
                         std::process::exit(143);
                     }
                     view.lost();

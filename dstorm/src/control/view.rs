@@ -135,25 +135,10 @@ impl View {
     /// A dying process closes its sockets before its children get another
     /// parent, so the broken connection may come first: look for up to 2 s.
     pub fn orphaned(&self) -> bool {
-        let Some(launcher) = std::env::var("MALT_LAUNCHER_PID")
-            .ok()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-        else {
-            return false;
-        };
         if lock(&self.host).is_some() || lock(&self.state).leaving || self.ended() {
             return false;
         }
-        let until = Instant::now() + Duration::from_secs(2);
-        loop {
-            if std::os::unix::process::parent_id() != launcher {
-                return true;
-            }
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        launcher_gone(Duration::from_secs(2))
     }
 
     /// Removes what this rank made that outlives the process.
@@ -459,5 +444,28 @@ impl View {
         for r in lock(&self.regions).iter().filter_map(Weak::upgrade) {
             r.ring();
         }
+    }
+}
+
+/// Whether this rank was started by `malt launch` (`MALT_LAUNCHER_PID`)
+/// and its parent is no longer that launcher, looking for up to `within`
+/// (a dying process closes its sockets before its children get another
+/// parent).
+pub(crate) fn launcher_gone(within: Duration) -> bool {
+    let Some(launcher) = std::env::var("MALT_LAUNCHER_PID")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let until = Instant::now() + within;
+    loop {
+        if std::os::unix::process::parent_id() != launcher {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
