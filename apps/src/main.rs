@@ -111,6 +111,47 @@ enum DataCmd {
         #[arg(long, value_name = "FILE", requires = "test_rows")]
         test_out: Option<PathBuf>,
     },
+    /// Small dense binary classification data in LIBSVM format, shaped like
+    /// handwritten digits: ten Gaussian classes (one of them +1, 10% of the
+    /// rows by default) with correlated, standardised features.
+    ///
+    /// The class centres and the shared correlations come from
+    /// --model-seed (default: --seed); the rows from --seed. The shape of
+    /// the set in `malt`'s convergence tests: --rows 1300 --features 64.
+    SynthDense {
+        /// Rows (examples).
+        #[arg(long)]
+        rows: u64,
+        /// Features.
+        #[arg(long, default_value_t = 64)]
+        features: u32,
+        /// Classes (clusters); class 0 is +1, the rest -1.
+        #[arg(long, default_value_t = 10)]
+        classes: u32,
+        /// Fraction of rows in the positive class.
+        #[arg(long, default_value_t = malt::data::synth::DEFAULT_POSITIVES)]
+        positives: f64,
+        /// Spread of each class around its centre (larger: more overlap).
+        #[arg(long, default_value_t = malt::data::synth::DEFAULT_SPREAD)]
+        spread: f64,
+        /// Seed of the rows; also of the hidden model unless --model-seed
+        /// is given.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Seed of the hidden model (class centres and correlations).
+        #[arg(long, value_name = "S")]
+        model_seed: Option<u64>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write N test rows of the same model to --test-out.
+        #[arg(long, value_name = "N", requires = "test_out",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        test_rows: Option<u64>,
+        /// The test file of --test-rows.
+        #[arg(long, value_name = "FILE", requires = "test_rows")]
+        test_out: Option<PathBuf>,
+    },
     /// Netflix-like ratings (`user item rating` lines).
     ///
     /// Ratings come from hidden user and item factors drawn from
@@ -370,6 +411,28 @@ fn data(cmd: DataCmd) -> ExitCode {
             o.model_seed = model_seed;
             let test = test_rows.zip(test_out.as_deref());
             summary(synth::synth_sparse_files(&o, &out, test).map(train_and_test))
+        }
+        DataCmd::SynthDense {
+            rows,
+            features,
+            classes,
+            positives,
+            spread,
+            seed,
+            model_seed,
+            out,
+            test_rows,
+            test_out,
+        } => {
+            let o = synth::SynthDenseOptions {
+                classes,
+                positives,
+                spread,
+                model_seed,
+                ..synth::SynthDenseOptions::new(rows, features, seed)
+            };
+            let test = test_rows.zip(test_out.as_deref());
+            summary(synth::synth_dense_files(&o, &out, test).map(train_and_test))
         }
         DataCmd::SynthRatings {
             users,

@@ -44,6 +44,11 @@
 //!   probability `label_noise` (default [`DEFAULT_LABEL_NOISE`] = 5%), so the
 //!   best possible test error is about that rate.
 //!
+//! # `synth_dense`: small dense sets shaped like digits
+//!
+//! See the `dense` module: Gaussian clusters with a shared low-rank part,
+//! one class of ten against the rest, standardised features.
+//!
 //! # `synth_ratings`: Netflix-like ratings
 //!
 //! - **Popularity**: users and items are drawn from Zipf–Mandelbrot laws over
@@ -84,8 +89,13 @@ use rand_chacha::ChaCha8Rng;
 use super::libsvm::{format_line, push_f64, push_u64, Feature};
 
 mod alias;
+mod dense;
 mod files;
 use alias::Alias;
+pub use dense::{
+    synth_dense, synth_dense_files, SynthDenseOptions, SynthDenseSummary, DEFAULT_POSITIVES,
+    DEFAULT_SPREAD,
+};
 use files::Part;
 pub use files::{synth_ratings_file, synth_ratings_files, synth_sparse_file, synth_sparse_files};
 

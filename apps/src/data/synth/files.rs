@@ -42,7 +42,7 @@ pub fn synth_sparse_files(
 /// `test = Some((n, test_path))`, the next `n` to `test_path`, through
 /// `generate` (which writes each part's rows); both files are renamed into
 /// place once both are complete. Returns the parts' summaries.
-fn split_into_files<S>(
+pub(super) fn split_into_files<S>(
     rows: u64,
     path: &Path,
     test: Option<(u64, &Path)>,
@@ -81,7 +81,7 @@ impl<W> Part<W> {
 }
 
 /// `rows` plus the rows of the test part, if any.
-fn with_test(rows: u64, test: Option<(u64, &Path)>) -> Result<u64, SynthError> {
+pub(super) fn with_test(rows: u64, test: Option<(u64, &Path)>) -> Result<u64, SynthError> {
     match test {
         None => Ok(rows),
         Some((0, _)) => Err(invalid("test rows must be at least 1")),
