@@ -174,6 +174,7 @@ pub struct CommArgs {
 
 /// `malt train svm`
 #[derive(Args, Debug, Clone)]
+// One field per option of the command: its fields are its flags.
 pub struct SvmArgs {
     /// Training data (LIBSVM). Without it, a synthetic RCV1-like set is
     /// generated (once, into --data-dir).
@@ -191,6 +192,10 @@ pub struct SvmArgs {
     /// Averaged SGD.
     #[arg(long)]
     pub averaged: bool,
+    /// The learning rate at the start (default: calibrated on a sample of
+    /// 1,000 training examples).
+    #[arg(long)]
+    pub eta0: Option<f64>,
     /// Multiclass labels: this class is +1, the others -1.
     #[arg(long)]
     pub positive_class: Option<f64>,
@@ -300,6 +305,7 @@ impl Job {
                     lambda: a.lambda,
                     epochs: a.epochs,
                     averaged: a.averaged,
+                    eta0: a.eta0,
                     positive_class: a.positive_class,
                     out: a.out.clone(),
                     max_features: a.max_features,

@@ -56,6 +56,14 @@ impl DataFiles {
         })
     }
 
+    /// The training file alone (no test file).
+    pub fn train_only(&self) -> Self {
+        DataFiles {
+            train: self.train.clone(),
+            test: None,
+        }
+    }
+
     /// Part `part` of `parts` of the training file, passed through
     /// `shuffle`, and of the test file, each read with `read`.
     pub fn load<T>(

@@ -19,7 +19,7 @@ fn sample_cost(st: &mut SvmState, data: &SparseDataset, labels: &[f64], idx: &[u
 /// The cost on the sample after one pass with constant `eta` from zero.
 pub(super) fn try_eta(
     d: usize,
-    (lambda, bias): (f64, bool),
+    (lambda, bias): (f64, Option<f64>),
     data: &SparseDataset,
     labels: &[f64],
     idx: &[u32],
@@ -43,7 +43,7 @@ pub(super) fn try_eta(
 /// Calibrates `η0` on `idx` (see the module documentation).
 pub(super) fn calibrate(
     d: usize,
-    (lambda, bias): (f64, bool),
+    (lambda, bias): (f64, Option<f64>),
     data: &SparseDataset,
     labels: &[f64],
     idx: &[u32],

@@ -1,0 +1,190 @@
+//! Several ranks train as well as one on small data sets: `malt train svm`
+//! at 1, 2 and 4 ranks (real processes under `malt launch`) on sets of a
+//! few thousand rows made by `malt data synth-dense` (shaped like the
+//! digits set: 1,300 training rows, 64 standardised features, 10%
+//! positives) and `malt data synth-sparse`, with λ over three orders of
+//! magnitude. The objective after 20 epochs, averaged over the seeds 1 to
+//! 5, must be within 5% of one rank's (10% in the two dense cases named
+//! below).
+//!
+//! Before the fix (one rank's learning rate under model averaging, the
+//! bias at a fixed 1% of the weights' rate, one synchronisation per epoch
+//! on small shards), two ranks ended 20-40% and four ranks 30-75% above
+//! one rank on the dense set.
+
+mod common;
+
+use common::{malt, run_with_deadline};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(180);
+const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
+const EPOCHS: &str = "20";
+
+/// A directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("malt-convergence-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch directory");
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// `synth-dense --rows 1300 --features 64`, 500 test rows.
+    Dense,
+    /// `synth-sparse --rows 2000 --features 2000 --nnz 20`, 500 test rows.
+    Sparse,
+}
+
+fn run(cmd: Command, what: &str) -> common::Job {
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(0), "{what}: {job:?}");
+    job
+}
+
+/// Writes the training and test files of `shape` for `seed` into `dir`.
+fn generate(dir: &Path, shape: Shape, seed: u64) -> (PathBuf, PathBuf) {
+    let (train, test) = (
+        dir.join(format!("{seed}.train")),
+        dir.join(format!("{seed}.test")),
+    );
+    let mut cmd = Command::new(malt());
+    cmd.arg("data");
+    match shape {
+        Shape::Dense => cmd.args(["synth-dense", "--rows", "1300", "--features", "64"]),
+        Shape::Sparse => cmd.args([
+            "synth-sparse",
+            "--rows",
+            "2000",
+            "--features",
+            "2000",
+            "--nnz",
+            "20",
+        ]),
+    };
+    cmd.args(["--seed", &seed.to_string(), "--test-rows", "500"])
+        .arg("--out")
+        .arg(&train)
+        .arg("--test-out")
+        .arg(&test);
+    run(cmd, "generate");
+    (train, test)
+}
+
+/// The training objective after [`EPOCHS`] epochs at `ranks` ranks.
+fn objective(
+    dir: &Path,
+    data: &(PathBuf, PathBuf),
+    ranks: usize,
+    seed: u64,
+    lambda: Option<&str>,
+) -> f64 {
+    let out = dir.join(format!("run-{seed}-{ranks}"));
+    let mut cmd = Command::new(malt());
+    cmd.args([
+        "train",
+        "svm",
+        "--epochs",
+        EPOCHS,
+        "--json",
+        "--quiet",
+        "--no-plot",
+    ])
+    .args(["--ranks", &ranks.to_string(), "--seed", &seed.to_string()])
+    .arg("--data")
+    .arg(&data.0)
+    .arg("--test")
+    .arg(&data.1)
+    .arg("--out")
+    .arg(&out);
+    if let Some(l) = lambda {
+        cmd.args(["--lambda", l]);
+    }
+    let job = run(cmd, "train");
+    let summary = job
+        .json_lines()
+        .into_iter()
+        .find(|v| v.get("final_loss").is_some())
+        .unwrap_or_else(|| panic!("no summary line: {job:?}"));
+    let loss = summary["final_loss"].as_f64().expect("final_loss");
+    assert!(loss.is_finite() && loss > 0.0, "{summary}");
+    loss
+}
+
+/// Trains every seed at 1, 2 and 4 ranks and checks the mean objectives.
+fn converges_like_one_rank(shape: Shape, lambda: Option<&str>, bound: f64) {
+    let scratch = Scratch::new(&format!("{shape:?}-{}", lambda.unwrap_or("default")));
+    let mut table = Vec::new();
+    for seed in SEEDS {
+        let data = generate(&scratch.0, shape, seed);
+        let row: Vec<f64> = [1, 2, 4]
+            .iter()
+            .map(|&r| objective(&scratch.0, &data, r, seed, lambda))
+            .collect();
+        table.push(row);
+    }
+    let mean = |i: usize| table.iter().map(|r| r[i]).sum::<f64>() / table.len() as f64;
+    let (one, two, four) = (mean(0), mean(1), mean(2));
+    let report = format!(
+        "{shape:?} set, λ = {}: mean objective after {EPOCHS} epochs at 1/2/4 ranks \
+         {one:.5} / {two:.5} / {four:.5} (ratios {:.3}, {:.3}); per seed {table:.5?}",
+        lambda.unwrap_or("1/n"),
+        two / one,
+        four / one
+    );
+    eprintln!("{report}");
+    assert!(two <= bound * one && four <= bound * one, "{report}");
+}
+
+/// The acceptance case: the digits-shaped set at the default λ (1/n).
+#[test]
+fn dense_set_at_the_default_lambda() {
+    converges_like_one_rank(Shape::Dense, None, 1.05);
+}
+
+#[test]
+fn dense_set_at_lambda_1e_2() {
+    converges_like_one_rank(Shape::Dense, Some("1e-2"), 1.05);
+}
+
+/// At λ ≤ 1/n the 20-epoch objective of each run is still noisy (the rate
+/// has hardly begun to decay), and the mean of five seeds holds 10%, not
+/// 5%.
+#[test]
+fn dense_set_at_lambda_1e_3() {
+    converges_like_one_rank(Shape::Dense, Some("1e-3"), 1.10);
+}
+
+/// See [`dense_set_at_lambda_1e_3`].
+#[test]
+fn dense_set_at_lambda_1e_4() {
+    converges_like_one_rank(Shape::Dense, Some("1e-4"), 1.10);
+}
+
+#[test]
+fn sparse_set_at_lambda_1e_2() {
+    converges_like_one_rank(Shape::Sparse, Some("1e-2"), 1.05);
+}
+
+#[test]
+fn sparse_set_at_lambda_1e_3() {
+    converges_like_one_rank(Shape::Sparse, Some("1e-3"), 1.05);
+}
+
+#[test]
+fn sparse_set_at_lambda_1e_4() {
+    converges_like_one_rank(Shape::Sparse, Some("1e-4"), 1.05);
+}
