@@ -1,7 +1,7 @@
 //! The learning rate at t = 0: the rate whose single pass over a sample of
 //! examples gives the lowest objective there (what svmsgd does).
 
-use super::{dot, hinge, SvmState, CALIBRATION_STEPS};
+use super::{dot, hinge, Bias, SvmState, CALIBRATION_STEPS};
 use crate::data::libsvm::SparseDataset;
 
 /// `λ/2 ||w||² + mean hinge` of the plain state on `idx`.
@@ -19,7 +19,7 @@ fn sample_cost(st: &mut SvmState, data: &SparseDataset, labels: &[f64], idx: &[u
 /// The cost on the sample after one pass with constant `eta` from zero.
 pub(super) fn try_eta(
     d: usize,
-    (lambda, bias): (f64, Option<f64>),
+    (lambda, bias): (f64, Option<Bias>),
     data: &SparseDataset,
     labels: &[f64],
     idx: &[u32],
@@ -43,7 +43,7 @@ pub(super) fn try_eta(
 /// Calibrates `η0` on `idx` (see the module documentation).
 pub(super) fn calibrate(
     d: usize,
-    (lambda, bias): (f64, Option<f64>),
+    (lambda, bias): (f64, Option<Bias>),
     data: &SparseDataset,
     labels: &[f64],
     idx: &[u32],
