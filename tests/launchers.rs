@@ -325,13 +325,20 @@ fn ranks_do_not_outlive_a_killed_launcher() {
         "the ranks did not start: children {ranks:?}, segments {:?}",
         shm.files()
     );
+    assert_gone(&ranks, &shm, Duration::from_secs(10));
+}
+
+/// Waits up to `deadline` for `ranks` to exit and `shm` to empty, then
+/// SIGKILLs any rank left (never leaving one running) and asserts that
+/// none was and that no segment is left.
+fn assert_gone(ranks: &[i32], shm: &ShmDir, deadline: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
     let t = Instant::now();
-    let deadline = Duration::from_secs(10);
     while t.elapsed() < deadline && (ranks.iter().any(|&p| alive(p)) || !shm.files().is_empty()) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let left: Vec<i32> = ranks.iter().copied().filter(|&p| alive(p)).collect();
-    // Never leave them running, whatever the outcome.
     for &p in &left {
         let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
     }
@@ -409,22 +416,5 @@ fn a_rank_still_joining_ends_when_its_launcher_is_killed() {
     // listening, and every later attempt is refused.
     drop(dialled);
     drop(listener);
-    let t = Instant::now();
-    let deadline = Duration::from_secs(5);
-    while t.elapsed() < deadline && (rank.iter().any(|&p| alive(p)) || !shm.files().is_empty()) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let left: Vec<i32> = rank.iter().copied().filter(|&p| alive(p)).collect();
-    for &p in &left {
-        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-    }
-    assert!(
-        left.is_empty(),
-        "rank {left:?} still ran {deadline:?} after its launcher was killed"
-    );
-    assert_eq!(
-        shm.files(),
-        Vec::<String>::new(),
-        "segments left {deadline:?} after the launcher was killed"
-    );
+    assert_gone(&rank, &shm, Duration::from_secs(5));
 }
