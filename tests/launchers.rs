@@ -356,15 +356,17 @@ fn assert_gone(ranks: &[i32], shm: &ShmDir, deadline: Duration) {
 /// The same before the job has started: a rank still dialling the
 /// coordinator (which `malt launch`, now SIGKILLed, was to run) must give
 /// up at once rather than retry for the whole rendezvous bound (15 min by
-/// default), and leave nothing behind. The "launcher" here is a shell that
-/// starts one rank of two and then waits; the port answers nothing.
+/// default), and leave nothing behind; while the launcher lives, a failed
+/// attempt is retried. The "launcher" here is a shell that starts one rank
+/// of two through a wrapper shell (so the rank's parent was never the
+/// launcher) and then waits.
 #[test]
 fn a_rank_still_joining_ends_when_its_launcher_is_killed() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let shm = ShmDir::new("launcher-killed-joining");
-    // The coordinator's port: the rank's first attempt is accepted here and
-    // left unanswered, which shows the rank dialling.
+    // The coordinator's port: the rank's attempts are accepted here and
+    // closed unanswered, which shows the rank dialling.
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("listener");
     listener
         .set_nonblocking(true)
@@ -388,7 +390,7 @@ fn a_rank_still_joining_ends_when_its_launcher_is_killed() {
         "sh",
         &[
             "-c",
-            "export MALT_LAUNCHER_PID=$$; \"$0\" check --rounds 1 --size 64 & wait",
+            r#"export MALT_LAUNCHER_PID=$$; sh -c '"$0" check --rounds 1 --size 64; exit $?' "$0" & wait"#,
             malt(),
         ],
         &vars,
@@ -399,22 +401,38 @@ fn a_rank_still_joining_ends_when_its_launcher_is_killed() {
     .spawn()
     .expect("spawn the shell");
     let lpid = launcher.id();
-    let t = Instant::now();
-    let mut dialled = None;
-    while t.elapsed() < Duration::from_secs(30) && dialled.is_none() {
-        dialled = listener.accept().ok();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let rank = common::children_of(lpid);
+    let accept = |what: &str| {
+        let t = Instant::now();
+        loop {
+            if let Ok((conn, _)) = listener.accept() {
+                return Some(conn);
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                eprintln!("no {what} attempt within 30 s");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // A first attempt that fails while the launcher lives is retried.
+    let first = accept("first");
+    drop(first);
+    let second = accept("second");
+    let wrapper = common::children_of(lpid);
+    let rank: Vec<i32> = wrapper
+        .iter()
+        .flat_map(|&w| common::children_of(w as u32))
+        .collect();
     kill(Pid::from_raw(lpid as i32), Signal::SIGKILL).expect("SIGKILL the shell");
     let _ = launcher.wait();
     assert!(
-        dialled.is_some() && rank.len() == 1,
-        "the rank did not dial the coordinator within 30 s (children {rank:?})"
+        second.is_some() && rank.len() == 1,
+        "the rank did not dial the coordinator twice within 30 s each \
+         (wrapper {wrapper:?}, rank {rank:?})"
     );
     // The launcher is gone: its coordinator closes the connection and stops
     // listening, and every later attempt is refused.
-    drop(dialled);
+    drop(second);
     drop(listener);
-    assert_gone(&rank, &shm, Duration::from_secs(5));
+    assert_gone(&[rank, wrapper].concat(), &shm, Duration::from_secs(5));
 }

@@ -223,7 +223,7 @@ impl Client {
                 Err(auth::AuthError::Io(e)) => {
                     // `malt launch`, which was to run the coordinator, died
                     // (SIGKILL, say): nothing will ever listen there.
-                    if cfg.external_coordinator && view::launcher_gone(Duration::from_millis(50)) {
+                    if cfg.external_coordinator && view::launcher_ended() {
                         return Err(Error::Control {
                             op: "join the job",
                             source: io::Error::new(

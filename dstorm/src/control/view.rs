@@ -469,3 +469,23 @@ pub(crate) fn launcher_gone(within: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Whether this rank was started by `malt launch` (`MALT_LAUNCHER_PID`)
+/// and that process has ended (gone, or a zombie). Unlike
+/// [`launcher_gone`], this holds for ranks started through a wrapper
+/// script, whose parent was never the launcher.
+pub(crate) fn launcher_ended() -> bool {
+    let Some(launcher) = std::env::var("MALT_LAUNCHER_PID")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    match std::fs::read_to_string(format!("/proc/{launcher}/stat")) {
+        // Fields after the command name: the state first.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
