@@ -82,7 +82,9 @@ pub enum TrainCmd {
 #[derive(Args, Debug, Clone)]
 // The communication flags of `malt train`: its fields are the flags.
 pub struct CommArgs {
-    /// Examples between synchronisations (0: only at epoch ends).
+    /// Examples between synchronisations (0: only at epoch ends; svm:
+    /// default 5,000, and with several ranks at most 1/32 of the largest
+    /// shard).
     #[arg(long)]
     pub cb: Option<u64>,
     /// Communication graph: all, halton, ring, random:K or random:K:SEED.
@@ -193,7 +195,7 @@ pub struct SvmArgs {
     #[arg(long)]
     pub averaged: bool,
     /// The learning rate at the start (default: calibrated on a sample of
-    /// 1,000 training examples).
+    /// 1,000 training examples); rates above 0.5/λ are used as 0.5/λ.
     #[arg(long)]
     pub eta0: Option<f64>,
     /// Multiclass labels: this class is +1, the others -1.

@@ -76,13 +76,22 @@
 //! each rank steps with `N η_t` (capped at `0.5 / λ`): the mean of the
 //! models divides each rank's step by `N`, so without the factor the merged
 //! model would move only as far per epoch as `n / N` sequential steps while
-//! `t < t0` (the whole run, on small data sets). Asymptotically `N η_{N t}`
-//! is `1 / (λ t)` for the rank's own count `t`, as before. A rank trains on
+//! `t < t0` (the whole run, on small data sets). The scaled step is capped
+//! at `max(η'_t, 1 / mean ||x||²)`, where `η'_t` is the rate of the rank's
+//! own clock (`t / N`, the rate before the scaling): a step that moves a
+//! row's own margin by more than 1 overshoots, and where the calibrated
+//! `η0` is already that large (rows of unit norm, `η0 = 2`) N-fold steps
+//! made 4 ranks end 13% above one on 100,000 rows. Asymptotically both are
+//! `1 / (λ t)` for the rank's own count `t`, as before (with `--averaged`,
+//! `N^{1/4}` times that). The scaling assumes that a merge averages all N
+//! models (graph `all`, BSP); sparser graphs and ASYNC/SSP average fewer.
+//! A rank trains on
 //! at most `1/32` of its shard between two syncs ([`sync_cadence`]), so
 //! that the ranks' models, each stepping `N` times as far, stay close to
 //! the path of sequential SGD. Together, on 1,300-row sets at 20 epochs,
-//! 2 and 4 ranks end within 1% of one rank's objective (mean of 5 seeds;
-//! `tests/convergence.rs`), where they ended 14% and 54% above it.
+//! 2 and 4 ranks end within 1% of one rank's objective at the default λ
+//! (mean of 5 seeds; `tests/convergence.rs`), where they ended 14% and 54%
+//! above it.
 //!
 //! # Synthetic data
 //!
@@ -185,8 +194,13 @@ pub fn sync_cadence(cb: u64, n_max: u64, world: usize) -> u64 {
     if world <= 1 || cb == 0 {
         return cb;
     }
-    cb.min(n_max.div_ceil(MIN_SYNCS_PER_EPOCH).max(1))
+    cb.min((n_max / MIN_SYNCS_PER_EPOCH).max(1))
 }
+
+/// The last value of an svm checkpoint's state: its clock `t` counts every
+/// rank's examples (states of 5 values, written before, counted one
+/// rank's).
+const CLOCK_OF_ALL_RANKS: f64 = 2.0;
 
 /// `wscale` is folded into the weights when it falls below this.
 const WSCALE_MIN: f64 = 1e-5;
@@ -246,6 +260,9 @@ struct SvmState {
     /// Factor of every step's rate: the number of ranks with `--udf avg`
     /// (the merge divides each rank's step by it), else 1.
     rate_scale: f64,
+    /// The most a scaled step may be unless the rank's own-clock rate is
+    /// larger: `1 / mean ||x||²` (see the module documentation).
+    scaled_max: f64,
     eta0: f64,
 }
 
@@ -268,6 +285,7 @@ impl SvmState {
             t: 0,
             clock_step: 1,
             rate_scale: 1.0,
+            scaled_max: f64::INFINITY,
             eta0,
         }
     }
@@ -431,18 +449,24 @@ impl Learner for SvmLearner<'_> {
         // Two loops, so that the plain rate never pays for the power of the
         // averaged one.
         let (lambda, eta0) = (self.st.lambda, self.st.eta0);
-        let (scale, cap) = (self.st.rate_scale, 0.5 / lambda);
+        let (scale, cap, smax) = (self.st.rate_scale, 0.5 / lambda, self.st.scaled_max);
+        let ranks = self.st.clock_step as f64;
         if self.st.averaged {
             for &i in order {
-                let r = 1.0 + lambda * eta0 * self.st.t as f64;
-                let eta = (scale * eta0 / r.powf(0.75)).min(cap);
+                let t = self.st.t as f64;
+                let global = eta0 / (1.0 + lambda * eta0 * t).powf(0.75);
+                let own = eta0 / (1.0 + lambda * eta0 * t / ranks).powf(0.75);
+                let eta = (scale * global).min(own.max(smax)).min(cap);
                 let i = i as usize;
                 self.st.step(self.train.features(i), self.labels[i], eta);
             }
         } else {
             for &i in order {
                 // = 1 / (λ (t + t0)) with t0 = 1 / (λ η0).
-                let eta = (scale * eta0 / (1.0 + lambda * eta0 * self.st.t as f64)).min(cap);
+                let t = self.st.t as f64;
+                let global = eta0 / (1.0 + lambda * eta0 * t);
+                let own = eta0 / (1.0 + lambda * eta0 * t / ranks);
+                let eta = (scale * global).min(own.max(smax)).min(cap);
                 let i = i as usize;
                 self.st.step(self.train.features(i), self.labels[i], eta);
             }
@@ -465,16 +489,28 @@ impl Learner for SvmLearner<'_> {
             st.avg_steps as f64,
             st.b,
             st.ab,
+            CLOCK_OF_ALL_RANKS,
         ]
     }
 
     fn restore(&mut self, state: &[f64]) -> Result<(), TrainError> {
-        let [t, avg_on, avg_steps, b, ab] = state else {
+        let [t, avg_on, avg_steps, b, ab, clock] = state else {
+            let why = if state.len() == 5 {
+                "it was written before the learning rate's clock counted every rank's \
+                 examples (2026-12-07): resume it with the malt that wrote it, or start again"
+                    .to_string()
+            } else {
+                format!("it has {} state values; an svm run keeps 6", state.len())
+            };
             return Err(TrainError::InvalidOptions(format!(
-                "a checkpoint with {} state values; an svm run keeps 5",
-                state.len()
+                "this svm checkpoint cannot be resumed: {why}"
             )));
         };
+        if *clock != CLOCK_OF_ALL_RANKS {
+            return Err(TrainError::InvalidOptions(format!(
+                "this svm checkpoint cannot be resumed: unknown clock {clock}"
+            )));
+        }
         let st = &mut self.st;
         st.t = *t as u64;
         st.avg_on = *avg_on != 0.0 && st.averaged;
@@ -599,8 +635,9 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
         })
         .sum();
     let positives = labels.iter().filter(|&&y| y > 0.0).count() as f64;
+    let squares_all = allreduce_scalar(sync, squares)?;
     let bias = if opts.bias {
-        let squares = allreduce_scalar(sync, squares)?;
+        let squares = squares_all;
         let positives = allreduce_scalar(sync, positives)?.round() as u64;
         Some(Bias {
             rate: bias_rate(squares / n_train as f64),
@@ -618,12 +655,15 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
             let root = first_rank_where(sync, !train.is_empty())?.unwrap_or(0);
             let mine = if part == root {
                 // The first examples: a random sample when shuffled.
-                let whole = if parts > 1 && train.len() < CALIBRATION_SAMPLE {
+                let small = n_train <= (32 * CALIBRATION_SAMPLE) as u64;
+                let whole = if parts > 1 && train.len() < CALIBRATION_SAMPLE && small {
                     // A shard smaller than the sample: calibrate on the
                     // sample one rank would use (the first examples of the
                     // whole file shuffled as rank 0 of one would), so that
                     // eta0 does not depend on the number of ranks.
-                    Some(load(&files.train_only(), 0, 1, opts, 0)?.0)
+                    // On failure (the file changed under the job), the
+                    // shard's own sample serves: no rank fails alone.
+                    load(&files.train_only(), 0, 1, opts, 0).ok().map(|l| l.0)
                 } else {
                     None
                 };
@@ -657,8 +697,20 @@ pub fn run_svm(opts: &SvmOptions, sync: &mut dyn ModelSync) -> Result<RunOutput,
 
     let mut st = SvmState::new(d, lambda, bias, opts.averaged, eta0);
     st.set_world(sync.world(), opts.udf);
+    if squares_all > 0.0 {
+        // A step of `1 / ||x||²` moves a row's own margin by 1.
+        st.scaled_max = n_train as f64 / squares_all;
+    }
     let n_max = allreduce_max(sync, train.len() as f64)? as u64;
     let cb = sync_cadence(opts.cb, n_max, sync.world());
+    if cb != opts.cb {
+        tracing::info!(
+            asked = opts.cb,
+            cb,
+            n_max,
+            "examples between synchronisations lowered to 1/{MIN_SYNCS_PER_EPOCH} of the largest shard"
+        );
+    }
     let mut learner = SvmLearner {
         st,
         train,
@@ -912,8 +964,13 @@ mod tests {
 
     #[test]
     fn small_shards_sync_at_least_32_times_an_epoch() {
-        // The default cb on 1,300 rows over 2 ranks: 650 / 32 rounded up.
-        assert_eq!(sync_cadence(5000, 650, 2), 21);
+        // The default cb on 1,300 rows over 2 ranks: 650 / 32, rounded
+        // down so that an epoch has at least 32 rounds.
+        for n in [33, 650, 1000, 159_999] {
+            let cb = sync_cadence(5000, n, 2);
+            assert!(super::super::rounds_per_epoch(n, cb) >= 32, "{n}: cb {cb}");
+        }
+        assert_eq!(sync_cadence(5000, 650, 2), 20);
         // Large shards keep cb; one rank and cb 0 are left alone.
         assert_eq!(sync_cadence(5000, 200_000, 2), 5000);
         assert_eq!(sync_cadence(5000, 650, 1), 5000);

@@ -41,6 +41,9 @@ pub const DEFAULT_POSITIVES: f64 = 0.1;
 pub const DEFAULT_SPREAD: f64 = 2.0;
 /// Values are multiples of this.
 const DENSE_QUANTUM: f64 = 1e-4;
+/// Largest spread: beyond it the classes' centres vanish in the rounding
+/// of the standardised values (and far beyond, the variance overflows).
+pub const MAX_SPREAD: f64 = 1e4;
 
 /// Options of [`synth_dense`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -53,7 +56,7 @@ pub struct SynthDenseOptions {
     pub classes: u32,
     /// Probability of class 0 (+1), in `(0, 1)`.
     pub positives: f64,
-    /// Scale of the within-class variation (finite, `> 0`).
+    /// Scale of the within-class variation, in `(0, MAX_SPREAD]`.
     pub spread: f64,
     /// Seed of the rows, and of the model unless `model_seed` is given.
     pub seed: u64,
@@ -104,9 +107,9 @@ impl SynthDenseOptions {
                 self.positives
             )));
         }
-        if !(self.spread.is_finite() && self.spread > 0.0) {
+        if !(self.spread > 0.0 && self.spread <= MAX_SPREAD) {
             return Err(invalid(format!(
-                "spread must be finite and positive, got {}",
+                "spread must be positive and at most {MAX_SPREAD}, got {}",
                 self.spread
             )));
         }
@@ -385,6 +388,10 @@ mod tests {
             },
             SynthDenseOptions {
                 spread: 0.0,
+                ..ok.clone()
+            },
+            SynthDenseOptions {
+                spread: 1e200,
                 ..ok.clone()
             },
         ] {
