@@ -471,6 +471,11 @@ impl Group {
                 tracks: true,
                 tolerant: self.fault_tolerant(),
                 timeout: self.cfg.timeout,
+                quiet: if self.transport.kind() == crate::config::TransportKind::Shm {
+                    crate::object::read::SHM_QUIET
+                } else {
+                    self.cfg.fail_timeout
+                },
             },
             spec.flow,
             out,

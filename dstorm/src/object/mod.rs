@@ -7,7 +7,7 @@
 //! [`Group`]: crate::Group
 
 mod counters;
-mod read;
+pub(crate) mod read;
 mod spec;
 #[cfg(feature = "testing")]
 mod testing;
@@ -67,6 +67,9 @@ pub(crate) struct Tracking {
     pub tolerant: bool,
     /// The bound on a backpressured write's wait and on a regroup's.
     pub timeout: Duration,
+    /// How long nothing may arrive from a peer waiting in a collective
+    /// before a wait for it ends the job as a call mismatch.
+    pub quiet: Duration,
 }
 
 /// The write half's state.

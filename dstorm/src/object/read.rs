@@ -13,9 +13,14 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 /// How long a wait for a peer that waits in a collective call lets that
-/// peer's in-flight data (tcp, verbs) keep arriving before it concludes that
-/// nothing more will come (see [`Error::CallMismatch`]).
-const QUIET: Duration = Duration::from_millis(100);
+/// peer's data keep arriving before it concludes that nothing more will
+/// come (see [`Error::CallMismatch`]), on shared memory, where a write is
+/// complete when the writer returns. On tcp and verbs an update may still
+/// be in flight after its writer went on (a slow link: slower than the
+/// failure timeout per update), so there the quiet time is the failure
+/// timeout T, after which the fault monitor too would have suspected a
+/// link that carried nothing.
+pub(crate) const SHM_QUIET: Duration = Duration::from_millis(100);
 
 impl Object {
     /// Returns the oldest unread consistent update of the next sender (senders
@@ -83,7 +88,8 @@ impl Object {
     /// parking on the doorbell in between. While waiting for `sender`
     /// alone, fails with [`Error::CallMismatch`] once that rank is known to
     /// wait in a collective call and nothing more has arrived from it for
-    /// [`QUIET`]: it cannot send what this rank waits for.
+    /// the quiet time ([`SHM_QUIET`] on shm, the failure timeout on tcp
+    /// and verbs): it cannot send what this rank waits for.
     fn poll_until(
         &mut self,
         timeout: Duration,
@@ -117,13 +123,13 @@ impl Object {
                 let arrived = self.links.arrivals(p);
                 match quiet {
                     Some((before, since)) if before == arrived => {
-                        if now >= since + QUIET {
+                        if now >= since + self.track.quiet {
                             return Err(self.call_mismatch(p, &op));
                         }
                     }
                     _ => quiet = Some((arrived, now)),
                 }
-                until = until.min(now + QUIET / 4);
+                until = until.min(now + self.track.quiet / 4);
             } else {
                 quiet = None;
             }
