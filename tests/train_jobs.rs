@@ -404,3 +404,56 @@ fn bad_training_options_fail_with_a_message() {
         job.stderr
     );
 }
+
+/// An svm checkpoint written before the learning rate's clock counted
+/// every rank's examples (its rank states hold 5 values, not 6) is refused
+/// with a message saying why, on every rank, instead of resuming with a
+/// rate up to N times too large.
+#[test]
+fn an_svm_checkpoint_of_the_per_rank_clock_is_refused() {
+    let dir = out_dir("old-clock");
+    let cp = dir.join("checkpoints");
+    let (d, c) = (dir.display().to_string(), cp.display().to_string());
+    let data = [
+        "--synth-rows",
+        "2000",
+        "--synth-features",
+        "200",
+        "--synth-nnz",
+        "5",
+    ];
+    let epochs = ["--epochs", "2", "--checkpoint-every", "1"];
+    train_on(
+        &["svm", "--ranks", "2", "--out", &d, "--checkpoint", &c],
+        &[&data[..], &epochs[..]].concat(),
+    );
+    // Rewrite every rank state as the old format had it: the clock marker
+    // (the last value) absent.
+    let mut rewritten = 0;
+    for entry in std::fs::read_dir(&cp).expect("checkpoint dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("rank-") && name.ends_with(".json")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let state = v["state"].as_array_mut().expect("state values");
+        assert_eq!(state.len(), 6, "{name}: {text}");
+        state.pop();
+        std::fs::write(entry.path(), v.to_string()).unwrap();
+        rewritten += 1;
+    }
+    assert!(rewritten >= 2, "rank states found: {rewritten}");
+    let mut cmd = Command::new(malt());
+    cmd.args(["train", "svm", "--ranks", "2", "--out", &d, "--resume", &c])
+        .args(data)
+        .args(["--epochs", "4", "--json", "--no-plot", "--timeout", "60"]);
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_ne!(job.code, Some(0), "{job:?}");
+    assert!(
+        job.stderr
+            .contains("counted every rank's examples (2026-12-07)"),
+        "{job:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
