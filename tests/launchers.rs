@@ -318,14 +318,15 @@ fn ranks_do_not_outlive_a_killed_launcher() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let started = ranks.len() == 2 && shm.files().len() >= 2;
+    let segments = shm.files();
     kill(Pid::from_raw(lpid), Signal::SIGKILL).expect("SIGKILL the launcher");
     let _ = launcher.wait();
+    // No rank is left behind before the verdict.
+    assert_gone(&ranks, &shm, Duration::from_secs(10));
     assert!(
         started,
-        "the ranks did not start: children {ranks:?}, segments {:?}",
-        shm.files()
+        "the ranks did not start: children {ranks:?}, segments {segments:?}"
     );
-    assert_gone(&ranks, &shm, Duration::from_secs(10));
 }
 
 /// Waits up to `deadline` for `ranks` to exit and `shm` to empty, then
@@ -425,14 +426,20 @@ fn a_rank_still_joining_ends_when_its_launcher_is_killed() {
         .collect();
     kill(Pid::from_raw(lpid as i32), Signal::SIGKILL).expect("SIGKILL the shell");
     let _ = launcher.wait();
+    let dialled_twice = second.is_some() && rank.len() == 1;
+    // The launcher is gone: its coordinator closes the connection and stops
+    // listening, and every later attempt is refused. Whatever happened, no
+    // process is left behind before the verdict.
+    drop(second);
+    drop(listener);
+    assert_gone(
+        &[rank.clone(), wrapper.clone()].concat(),
+        &shm,
+        Duration::from_secs(5),
+    );
     assert!(
-        second.is_some() && rank.len() == 1,
+        dialled_twice,
         "the rank did not dial the coordinator twice within 30 s each \
          (wrapper {wrapper:?}, rank {rank:?})"
     );
-    // The launcher is gone: its coordinator closes the connection and stops
-    // listening, and every later attempt is refused.
-    drop(second);
-    drop(listener);
-    assert_gone(&[rank, wrapper].concat(), &shm, Duration::from_secs(5));
 }
