@@ -455,7 +455,12 @@ impl Learner for SvmLearner<'_> {
             for &i in order {
                 let t = self.st.t as f64;
                 let global = eta0 / (1.0 + lambda * eta0 * t).powf(0.75);
-                let own = eta0 / (1.0 + lambda * eta0 * t / ranks).powf(0.75);
+                // One rank: the same rate, without a second power.
+                let own = if ranks > 1.0 {
+                    eta0 / (1.0 + lambda * eta0 * t / ranks).powf(0.75)
+                } else {
+                    global
+                };
                 let eta = (scale * global).min(own.max(smax)).min(cap);
                 let i = i as usize;
                 self.st.step(self.train.features(i), self.labels[i], eta);
@@ -465,7 +470,11 @@ impl Learner for SvmLearner<'_> {
                 // = 1 / (λ (t + t0)) with t0 = 1 / (λ η0).
                 let t = self.st.t as f64;
                 let global = eta0 / (1.0 + lambda * eta0 * t);
-                let own = eta0 / (1.0 + lambda * eta0 * t / ranks);
+                let own = if ranks > 1.0 {
+                    eta0 / (1.0 + lambda * eta0 * t / ranks)
+                } else {
+                    global
+                };
                 let eta = (scale * global).min(own.max(smax)).min(cap);
                 let i = i as usize;
                 self.st.step(self.train.features(i), self.labels[i], eta);
