@@ -171,6 +171,61 @@ fn sigint_is_forwarded_and_nothing_is_left_running() {
     }
 }
 
+/// A signal that reaches the launcher while it is still starting ranks is
+/// forwarded too: the ranks already started end with the launcher instead
+/// of running on unowned. Each rank writes its pid to a file; the signal
+/// goes out as soon as the first file appears, while the launcher is
+/// starting the other seven.
+#[test]
+fn a_signal_during_start_up_ends_the_ranks_already_started() {
+    let dir = common::ShmDir::new("early-signal");
+    let list = |dir: &common::ShmDir| -> Vec<u32> {
+        dir.files()
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(format!("{}/{f}", dir.path())).ok())
+            .filter_map(|s| s.trim().parse().ok())
+            .collect()
+    };
+    for round in 0..5 {
+        let mut child = Command::new(malt())
+            .args(["launch", "-n", "8", "--", "sh", "-c"])
+            .arg("echo $$ > \"$PIDS/$MALT_RANK.tmp\" && mv \"$PIDS/$MALT_RANK.tmp\" \"$PIDS/$MALT_RANK\"; exec sleep 120")
+            .env("PIDS", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while list(&dir).is_empty() && t.elapsed() < Duration::from_secs(20) {
+            std::thread::yield_now();
+        }
+        let launcher = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(launcher, nix::sys::signal::Signal::SIGINT).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx.recv_timeout(Duration::from_secs(20));
+        // The launcher has exited (or not): whatever it started and left
+        // running is read now, and ended before the verdict.
+        let left: Vec<u32> = list(&dir).into_iter().filter(|p| alive(*p)).collect();
+        for p in &left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let status = status
+            .expect("malt launch did not exit after SIGINT")
+            .unwrap();
+        assert!(!status.success(), "round {round}: {status:?}");
+        assert_eq!(left, Vec::<u32>::new(), "round {round}: ranks left running");
+        for f in dir.files() {
+            let _ = std::fs::remove_file(format!("{}/{f}", dir.path()));
+        }
+    }
+}
+
 /// SIGINT and SIGTERM to `malt launch` during a real job: the launcher
 /// exits non-zero, no rank is left, and no segment file stays behind.
 #[test]

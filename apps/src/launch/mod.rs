@@ -256,6 +256,10 @@ pub fn launch_with(
     let port = coordinator.port();
     let tolerated = opts.ranks - policy.min_ranks;
     let interrupted = Arc::new(AtomicBool::new(false));
+    // Registered before the first rank starts: a signal that comes while
+    // ranks are being started waits here and is forwarded to every rank
+    // once they all run, instead of ending the launcher and leaving them.
+    let signals = catch_signals();
     let start = Instant::now();
     let mut children: Vec<Child> = Vec::with_capacity(opts.ranks);
     let mut pumps = Vec::new();
@@ -356,7 +360,8 @@ pub fn launch_with(
     // (which the system may give to another process) after that.
     let exited: Arc<Vec<AtomicBool>> =
         Arc::new(pids.iter().map(|_| AtomicBool::new(false)).collect());
-    let sig_thread = forward_signals(pids.clone(), exited.clone(), interrupted.clone());
+    let sig_thread = signals
+        .map(|signals| forward_signals(signals, pids.clone(), exited.clone(), interrupted.clone()));
     let (tx, rx) = mpsc::channel();
     let waiters: Vec<_> = children
         .into_iter()
@@ -576,19 +581,26 @@ fn shm_dir(opts: &LaunchOptions) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(dstorm::config::DEFAULT_SHM_DIR))
 }
 
-/// Forwards SIGINT and SIGTERM to the children while the job runs.
+/// Takes over SIGINT and SIGTERM: from here on they are held for
+/// [`forward_signals`] instead of ending the launcher.
+fn catch_signals() -> Option<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()
+}
+
+/// Forwards SIGINT and SIGTERM to the children while the job runs,
+/// including any that came before this was called.
 fn forward_signals(
+    mut signals: signal_hook::iterator::Signals,
     pids: Vec<i32>,
     exited: Arc<Vec<AtomicBool>>,
     flag: Arc<AtomicBool>,
-) -> Option<signal_hook::iterator::Handle> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
+) -> signal_hook::iterator::Handle {
     let handle = signals.handle();
     std::thread::spawn(move || {
         for sig in signals.forever() {
             flag.store(true, Ordering::Relaxed);
-            let s = if sig == SIGINT {
+            let s = if sig == signal_hook::consts::SIGINT {
                 Signal::SIGINT
             } else {
                 Signal::SIGTERM
@@ -600,7 +612,7 @@ fn forward_signals(
             }
         }
     });
-    Some(handle)
+    handle
 }
 
 /// True when this process runs inside a job (any launcher's rank variables).
