@@ -898,7 +898,9 @@ fn rank_in_place() {
     // Several 64 KiB ranges and a short last one.
     let len = 100_003;
     let values: Vec<f32> = (0..len).map(|i| initial(rank, i) as f32).collect();
-    let opts = VectorOptions::new();
+    // The direct schedule's in-place merge (4 ranks would take the
+    // allreduce schedule by default).
+    let opts = VectorOptions::new().schedule(vol::Schedule::Direct);
     let mut fast = DenseVector::<f32>::from_slice(&group, "fast", &values, &opts).expect("fast");
     let mut slow = DenseVector::<f32>::from_slice(&group, "slow", &values, &opts).expect("slow");
     // The same kernel behind a closure, which is not elementwise: the

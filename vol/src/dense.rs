@@ -72,6 +72,7 @@ use std::time::Instant;
 use dstorm::wire::Payload;
 use dstorm::{FlowControl, Group, Update};
 
+use crate::allreduce::{self, Allreduce, Schedule};
 use crate::consistency::Consistency;
 use crate::element::Element;
 use crate::error::VolError;
@@ -172,6 +173,8 @@ pub struct DenseVector<T: Element, S: Values<T> = Vec<T>> {
     dec_idx: Vec<u64>,
     dec_val: Vec<T>,
     refs: Vec<&'static [T]>,
+    /// The allreduce schedule's state, when the vector runs it.
+    ar: Option<Allreduce<T>>,
 }
 
 impl<T: Element> DenseVector<T> {
@@ -266,12 +269,28 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
                 T::KIND
             ))),
         };
-        // Every rank computes the same sizes; an impossible one fails
-        // everywhere after the agreement.
-        let capacity = body.as_ref().map(|b| HEADER_LEN + b).unwrap_or(HEADER_LEN);
-        let core = Core::create(group, desc, opts, capacity, || body.map(|_| ()))?;
+        // Every rank computes the same sizes and schedule; an impossible
+        // one fails everywhere after the agreement.
+        let schedule = allreduce::choose(opts, group.members().len(), len, T::WIDTH);
+        let capacity = match (&body, &schedule) {
+            (Ok(_), Ok(Schedule::Allreduce)) => {
+                allreduce::share_capacity(len, group.members().len(), T::WIDTH)
+            }
+            (Ok(b), _) => HEADER_LEN + b,
+            (Err(_), _) => HEADER_LEN,
+        };
+        let core = Core::create(group, desc, opts, capacity, || {
+            body?;
+            schedule.as_ref().map_err(|p| invalid(p.clone()))?;
+            Ok(())
+        })?;
+        let ar = match &schedule {
+            Ok(Schedule::Allreduce) => Some(Allreduce::create(group, name, len, opts.depth)?),
+            _ => None,
+        };
         let hdr = HEADER_LEN / T::WIDTH;
-        let k = core.senders.len();
+        // The allreduce schedule keeps no mirrors.
+        let k = if ar.is_some() { 0 } else { core.senders.len() };
         let sparse = opts.representation.needs_previous();
         let lossy = opts.flow == FlowControl::Overwrite && opts.consistency != Consistency::Bsp;
         Ok(DenseVector {
@@ -303,6 +322,7 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
             dec_val: Vec::new(),
             refs: Vec::with_capacity(k),
             core,
+            ar,
         })
     }
 
@@ -401,6 +421,10 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
     /// iteration. Does not wait for the receivers (with `Backpressure`, it
     /// waits only for a free slot).
     pub fn scatter(&mut self) -> Result<(), VolError> {
+        if let Some(ar) = &self.ar {
+            self.local()?;
+            return ar.scatter(&mut self.core, self.values.as_ref());
+        }
         let n = self.len;
         let version = self.core.version + 1;
         let mut enc = Encoding::Dense;
@@ -484,6 +508,9 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
     ) -> Result<GatherInfo, VolError> {
         let t = self.core.iteration;
         self.local()?;
+        if self.ar.is_some() {
+            allreduce::check_merge(&self.core.name, &*udf)?;
+        }
         let waited = self.core.wait_progress()?;
         let deadline = Instant::now() + self.core.timeout;
         let bsp = self.core.consistency == Consistency::Bsp;
@@ -492,6 +519,14 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
             wait_ns: u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
             ..GatherInfo::default()
         };
+        if let Some(ar) = &mut self.ar {
+            info.schedule = Schedule::Allreduce;
+            ar.gather(&mut self.core, self.values.as_mut(), udf, &mut info)?;
+            self.core.stats.gathers_allreduce += 1;
+            self.core.finish_gather();
+            return Ok(info);
+        }
+        info.schedule = Schedule::Direct;
         if bsp && self.merge_in_place(t, udf, &mut info)? {
             self.core.finish_gather();
             return Ok(info);
@@ -709,8 +744,34 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
     /// every survivor rejoins the same vectors in the same order. The next
     /// scatter sends the whole vector.
     pub fn rejoin(&mut self, group: &Group) -> Result<(), VolError> {
+        // The survivors choose the schedule again for their number.
+        let members = group.members().len();
+        let schedule =
+            allreduce::choose(&self.core.opts, members, self.len, T::WIDTH).map_err(|problem| {
+                VolError::InvalidVector {
+                    vector: self.core.name.clone(),
+                    problem,
+                }
+            })?;
+        self.core.capacity = match schedule {
+            Schedule::Allreduce => allreduce::share_capacity(self.len, members, T::WIDTH),
+            _ => HEADER_LEN + self.len * T::WIDTH,
+        };
+        self.ar = None;
         self.core.rejoin(group)?;
-        let k = self.core.senders.len();
+        if schedule == Schedule::Allreduce {
+            self.ar = Some(Allreduce::create(
+                group,
+                &self.core.name,
+                self.len,
+                self.core.depth,
+            )?);
+        }
+        let k = if self.ar.is_some() {
+            0
+        } else {
+            self.core.senders.len()
+        };
         let width = self.hdr + self.len;
         self.mirrors = (0..k).map(|_| vec![T::zero(); width]).collect();
         self.mirror_version = vec![0; k];

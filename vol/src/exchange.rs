@@ -47,6 +47,7 @@ use dstorm::wire::Payload;
 use dstorm::{FlowControl, Group, Object, ObjectSpec, Update};
 use serde::{Deserialize, Serialize};
 
+use crate::allreduce::Schedule;
 use crate::consistency::Consistency;
 use crate::error::VolError;
 use crate::graph::Graph;
@@ -86,6 +87,10 @@ pub struct VectorOptions {
     /// Bound on this vector's consistency waits. Default (`None`): the
     /// group's timeout. A rank-local setting: ranks need not agree on it.
     pub wait_timeout: Option<Duration>,
+    /// Dense vectors: how a gather reaches every rank's update, directly or
+    /// by reduce-scatter and all-gather ([`crate::allreduce`]). Default:
+    /// [`Schedule::Auto`]. Must stay the default for sparse vectors.
+    pub schedule: Schedule,
 }
 
 impl Default for VectorOptions {
@@ -98,6 +103,7 @@ impl Default for VectorOptions {
             depth: DEFAULT_DEPTH,
             refresh: DEFAULT_REFRESH,
             wait_timeout: None,
+            schedule: Schedule::Auto,
         }
     }
 }
@@ -144,6 +150,12 @@ impl VectorOptions {
         self
     }
 
+    /// Sets the schedule of a dense vector's gather.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
     /// Bounds this vector's consistency waits by `timeout` instead of the
     /// group's timeout.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
@@ -171,6 +183,9 @@ pub struct GatherInfo {
     /// range, without being copied out first (dense vectors under `Bsp`
     /// with an [elementwise](crate::udf::Merge::elementwise) merge).
     pub in_place: bool,
+    /// The schedule this gather ran: [`Schedule::Direct`] or
+    /// [`Schedule::Allreduce`] (see [`crate::allreduce`]).
+    pub schedule: Schedule,
 }
 
 /// Waits until every rank has called `barrier` (through dstorm's control
@@ -183,6 +198,7 @@ pub fn barrier(group: &Group) -> Result<Duration, VolError> {
 
 /// What ranks compare when they create a vector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Its fields are every option the ranks must agree on, compared one by one.
 pub(crate) struct Descriptor {
     pub name: String,
     pub kind: String,
@@ -196,6 +212,7 @@ pub(crate) struct Descriptor {
     pub flow: String,
     pub depth: usize,
     pub refresh: u64,
+    pub schedule: String,
 }
 
 impl Descriptor {
@@ -223,6 +240,7 @@ impl Descriptor {
             flow => "flow control",
             depth => "queue depth",
             refresh => "dense refresh period",
+            schedule => "schedule",
         );
         None
     }
@@ -258,6 +276,7 @@ pub(crate) fn describe(
         flow: flow_name(opts.flow).to_owned(),
         depth: opts.depth,
         refresh: opts.refresh,
+        schedule: opts.schedule.to_string(),
     }
 }
 
@@ -339,8 +358,10 @@ pub(crate) struct Core {
     /// What the vector was created with, to create it again after a regroup
     /// (which also starts the per-in-neighbour state afresh).
     desc: Descriptor,
-    opts: VectorOptions,
-    capacity: usize,
+    pub opts: VectorOptions,
+    /// Bytes per update slot; a dense vector sets it anew before a rejoin
+    /// when its schedule's slots change size with the number of members.
+    pub capacity: usize,
     /// dstorm's loss counters (torn, lapped, stale epoch) of the objects
     /// this vector used before its last regroup.
     losses_before: [u64; 3],
@@ -504,12 +525,26 @@ impl Core {
     /// Writes `payload` to every out-neighbour, tagged with the current
     /// iteration, then publishes progress on the clock.
     pub fn send(&mut self, payload: Payload<'_>, sparse: bool) -> Result<(), VolError> {
+        self.send_with(0, |_| payload, sparse)
+    }
+
+    /// Like [`send`](Self::send), with the payload for each out-neighbour
+    /// from `payload(peer)`, starting with out-neighbour number `first`
+    /// and going round.
+    pub fn send_with<'p>(
+        &mut self,
+        first: usize,
+        mut payload: impl FnMut(usize) -> Payload<'p>,
+        sparse: bool,
+    ) -> Result<(), VolError> {
         let t = self.iteration;
         let backpressure = self.flow == FlowControl::Backpressure;
         let waits_before = self.obj.counters().backpressure_waits;
         let start = backpressure.then(Instant::now);
-        for i in 0..self.obj.out_neighbors().len() {
-            let peer = self.obj.out_neighbors()[i];
+        let out = self.obj.out_neighbors().len();
+        for i in 0..out {
+            let peer = self.obj.out_neighbors()[(first + i) % out];
+            let payload = payload(peer);
             self.obj.write_parts(peer, payload, t)?;
             self.stats.record_send(peer, payload.len() as u64);
             if sparse {

@@ -100,6 +100,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allreduce;
 pub mod consistency;
 pub mod dense;
 pub mod element;
@@ -114,6 +115,7 @@ pub mod stats;
 pub mod udf;
 pub mod wire;
 
+pub use allreduce::Schedule;
 pub use consistency::Consistency;
 pub use dense::{DenseVector, Values};
 pub use dstorm::{Config, FaultPolicy, FlowControl, Group, Membership, TransportKind};

@@ -92,6 +92,11 @@ impl<I: SparseIndex, V: Element> SparseVector<I, V> {
                     opts.representation
                 )));
             }
+            if opts.schedule == crate::Schedule::Allreduce {
+                return Err(invalid(
+                    "the allreduce schedule applies to dense vectors only; a sparse vector's gather runs the direct one".into(),
+                ));
+            }
             if len > 0 && len - 1 > I::MAX {
                 return Err(invalid(format!(
                     "length {len} has indices that do not fit in {}",

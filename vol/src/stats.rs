@@ -199,6 +199,9 @@ pub struct Stats {
     /// Gathers that merged the updates in place, straight from the receive
     /// queues (see [`crate::GatherInfo::in_place`]).
     pub gathers_in_place: u64,
+    /// Gathers that ran the allreduce schedule (see
+    /// [`crate::allreduce`]); the others ran the direct one.
+    pub gathers_allreduce: u64,
     /// Incoming updates merged into the local vector.
     pub updates_merged: u64,
     /// Updates skipped because they were being overwritten while read.

@@ -106,6 +106,14 @@ pub trait Merge<T: Element> {
     fn elementwise(&self) -> bool {
         false
     }
+
+    /// The built-in reduction this merge is, if it is one: a merge that
+    /// gives the same result whichever rank's values are the local ones,
+    /// which the allreduce schedule needs (see [`crate::allreduce`]).
+    /// Default `None`; `Some` for [`Udf`].
+    fn reduction(&self) -> Option<Udf> {
+        None
+    }
 }
 
 /// The built-in merge functions. See the [module documentation](self) for the
@@ -312,6 +320,10 @@ impl<T: Element> Merge<T> for Udf {
 
     fn elementwise(&self) -> bool {
         true
+    }
+
+    fn reduction(&self) -> Option<Udf> {
+        Some(*self)
     }
 
     fn merge(&mut self, local: &mut [T], incoming: &[Update<'_, T>]) -> Result<(), MergeError> {

@@ -1,0 +1,521 @@
+//! The allreduce schedule: exact averaging (and sums, maxima, minima) of a
+//! dense vector at the bandwidth bound, built from one-sided writes.
+//!
+//! # When it runs
+//!
+//! A dense vector created with graph [`Graph::All`], consistency
+//! [`Consistency::Bsp`] and the dense representation merges, at every
+//! gather, the current update of every rank: the result is the same
+//! reduction on every rank. The *direct* schedule gets there by having
+//! every rank write its whole vector to every other rank, `(N-1)·V` bytes
+//! per rank per round, and merge `N-1` whole updates. The *allreduce*
+//! schedule moves `2(N-1)/N·V`:
+//!
+//! 1. **Reduce-scatter** (`scatter()`). The vector is cut into `N` shares,
+//!    share `m` owned by the `m`-th member; share `m` has elements
+//!    `[m·len/N, (m+1)·len/N)` (integer division, so sizes differ by at
+//!    most one). Each rank writes share `m` of its values into the queue
+//!    of share `m`'s owner, starting with the next rank up, so that the
+//!    ranks do not all write to the same owner at once.
+//! 2. **Merge** (`gather()`). Each owner merges its share from every rank's
+//!    update, range by range (as the direct schedule's in-place merge does),
+//!    straight from its receive queues.
+//! 3. **All-gather** (`gather()`). Each owner writes its merged share to
+//!    every other rank, and copies every owner's merged share into its
+//!    values once all of them have arrived.
+//!
+//! [`VectorOptions::schedule`](crate::VectorOptions::schedule) chooses:
+//! [`Schedule::Auto`] (the default) takes the allreduce schedule when it
+//! applies, with at least [`AUTO_MIN_RANKS`] members and at least
+//! [`AUTO_MIN_BYTES`] bytes of values; [`Schedule::Direct`] and
+//! [`Schedule::Allreduce`] force one. Every rank computes the same choice
+//! from the agreed options, the length and the number of members, and
+//! [`GatherInfo::schedule`] says which one ran.
+//!
+//! # Summation order: the same bits on every rank
+//!
+//! Each share is merged on its owner alone, and every other rank receives
+//! the owner's bits, so every rank ends with the same values. The owner
+//! merges in member order: it starts from the first member's share and
+//! folds in the others', ascending, with the merge function; for
+//! [`Udf::Avg`] that is `((x0 + x1) + … + x(N-1)) / N` element by element,
+//! exactly what the direct schedule computes on the first member (whose own
+//! values come first there). The allreduce result is therefore bit-identical
+//! to the direct schedule's result on the lowest-ranked member.
+//!
+//! # What a gather may merge with
+//!
+//! The owner merges for everybody, so the merge must not depend on which
+//! rank's values are "local": gather accepts the built-in [`Udf`]s (`avg`,
+//! `sum`, `max`, `min`) and fails with [`VolError::InvalidVector`] for any
+//! other merge function, on every rank, before waiting for anything.
+//! Create the vector with [`Schedule::Direct`] to merge with one.
+//!
+//! # Memory and failures
+//!
+//! A rank receives one share from each other rank in each phase: two
+//! objects whose queues hold `depth` shares of `⌈len/N⌉` elements per
+//! sender, about `2·depth·V` bytes in all instead of the direct schedule's
+//! `depth·(N-1)·V`. A gather changes the local values only once every
+//! merged share has arrived, all at once: a gather that fails (a timeout,
+//! a lost rank) leaves the values as they were, never a mix of old and new
+//! shares. After a regroup, [`DenseVector::rejoin`](crate::DenseVector::rejoin)
+//! lays the shares out again over the survivors (and chooses the schedule
+//! again for their number).
+//!
+//! Under BSP no rank writes share `t + 1` before every rank has finished
+//! gather `t`, so the queues never hold more than one update per sender.
+//!
+//! [`Graph::All`]: crate::Graph::All
+//! [`Consistency::Bsp`]: crate::Consistency::Bsp
+//! [`GatherInfo::schedule`]: crate::GatherInfo::schedule
+
+use std::fmt;
+use std::ops::{ControlFlow, Range};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use dstorm::{Group, Object, ObjectSpec};
+use serde::Serialize;
+
+use crate::consistency::Consistency;
+use crate::element::Element;
+use crate::error::{ParseError, VolError};
+use crate::exchange::{Core, GatherInfo, VectorOptions};
+use crate::graph::Graph;
+use crate::representation::Representation;
+use crate::udf::Merge;
+
+/// [`Schedule::Auto`] takes the allreduce schedule from this many members
+/// up. With two, both schedules write `V` bytes per rank per round, and
+/// the direct one needs one phase instead of two.
+pub const AUTO_MIN_RANKS: usize = 3;
+
+/// [`Schedule::Auto`] takes the allreduce schedule for vectors of at least
+/// this many bytes of values. Below it, the second phase's latency costs
+/// more than the bytes saved (see the README's measurements).
+pub const AUTO_MIN_BYTES: usize = 64 << 10;
+
+/// How a dense vector's gather reaches every rank's update.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// The allreduce schedule where it applies and pays (see the [module
+    /// documentation](self)); otherwise the direct one.
+    #[default]
+    Auto,
+    /// Every rank writes its update to each out-neighbour.
+    Direct,
+    /// Reduce-scatter then all-gather. Needs graph `all`, `bsp` and the
+    /// dense representation.
+    Allreduce,
+}
+
+impl Schedule {
+    /// The name used in options, statistics and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schedule::Auto => "auto",
+            Schedule::Direct => "direct",
+            Schedule::Allreduce => "allreduce",
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Schedule::Auto),
+            "direct" => Ok(Schedule::Direct),
+            "allreduce" => Ok(Schedule::Allreduce),
+            _ => Err(ParseError::new(
+                "schedule",
+                s,
+                "expected auto, direct or allreduce",
+            )),
+        }
+    }
+}
+
+/// The schedule a dense vector of `len` elements of `width` bytes runs
+/// among `members` ranks with options `opts`: `Direct` or `Allreduce`,
+/// never `Auto`. The same on every rank. `Err` names why a forced
+/// allreduce cannot run.
+pub(crate) fn choose(
+    opts: &VectorOptions,
+    members: usize,
+    len: usize,
+    width: usize,
+) -> Result<Schedule, String> {
+    let why_not = if opts.graph != Graph::All {
+        Some(format!("graph {} (it needs graph all)", opts.graph))
+    } else if opts.consistency != Consistency::Bsp {
+        Some(format!("consistency {} (it needs bsp)", opts.consistency))
+    } else if opts.representation != Representation::Dense {
+        Some(format!(
+            "representation {} (it needs dense)",
+            opts.representation
+        ))
+    } else if !cfg!(target_endian = "little") {
+        Some("a big-endian machine".to_string())
+    } else if len < members {
+        Some(format!(
+            "{len} elements among {members} ranks (it needs one per rank)"
+        ))
+    } else {
+        None
+    };
+    match (opts.schedule, why_not) {
+        (Schedule::Direct, _) => Ok(Schedule::Direct),
+        (Schedule::Allreduce, Some(why)) => {
+            Err(format!("the allreduce schedule cannot run with {why}"))
+        }
+        (Schedule::Allreduce, None) => Ok(Schedule::Allreduce),
+        (Schedule::Auto, Some(_)) => Ok(Schedule::Direct),
+        (Schedule::Auto, None) => Ok(
+            if members >= AUTO_MIN_RANKS && len.saturating_mul(width) >= AUTO_MIN_BYTES {
+                Schedule::Allreduce
+            } else {
+                Schedule::Direct
+            },
+        ),
+    }
+}
+
+/// Refuses a merge the allreduce schedule cannot run (see the [module
+/// documentation](self)), naming vector `name`.
+pub(crate) fn check_merge<T: Element, M: Merge<T> + ?Sized>(
+    name: &str,
+    udf: &M,
+) -> Result<(), VolError> {
+    match udf.reduction() {
+        Some(_) => Ok(()),
+        None => Err(VolError::InvalidVector {
+            vector: name.to_owned(),
+            problem: "under the allreduce schedule a gather merges with avg, sum, max or min; create the vector with schedule direct to merge with another function".into(),
+        }),
+    }
+}
+
+/// The element range of share `m` of `len` elements cut into `n` shares.
+pub fn share(len: usize, n: usize, m: usize) -> Range<usize> {
+    let at = |m: usize| ((len as u128 * m as u128) / n.max(1) as u128) as usize;
+    at(m)..at(m + 1)
+}
+
+/// The bytes of an update slot of the allreduce schedule: the largest share.
+pub(crate) fn share_capacity(len: usize, members: usize, width: usize) -> usize {
+    len.div_ceil(members.max(1))
+        .saturating_mul(width)
+        .max(width)
+}
+
+/// The state of the allreduce schedule of one dense vector: the
+/// all-gather object (the reduce-scatter uses the core's own object, whose
+/// slots hold one share) and the buffers its gather reuses.
+#[derive(Debug)]
+pub(crate) struct Allreduce<T: 'static> {
+    /// The all-gather object: graph all, slots of one share.
+    ag: Object,
+    /// The group's members, ascending; share `m` belongs to `members[m]`.
+    members: Vec<usize>,
+    /// This rank's index in `members`.
+    me: usize,
+    len: usize,
+    /// This rank's merged share.
+    acc: Vec<T>,
+    /// Parts of every sender's share, merged range by range.
+    stage: Vec<T>,
+    refs: Vec<&'static [T]>,
+}
+
+/// Bytes of each sender's share per range merged at once.
+fn part(senders: usize) -> usize {
+    const STAGE: usize = 256 << 10;
+    (STAGE / senders.max(1) / 4096).clamp(1, 16) * 4096
+}
+
+impl<T: Element> Allreduce<T> {
+    /// Creates the all-gather object, collectively (after the core).
+    pub fn create(group: &Group, name: &str, len: usize, depth: usize) -> Result<Self, VolError> {
+        let members = group.members();
+        let n = members.len();
+        let me = members
+            .iter()
+            .position(|&r| r == group.rank())
+            .ok_or_else(|| VolError::Protocol("this rank is not a member of its group".into()))?;
+        let all: Vec<Vec<usize>> = (0..group.world())
+            .map(|r| {
+                if members.binary_search(&r).is_ok() {
+                    members.iter().copied().filter(|&p| p != r).collect()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let spec = ObjectSpec::new(
+            format!("vol-allgather:{name}"),
+            share_capacity(len, n, T::WIDTH),
+        )
+        .depth(depth)
+        .graph(all);
+        let ag = group.create_object(&spec)?;
+        let k = n - 1;
+        let mine = share(len, n, me).len();
+        Ok(Allreduce {
+            ag,
+            me,
+            len,
+            acc: vec![T::zero(); mine],
+            stage: vec![T::zero(); k * part(k) / T::WIDTH],
+            refs: Vec::with_capacity(n),
+            members,
+        })
+    }
+
+    fn range(&self, m: usize) -> Range<usize> {
+        share(self.len, self.members.len(), m)
+    }
+
+    /// The reduce-scatter: share `m` of `values` to its owner, for every
+    /// other member, starting with the next one up.
+    pub fn scatter(&self, core: &mut Core, values: &[T]) -> Result<(), VolError> {
+        let n = self.members.len();
+        let (len, members) = (self.len, &self.members);
+        let first = core
+            .obj
+            .out_neighbors()
+            .partition_point(|&p| p < members[self.me]);
+        core.send_with(
+            first,
+            |peer| {
+                let m = members.binary_search(&peer).unwrap_or(0);
+                crate::dense::as_bytes(&values[share(len, n, m)]).into()
+            },
+            false,
+        )
+    }
+
+    /// The merge and all-gather of iteration `core.iteration`, after the
+    /// consistency wait: every sender's share of this iteration is visible.
+    /// `values` changes only at the end, all at once.
+    pub fn gather<M: Merge<T> + ?Sized>(
+        &mut self,
+        core: &mut Core,
+        values: &mut [T],
+        udf: &mut M,
+        info: &mut GatherInfo,
+    ) -> Result<(), VolError> {
+        let t = core.iteration;
+        let deadline = Instant::now() + core.timeout;
+        self.reduce(core, values, udf, t)?;
+        // All-gather: this rank's merged share to everybody else.
+        let bytes = crate::dense::as_bytes(&self.acc);
+        let out = self.ag.out_neighbors().len();
+        let first = self
+            .ag
+            .out_neighbors()
+            .partition_point(|&p| p < self.members[self.me]);
+        for j in 0..out {
+            let peer = self.ag.out_neighbors()[(first + j) % out];
+            self.ag.write(peer, bytes, t)?;
+            core.stats.record_send(peer, bytes.len() as u64);
+        }
+        // Every owner's merged share, before any of them is copied.
+        let start = Instant::now();
+        let mut waited = false;
+        for m in 0..self.members.len() {
+            if m == self.me {
+                continue;
+            }
+            let owner = self.members[m];
+            if self.ag.wait_visible(owner, t, Duration::ZERO)?.is_none() {
+                waited = true;
+                let left = Core::left(deadline);
+                if self.ag.wait_visible(owner, t, left)?.is_none() {
+                    return Err(VolError::Timeout {
+                        vector: core.name.clone(),
+                        op: "allreduce wait for a merged share",
+                        iteration: t,
+                        waited: start.elapsed(),
+                        missing: vec![owner],
+                    });
+                }
+            }
+        }
+        if waited {
+            core.stats.record_wait(start.elapsed());
+            info.wait_ns = info
+                .wait_ns
+                .saturating_add(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+        // Copied through a small buffer: the shares differ in length, and a
+        // slot holds the largest.
+        for m in 0..self.members.len() {
+            if m == self.me {
+                continue;
+            }
+            let (owner, range) = (self.members[m], self.range(m));
+            let dst = &mut values[range.clone()];
+            let width = T::WIDTH;
+            let got = self.ag.read_together(
+                &[owner],
+                t,
+                range.len() * width,
+                part(1),
+                crate::dense::as_bytes_mut(&mut self.stage[..part(1) / width]),
+                |from, bytes, stage| -> Result<ControlFlow<()>, VolError> {
+                    let src: &[T] = bytemuck::cast_slice(&stage[..bytes]);
+                    dst[from / width..(from + bytes) / width].copy_from_slice(src);
+                    Ok(ControlFlow::Continue(()))
+                },
+            )?;
+            if !got {
+                return Err(core.bad_update(
+                    owner,
+                    format!(
+                        "its merged share of iteration {t} is not the {} bytes of share {m}",
+                        range.len() * width
+                    ),
+                ));
+            }
+        }
+        let mine = self.range(self.me);
+        values[mine].copy_from_slice(&self.acc);
+        info.merged = self.members.len() - 1;
+        Ok(())
+    }
+
+    /// Merges this rank's share of every member's update of iteration `t`
+    /// into `acc`, in member order.
+    fn reduce<M: Merge<T> + ?Sized>(
+        &mut self,
+        core: &mut Core,
+        values: &[T],
+        udf: &mut M,
+        t: u64,
+    ) -> Result<(), VolError> {
+        let k = self.members.len() - 1;
+        let width = T::WIDTH;
+        let part = part(k);
+        let mine = self.range(self.me);
+        let own = &values[mine.clone()];
+        let (me, acc) = (self.me, &mut self.acc);
+        let mut store: Vec<&'static [T]> = std::mem::take(&mut self.refs);
+        let read = core.obj.read_together(
+            &core.senders,
+            t,
+            mine.len() * width,
+            part,
+            crate::dense::as_bytes_mut(&mut self.stage),
+            |from, bytes, stage| -> Result<ControlFlow<()>, VolError> {
+                let (lo, hi) = (from / width, (from + bytes) / width);
+                let mut refs: Vec<&[T]> = crate::dense::recycle(std::mem::take(&mut store));
+                for m in 0..=k {
+                    if m == me {
+                        refs.push(&own[lo..hi]);
+                    } else {
+                        let i = if m < me { m } else { m - 1 };
+                        let values: &[T] = bytemuck::cast_slice(&stage[i * part..i * part + bytes]);
+                        refs.push(values);
+                    }
+                }
+                acc[lo..hi].copy_from_slice(refs[0]);
+                let r = udf.merge_dense(&mut acc[lo..hi], &refs[1..]);
+                store = crate::dense::recycle(refs);
+                r?;
+                Ok(ControlFlow::Continue(()))
+            },
+        );
+        self.refs = store;
+        if !read? {
+            for &p in &core.senders {
+                if let Some(u) = core.obj.wait_visible(p, t, Duration::ZERO)? {
+                    if u.len != mine.len() * width || u.iteration != t {
+                        return Err(core.bad_update(
+                            p,
+                            format!(
+                                "a share of {} bytes at iteration {}; expected {} bytes at iteration {t}",
+                                u.len,
+                                u.iteration,
+                                mine.len() * width
+                            ),
+                        ));
+                    }
+                }
+            }
+            return Err(VolError::Protocol(format!(
+                "vector {:?}: the shares of iteration {t} could not be read together",
+                core.name
+            )));
+        }
+        for i in 0..k {
+            core.note_read(i, t);
+            core.mirror_iter[i] = t;
+            core.stats.record_merged(0);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_the_vector_and_differ_by_at_most_one() {
+        for len in [3usize, 7, 10, 1000, 1001, 1 << 20] {
+            for n in 1..=9usize.min(len) {
+                let sizes: Vec<usize> = (0..n).map(|m| share(len, n, m).len()).collect();
+                assert_eq!(share(len, n, 0).start, 0);
+                assert_eq!(share(len, n, n - 1).end, len);
+                for m in 1..n {
+                    assert_eq!(share(len, n, m - 1).end, share(len, n, m).start);
+                }
+                let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{len} / {n}: {sizes:?}");
+                assert!(share_capacity(len, n, 4) >= hi * 4);
+            }
+        }
+    }
+
+    #[test]
+    fn auto_takes_allreduce_only_where_it_applies_and_pays() {
+        let o = VectorOptions::new();
+        let big = AUTO_MIN_BYTES / 4;
+        assert_eq!(choose(&o, 4, big, 4), Ok(Schedule::Allreduce));
+        assert_eq!(choose(&o, 2, big, 4), Ok(Schedule::Direct));
+        assert_eq!(choose(&o, 4, big - 1, 4), Ok(Schedule::Direct));
+        let ring = o.clone().graph(Graph::Ring);
+        assert_eq!(choose(&ring, 4, big, 4), Ok(Schedule::Direct));
+        let forced = ring.schedule(Schedule::Allreduce);
+        let e = choose(&forced, 4, big, 4).unwrap_err();
+        assert!(e.contains("graph ring"), "{e}");
+        let ssp = o.clone().consistency(Consistency::Ssp { s: 1 });
+        assert_eq!(choose(&ssp, 4, big, 4), Ok(Schedule::Direct));
+        let small = o.clone().schedule(Schedule::Allreduce);
+        assert_eq!(choose(&small, 2, 2, 4), Ok(Schedule::Allreduce));
+        assert!(choose(&small, 3, 2, 4)
+            .unwrap_err()
+            .contains("2 elements among 3"));
+        assert_eq!(
+            choose(&o.schedule(Schedule::Direct), 8, big, 4),
+            Ok(Schedule::Direct)
+        );
+    }
+
+    #[test]
+    fn schedules_parse_and_print() {
+        for s in [Schedule::Auto, Schedule::Direct, Schedule::Allreduce] {
+            assert_eq!(s.to_string().parse::<Schedule>().unwrap(), s);
+        }
+        assert!("ring".parse::<Schedule>().is_err());
+    }
+}
