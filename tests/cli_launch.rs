@@ -123,7 +123,9 @@ fn a_rank_that_fails_is_reported_to_the_others_at_once() {
         "rank 0 must learn rank 1's reason: {}",
         job.stderr
     );
-    assert!(took < Duration::from_secs(2), "took {took:?}: {job:?}");
+    // "At once" against the failure timeout (5 s by default); starting five
+    // processes on a loaded machine can take a second or two.
+    assert!(took < Duration::from_secs(4), "took {took:?}: {job:?}");
     assert_eq!(shm.files(), Vec::<String>::new(), "files left behind");
 }
 
@@ -197,7 +199,7 @@ fn a_signal_during_start_up_ends_the_ranks_already_started() {
             .unwrap();
         let t = Instant::now();
         while list(&dir).is_empty() && t.elapsed() < Duration::from_secs(20) {
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(5));
         }
         let launcher = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(launcher, nix::sys::signal::Signal::SIGINT).unwrap();
@@ -245,7 +247,7 @@ fn an_interrupted_job_leaves_no_segment_files() {
         // Wait (bounded) until both ranks have made their segments.
         let t = Instant::now();
         while shm.files().len() < 2 && t.elapsed() < Duration::from_secs(20) {
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(5));
         }
         assert!(
             shm.files().len() >= 2,

@@ -327,7 +327,15 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_objective() {
     child.kill().unwrap();
     child.wait().unwrap();
     // The ranks see their launcher gone and end; wait for them.
-    let gone = |pid: &i32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    // Gone once reaped, or a zombie: it has exited, and whoever adopted it
+    // may be slow to reap it.
+    let gone = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+    };
     while !ranks.iter().all(gone) {
         assert!(
             std::time::Instant::now() < deadline,

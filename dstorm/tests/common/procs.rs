@@ -160,11 +160,23 @@ pub fn spawn_programs(
 }
 
 /// A free loopback port.
+/// A port no other call in this process has handed out: tests that run in
+/// parallel threads never get the same one (the system may hand a closed
+/// probe's port out again at once).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no port not handed out before in 1000 tries");
 }
 
 /// Environment for rank `rank` of `world` with the given token and port.
