@@ -106,3 +106,39 @@ fn repeat_sets_the_number_of_alternating_runs_and_refuses_zero() {
     assert_eq!(job.code, Some(2), "{job:?}");
     assert!(job.stderr.contains("--repeat"), "{job:?}");
 }
+
+/// `malt bench traffic`: one JSON line per schedule, the allreduce one
+/// sending 2(N-1)/N of the vector against the direct one's N-1, and bad
+/// options refused with exit status 2 and the option named.
+#[test]
+fn bench_traffic_prints_each_schedule_and_refuses_bad_options() {
+    let mut cmd = Command::new(malt());
+    cmd.args([
+        "bench", "traffic", "--ranks", "64", "--len", "1048576", "--json",
+    ]);
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(0), "{job:?}");
+    let lines = job.json_lines();
+    assert_eq!(lines.len(), 2, "{}", job.stdout);
+    assert_eq!(lines[0]["schedule"], "direct");
+    assert_eq!(lines[1]["schedule"], "allreduce");
+    let v = 1048576.0 * 4.0;
+    let direct = lines[0]["bytes_per_rank"].as_f64().unwrap();
+    let allreduce = lines[1]["bytes_per_rank"].as_f64().unwrap();
+    assert_eq!(direct, 63.0 * (v + 32.0));
+    assert_eq!(allreduce, 2.0 * 63.0 / 64.0 * v);
+    let mut cmd = Command::new(malt());
+    cmd.args([
+        "bench", "traffic", "--ranks", "64", "--len", "1000", "--graph", "halton",
+    ]);
+    let job = run_with_deadline(cmd, DEADLINE);
+    assert_eq!(job.code, Some(0), "{job:?}");
+    assert!(job.stdout.contains("halton"), "{job:?}");
+    for bad in [["--ranks", "4097"], ["--ranks", "0"]] {
+        let mut cmd = Command::new(malt());
+        cmd.args(["bench", "traffic", "--len", "10"]).args(bad);
+        let job = run_with_deadline(cmd, DEADLINE);
+        assert_eq!(job.code, Some(2), "{bad:?}: {job:?}");
+        assert!(job.stderr.contains("--ranks"), "{bad:?}: {job:?}");
+    }
+}

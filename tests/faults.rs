@@ -239,14 +239,26 @@ fn survivors_finish_on(
     victims: &[usize],
     min_ranks: usize,
 ) -> Vec<String> {
+    survivors_finish_env(transport, ranks, scenario, victims, min_ranks, &[])
+}
+
+fn survivors_finish_env(
+    transport: &str,
+    ranks: u64,
+    scenario: &str,
+    victims: &[usize],
+    min_ranks: usize,
+    env: &[(&str, &str)],
+) -> Vec<String> {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let list: Vec<String> = victims.iter().map(|v| v.to_string()).collect();
-    let job = Streaming::launch_on(
+    let job = Streaming::launch_env(
         transport,
         ranks as usize,
         min_ranks,
         scenario,
         &list.join(","),
+        env,
     );
     let (code, lines) = job.finish(Duration::from_secs(90));
     let text = lines.join("\n");
@@ -301,6 +313,28 @@ fn sigkill_during_scatter_survivors_regroup_and_finish() {
 #[test]
 fn sigkill_during_gather_survivors_regroup_and_finish() {
     survivors_finish("gather", &[1], 3);
+}
+
+/// The allreduce schedule (`vol::allreduce`) loses a rank while the victim
+/// writes its shares (reduce-scatter), before it sends anything this round,
+/// and some time into its gather (its merge or its all-gather writes): the
+/// survivors regroup and finish, and every survivor's values are whole
+/// (each is uniform: no share of another round mixed in).
+#[test]
+fn allreduce_loses_a_rank_mid_schedule_and_the_survivors_finish_whole() {
+    let forced = [("FAULT_SCHEDULE", "allreduce")];
+    for (scenario, victim) in [
+        ("scatter", 2),
+        ("gather", 1),
+        ("allgather", 3),
+        ("allgather", 0),
+    ] {
+        let lines = survivors_finish_env("shm", 4, scenario, &[victim], 3, &forced);
+        let res = results(&lines);
+        for r in &res {
+            assert_eq!(r["schedule"], "allreduce", "{scenario}: {r}");
+        }
+    }
 }
 
 #[test]
@@ -514,32 +548,43 @@ fn fault_rank() {
     } else {
         Consistency::Bsp
     };
-    let len = if scenario == "scatter" { 1 << 22 } else { 1024 };
+    let len = if scenario == "scatter" || scenario == "allgather" {
+        1 << 22
+    } else {
+        1024
+    };
+    let schedule: vol::Schedule = std::env::var("FAULT_SCHEDULE")
+        .map(|s| s.parse().expect("FAULT_SCHEDULE"))
+        .unwrap_or_default();
     let opts = VectorOptions::new()
         .graph(Graph::All)
-        .consistency(consistency);
+        .consistency(consistency)
+        .schedule(schedule);
+    let sparse_opts = opts.clone().schedule(vol::Schedule::Auto);
     let init = vec![(rank * 10 + 1) as f32; len];
     let mut w = DenseVector::<f32>::from_slice(&group, "w", &init, &opts).expect("vector");
     // For "gather": a sparse vector too, with the same entries on every rank.
     let mut sv = (scenario == "gather").then(|| {
-        let mut sv =
-            vol::SparseVec::<u32, f32>::new(&group, "sv", 1 << 20, 64, &opts).expect("sparse");
+        let mut sv = vol::SparseVec::<u32, f32>::new(&group, "sv", 1 << 20, 64, &sparse_opts)
+            .expect("sparse");
         for i in 0..16u32 {
             sv.insert(i * 4099, (rank * 10 + 1) as f32).expect("insert");
         }
         sv
     });
-    // For "scatter": a thread that kills this rank while it is writing.
+    // For "scatter" ("allgather"): a thread that kills this rank while it
+    // is writing (some time into its gather).
     let in_scatter = Arc::new(AtomicBool::new(false));
-    if victim && scenario == "scatter" {
+    if victim && (scenario == "scatter" || scenario == "allgather") {
         let flag = in_scatter.clone();
+        // Into the first write; into the merge of 4 MiB shares, or past it.
+        let delay = Duration::from_micros(if scenario == "scatter" { 300 } else { 3000 });
         std::thread::spawn(move || {
             while !flag.load(Ordering::Acquire) {
                 std::hint::spin_loop();
             }
-            // Let the first write get under way.
             let t = Instant::now();
-            while t.elapsed() < Duration::from_micros(300) {
+            while t.elapsed() < delay {
                 std::hint::spin_loop();
             }
             say(format!("KILLED {}", unix_now()));
@@ -550,6 +595,7 @@ fn fault_rank() {
     // The vector's iteration is the loop counter: after a regroup it is the
     // highest any survivor had reached, so every survivor stops together.
     let mut failed_once = false;
+    let mut last_schedule = vol::Schedule::Auto;
     let iters: u64 = env("FAULT_ITERS").parse().unwrap_or(ITERS);
     while w.iteration() < iters {
         let i = w.iteration();
@@ -592,7 +638,10 @@ fn fault_rank() {
                 w.barrier(&group)?;
             }
             w.scatter()?;
-            w.gather(Udf::Avg)?;
+            if scenario == "allgather" && victim && i == KILL_AT {
+                in_scatter.store(true, Ordering::Release);
+            }
+            last_schedule = w.gather(Udf::Avg)?.schedule;
             if let Some(sv) = sv.as_mut() {
                 sv.scatter()?;
                 sv.gather(Udf::Avg)?;
@@ -658,6 +707,7 @@ fn fault_rank() {
             sv.nnz() == 16 && sv.as_sparse().iter().all(|(_, v)| Some(v) == first)
         }),
         "value": first,
+        "schedule": last_schedule.to_string(),
         "members": group.members(),
         "regroups": resumed.len(),
         "resumed": resumed,

@@ -778,21 +778,38 @@ fn rank_errors() {
     // would get a call mismatch: see the C API's mismatch tests.)
     let late_opts = o.clone().wait_timeout(Duration::from_millis(1500));
     let mut late = DenseVector::<f32>::new(&group, "late", 4, &late_opts).expect("late");
+    // Ranks 0 and 1 tell rank 2 (one-sided) when their wait has ended; rank
+    // 2 stays out of every collective until then.
+    let acks: Vec<Vec<usize>> = vec![vec![2], vec![2], vec![]];
+    let mut ack = group
+        .create_object(&ObjectSpec::new("late-ack", 8).graph(acks))
+        .expect("ack object");
     let missing = if rank == 2 {
-        std::thread::sleep(Duration::from_secs(3));
+        let mut buf = [0u8; 8];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = 0;
+        while got < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ack.poll_timeout(&mut buf, left).expect("ack") {
+                Some(_) => got += 1,
+                None => panic!("the others' waits did not end within 30 s"),
+            }
+        }
         json!("did not gather")
     } else {
         late.scatter().expect("scatter");
-        match late.gather(Udf::Avg) {
+        let r = match late.gather(Udf::Avg) {
             Err(VolError::Timeout { missing, .. }) => json!(missing),
             Err(e) => json!(format!("unexpected error: {e}")),
             Ok(_) => json!("no error"),
-        }
+        };
+        ack.write(2, &[1u8; 8], 0).expect("ack");
+        r
     };
     // Vectors are dropped after the final barrier, so that no segment goes
     // away while a slower peer may still be opening it.
     group.finish().expect("finish");
-    drop((after, reg, late));
+    drop((after, reg, late, ack));
     report(json!({
         "rank": rank,
         "element": element,
@@ -808,7 +825,8 @@ fn rank_errors() {
 }
 
 // ---------------------------------------------------------------------------
-// `malt bench gather`'s measurement: fields, and Halton's share of the bytes.
+// `malt bench gather`'s measurement: fields, Halton's share of the bytes,
+// and the allreduce schedule's.
 
 #[test]
 fn bench_gather_halton_sends_at_most_045_of_all() {
@@ -816,7 +834,8 @@ fn bench_gather_halton_sends_at_most_045_of_all() {
     let r0 = &results[0];
     let all = &r0["all"];
     let halton = &r0["halton"];
-    for r in [all, halton] {
+    let allreduce = &r0["allreduce"];
+    for r in [all, halton, allreduce] {
         for key in [
             "ranks",
             "len",
@@ -846,6 +865,18 @@ fn bench_gather_halton_sends_at_most_045_of_all() {
         (ratio - 3.0 / 7.0).abs() < 1e-9,
         "halton / all bytes = {ratio}"
     );
+    // The allreduce schedule (auto at 8 ranks and 16 KiB): per rank and
+    // round, 7 shares of 512 floats out and 7 merged shares back.
+    assert_eq!(all["schedule"], "direct", "{all}");
+    assert_eq!(allreduce["schedule"], "allreduce", "{allreduce}");
+    assert_eq!(allreduce["gathers_allreduce"], 8 * 4, "{allreduce}");
+    assert_eq!(allreduce["gathers_in_place"], 0, "{allreduce}");
+    assert_eq!(
+        allreduce["bytes_sent"],
+        8 * 4 * 2 * 7 * 512 * 4,
+        "{allreduce}"
+    );
+    assert_eq!(allreduce["updates_merged"], 8 * 7 * 4, "{allreduce}");
 }
 
 #[test]
@@ -854,16 +885,21 @@ fn rank_bench_gather() {
     use malt::bench::gather::{bench, GatherOptions};
     let group = join();
     let mut out = json!({ "rank": group.rank() });
-    for graph in [Graph::All, Graph::Halton] {
+    for (key, graph, schedule) in [
+        ("all", Graph::All, vol::Schedule::Direct),
+        ("halton", Graph::Halton, vol::Schedule::Auto),
+        ("allreduce", Graph::All, vol::Schedule::Auto),
+    ] {
         let opts = GatherOptions {
             len: 4096,
-            graph: graph.clone(),
+            graph,
             rounds: 4,
+            schedule,
             ..GatherOptions::default()
         };
         let r = bench(&group, &opts).expect("bench");
         if let Some(r) = r {
-            out[graph.to_string()] = serde_json::to_value(&r).expect("json");
+            out[key] = serde_json::to_value(&r).expect("json");
         }
     }
     report(out);

@@ -263,6 +263,28 @@ enum BenchCmd {
     Gather(GatherArgs),
     /// Tables, ratios and a plot from the lines benches/peers/run.sh collected.
     Report(ReportArgs),
+    /// Bytes each rank sends per round and rounds until every rank has every
+    /// rank's information, by schedule (computed, not measured).
+    Traffic(TrafficArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrafficArgs {
+    /// Ranks (at most 4096).
+    #[arg(long, value_parser = usize_in(1, bench::traffic::MAX_RANKS))]
+    ranks: usize,
+    /// Elements (f32) of the vector (at most 2^34).
+    #[arg(long, value_parser = usize_in(1, bench::traffic::MAX_LEN))]
+    len: usize,
+    /// The direct schedule's graph: all, halton, ring, random:K[:SEED], custom:[[..],..].
+    #[arg(long, default_value = "all")]
+    graph: vol::Graph,
+    /// Consistency: bsp, async, ssp:S.
+    #[arg(long, default_value = "bsp")]
+    sync: vol::Consistency,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -316,6 +338,10 @@ struct GatherArgs {
     /// Pin each rank to one CPU (rank mod the CPUs allowed).
     #[arg(long)]
     pin: bool,
+    /// The gather's schedule: auto (allreduce from 3 ranks and 64 KiB under
+    /// all/bsp), direct or allreduce.
+    #[arg(long, default_value = "auto")]
+    schedule: vol::Schedule,
 }
 
 #[derive(Args, Debug)]
@@ -543,8 +569,27 @@ fn main() -> ExitCode {
                 control_barrier: a.control_barrier,
                 plan: a.plan,
                 pin: a.pin,
+                schedule: a.schedule,
             });
             ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Cmd::Bench(BenchCmd::Traffic(a)) => {
+            let opts = bench::traffic::TrafficOptions {
+                ranks: a.ranks,
+                len: a.len,
+                graph: a.graph,
+                sync: a.sync,
+            };
+            match bench::traffic::traffic(&opts) {
+                Ok(rows) => {
+                    bench::traffic::print(&rows, a.json);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("malt bench traffic: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Cmd::Bench(BenchCmd::Report(a)) => {
             let opts = bench::report::ReportOptions {

@@ -375,7 +375,13 @@ pub(crate) unsafe fn read_options(opts: *const malt_options) -> Result<VectorOpt
             )))
         }
     };
-    Ok(VectorOptions::new().graph(graph).consistency(consistency))
+    // A C merge callback may depend on which values are the local ones,
+    // which the allreduce schedule cannot honour: C vectors keep the
+    // direct schedule.
+    Ok(VectorOptions::new()
+        .graph(graph)
+        .consistency(consistency)
+        .schedule(vol::Schedule::Direct))
 }
 
 /// Fails when `bytes` cannot be allocated at all, so that an absurd length

@@ -94,7 +94,7 @@ pub const AUTO_MIN_RANKS: usize = 3;
 /// [`Schedule::Auto`] takes the allreduce schedule for vectors of at least
 /// this many bytes of values. Below it, the second phase's latency costs
 /// more than the bytes saved (see the README's measurements).
-pub const AUTO_MIN_BYTES: usize = 64 << 10;
+pub const AUTO_MIN_BYTES: usize = 16 << 10;
 
 /// How a dense vector's gather reaches every rank's update.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]

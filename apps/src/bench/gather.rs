@@ -22,7 +22,7 @@ use crate::train::cli::MAX_LOCAL_RANKS;
 use dstorm::{Group, Object, ObjectSpec, TransportKind};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
-use vol::{Consistency, DenseVector, Graph, Udf, VectorOptions};
+use vol::{Consistency, DenseVector, Graph, Schedule, Udf, VectorOptions};
 
 /// Most elements of the vector (`--len`, a plan's LEN): 2^28 floats, 1 GiB.
 pub const MAX_LEN: usize = 1 << 28;
@@ -52,6 +52,8 @@ pub struct GatherOptions {
     pub plan: Option<Plan>,
     /// Pin every rank to one CPU ([`super::usage::pin`]).
     pub pin: bool,
+    /// The gather's schedule: auto, direct or allreduce.
+    pub schedule: Schedule,
 }
 
 impl Default for GatherOptions {
@@ -67,6 +69,7 @@ impl Default for GatherOptions {
             control_barrier: false,
             plan: None,
             pin: false,
+            schedule: Schedule::Auto,
         }
     }
 }
@@ -82,6 +85,7 @@ struct RankResult {
     clock_bytes_sent: u64,
     updates_merged: u64,
     gathers_in_place: u64,
+    gathers_allreduce: u64,
     max_staleness: u64,
     lapped: u64,
     torn: u64,
@@ -105,6 +109,9 @@ pub struct GatherResult {
     pub graph: String,
     /// Consistency mode.
     pub sync: String,
+    /// The schedule the gathers ran: direct or allreduce (see
+    /// `vol::allreduce`).
+    pub schedule: String,
     /// Transport.
     pub transport: String,
     /// Measured rounds.
@@ -128,6 +135,8 @@ pub struct GatherResult {
     /// Gathers (all ranks) that merged in place, straight from the receive
     /// queues: every one under `bsp`.
     pub gathers_in_place: u64,
+    /// Gathers (all ranks) that ran the allreduce schedule.
+    pub gathers_allreduce: u64,
     /// Largest staleness of a merged update on any rank.
     pub max_staleness: u64,
     /// Updates overwritten before they were read, all ranks.
@@ -212,6 +221,8 @@ pub fn command_line(opts: &GatherOptions) -> Vec<String> {
         opts.sync.to_string(),
         "--rounds".into(),
         opts.rounds.to_string(),
+        "--schedule".into(),
+        opts.schedule.to_string(),
     ];
     if let Some(t) = opts.transport {
         a.push("--transport".into());
@@ -380,26 +391,28 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
     let rank = group.rank();
     let vopts = VectorOptions::new()
         .graph(opts.graph.clone())
-        .consistency(opts.sync);
+        .consistency(opts.sync)
+        .schedule(opts.schedule);
     let init: Vec<f32> = (0..opts.len)
         .map(|i| ((rank * 31 + i) % 1000) as f32 * 1e-3)
         .collect();
     let name = format!(
-        "bench-gather:{}:{}:{}:{}",
+        "bench-gather:{}:{}:{}:{}:{}",
         opts.len,
         opts.graph,
         opts.sync,
+        opts.schedule,
         if opts.control_barrier { "barrier" } else { "" }
     );
     let mut v = DenseVector::<f32>::from_slice(group, &name, &init, &vopts)?;
-    let round = |v: &mut DenseVector<f32>| -> Result<(), GatherError> {
+    let round = |v: &mut DenseVector<f32>| -> Result<Schedule, GatherError> {
         v.scatter()?;
         if opts.control_barrier {
             group.barrier()?;
         }
-        v.gather(Udf::Avg)?;
-        Ok(())
+        Ok(v.gather(Udf::Avg)?.schedule)
     };
+    let mut schedule = Schedule::Direct;
     for _ in 0..opts.rounds.min(5) {
         round(&mut v)?;
     }
@@ -412,7 +425,7 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
     let start = Instant::now();
     for _ in 0..opts.rounds {
         let t0 = Instant::now();
-        round(&mut v)?;
+        schedule = round(&mut v)?;
         times.push(t0.elapsed().as_secs_f64() * 1e6);
     }
     let wall_secs = start.elapsed().as_secs_f64();
@@ -427,6 +440,7 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
         clock_bytes_sent: after.clock_bytes_sent - before.clock_bytes_sent,
         updates_merged: after.updates_merged - before.updates_merged,
         gathers_in_place: after.gathers_in_place - before.gathers_in_place,
+        gathers_allreduce: after.gathers_allreduce - before.gathers_allreduce,
         max_staleness: after.max_staleness,
         lapped: after.lapped,
         torn: after.torn,
@@ -455,6 +469,7 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
         element: "f32",
         graph: opts.graph.to_string(),
         sync: opts.sync.to_string(),
+        schedule: schedule.to_string(),
         transport: group.transport().to_string(),
         rounds: opts.rounds,
         control_barrier: opts.control_barrier,
@@ -466,6 +481,7 @@ pub fn bench(group: &Group, opts: &GatherOptions) -> Result<Option<GatherResult>
         clock_bytes_sent: ranks.iter().map(|r| r.clock_bytes_sent).sum(),
         updates_merged: ranks.iter().map(|r| r.updates_merged).sum(),
         gathers_in_place: ranks.iter().map(|r| r.gathers_in_place).sum(),
+        gathers_allreduce: ranks.iter().map(|r| r.gathers_allreduce).sum(),
         max_staleness: ranks.iter().map(|r| r.max_staleness).max().unwrap_or(0),
         lapped: ranks.iter().map(|r| r.lapped).sum(),
         torn: ranks.iter().map(|r| r.torn).sum(),
@@ -485,11 +501,12 @@ pub fn print(r: &GatherResult, json: bool, header: bool) {
         print_header();
     }
     println!(
-        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>10.1} {:>10.1} {:>9.4} {:>14} {:>9} {:>9}",
+        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>9} {:>10.1} {:>10.1} {:>9.4} {:>14} {:>9} {:>9}",
         r.ranks,
         r.len,
         r.graph,
         r.sync,
+        r.schedule,
         r.transport,
         r.round_us_p50,
         r.round_us_p99,
@@ -502,11 +519,12 @@ pub fn print(r: &GatherResult, json: bool, header: bool) {
 
 fn print_header() {
     println!(
-        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10} {:>9} {:>14} {:>9} {:>9}",
+        "{:>5} {:>10} {:>10} {:>8} {:>9} {:>9} {:>10} {:>10} {:>9} {:>14} {:>9} {:>9}",
         "ranks",
         "len",
         "graph",
         "sync",
+        "schedule",
         "transport",
         "p50 us",
         "p99 us",

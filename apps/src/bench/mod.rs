@@ -6,6 +6,7 @@ pub mod gather;
 mod markdown;
 pub mod plot;
 pub mod report;
+pub mod traffic;
 pub mod usage;
 pub mod write;
 
