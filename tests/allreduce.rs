@@ -78,16 +78,26 @@ fn allreduce_gives_the_same_bits_on_every_rank_and_the_exact_mean() {
             assert!(v["max_err_sum"].as_f64().unwrap() < 1e-5, "{what}: {v}");
             assert_eq!(v["gathers_allreduce"], 2 * ROUNDS as u64, "{what}: {v}");
             assert_eq!(v["merged"], (ranks - 1) as u64, "{what}: {v}");
-            let bound = 2 * (ranks - 1) * len.div_ceil(ranks) * 4;
+            // Plus the 8-byte tag of each merged share.
+            let bound = 2 * (ranks - 1) * len.div_ceil(ranks) * 4 + (ranks - 1) * 8;
             let per_round = v["bytes_per_round"].as_u64().unwrap() as usize;
             assert!(per_round <= bound, "{what}: {per_round} > {bound}: {v}");
-            assert!(
-                v["custom_merge"]
-                    .as_str()
-                    .unwrap()
-                    .contains("merges with avg, sum, max or min"),
+            let m = &v["merges"];
+            let rank = v["rank"].as_u64().unwrap();
+            // Every rank passes a closure: refused on every rank, and for good.
+            assert_eq!(
+                m["all_refuse"],
+                json!(["invalid", "invalid"]),
                 "{what}: {v}"
             );
+            // Rank 0 sums, the others average: every rank fails, values kept.
+            assert_eq!(m["mixed"], "mismatch", "{what}: {v}");
+            assert_eq!(m["mixed_kept"], true, "{what}: {v}");
+            // Rank 1 alone passes a closure: it is refused, and the others
+            // learn it from its tag at once, not after a timeout.
+            let want = if rank == 1 { "invalid" } else { "mismatch" };
+            assert_eq!(m["one_refuses"], want, "{what}: {v}");
+            assert_eq!(m["one_refuses_kept"], true, "{what}: {v}");
         }
     }
 }
@@ -108,7 +118,6 @@ fn rank_allreduce() {
         .map(|r| (0..len).map(|i| f64::from(initial(r, i) as f32)).collect())
         .collect();
     let (mut digests, mut schedules) = (Vec::new(), Vec::new());
-    let mut custom_merge = String::new();
     let (mut max_err, mut merged) = (0.0f64, 0);
     for round in 0..ROUNDS {
         for v in [&mut ar, &mut dv] {
@@ -126,19 +135,11 @@ fn rank_allreduce() {
             .collect();
         ar.scatter().expect("scatter ar");
         dv.scatter().expect("scatter direct");
-        if round == ROUNDS - 1 {
-            // A merge the owner cannot run for everybody: refused on every
-            // rank, before waiting, and the gather can be made again.
-            let custom = |l: &mut [f32], inc: &[&[f32]]| {
-                for x in inc {
-                    for (a, b) in l.iter_mut().zip(*x) {
-                        *a += b;
-                    }
-                }
-            };
-            match ar.gather(custom) {
-                Err(e @ VolError::InvalidVector { .. }) => custom_merge = e.to_string(),
-                other => panic!("a custom merge under allreduce gave {other:?}"),
+        if round == 1 {
+            // Changes between scatter and gather are overwritten by the
+            // reduction of what every rank scattered.
+            for x in ar.iter_mut() {
+                *x += 1000.0 + rank as f32;
             }
         }
         let a = ar.gather(Udf::Avg).expect("gather ar");
@@ -181,7 +182,7 @@ fn rank_allreduce() {
     report(json!({
         "rank": rank,
         "schedules": schedules,
-        "custom_merge": custom_merge,
+        "merges": merge_disagreements(&group, len),
         "digests": digests,
         "final_digest": final_digest,
         "direct_digest": if rank == 0 { direct_digest } else { String::new() },
@@ -193,4 +194,127 @@ fn rank_allreduce() {
     }));
     group.finish().expect("finish");
     drop((ar, dv));
+}
+
+/// The merge disagreements of the allreduce schedule, each on a vector of
+/// its own: what every rank's gathers returned, and whether its values were
+/// kept.
+fn merge_disagreements(group: &Group, len: usize) -> Value {
+    let rank = group.rank();
+    let forced = VectorOptions::new().schedule(Schedule::Allreduce);
+    let kind = |r: Result<vol::GatherInfo, VolError>| match r {
+        Ok(_) => "ok".to_string(),
+        Err(VolError::InvalidVector { .. }) => "invalid".into(),
+        Err(VolError::Mismatch { .. }) => "mismatch".into(),
+        Err(e) => format!("unexpected: {e}"),
+    };
+    let closure = |l: &mut [f32], inc: &[&[f32]]| {
+        for x in inc {
+            for (a, b) in l.iter_mut().zip(*x) {
+                *a += b;
+            }
+        }
+    };
+    let values: Vec<f32> = (0..len).map(|i| initial(rank, i) as f32).collect();
+    let mut v = DenseVector::<f32>::from_slice(group, "refuse", &values, &forced).expect("v");
+    v.scatter().expect("scatter");
+    let first = kind(v.gather(closure));
+    let again = kind(v.gather(Udf::Avg));
+    let mut mixed = DenseVector::<f32>::from_slice(group, "mixed", &values, &forced).expect("v");
+    mixed.scatter().expect("scatter");
+    let mixed_kind = kind(mixed.gather(if rank == 0 { Udf::Sum } else { Udf::Avg }));
+    let mixed_kept = mixed[..] == values[..];
+    let mut one = DenseVector::<f32>::from_slice(group, "one", &values, &forced).expect("v");
+    one.scatter().expect("scatter");
+    let one_kind = if rank == 1 {
+        kind(one.gather(closure))
+    } else {
+        kind(one.gather(Udf::Avg))
+    };
+    let one_kept = one[..] == values[..];
+    json!({
+        "all_refuse": [first, again],
+        "mixed": mixed_kind,
+        "mixed_kept": mixed_kept,
+        "one_refuses": one_kind,
+        "one_refuses_kept": one_kept,
+    })
+}
+
+/// A gather that timed out waiting for a merged share is made again and
+/// completes with the right values: rank 0 waits at most 200 ms, rank 1
+/// gathers only once rank 0 has told it (one-sided) that its first try
+/// timed out.
+#[test]
+fn an_allreduce_gather_that_timed_out_can_be_made_again() {
+    let job = launch_self(3, "shm", "rank_retry", &[], DEADLINE);
+    let r = results(&job, 3, "retry");
+    for v in &r {
+        assert_eq!(v["digest"], r[0]["digest"], "{v}");
+        assert!(v["max_err"].as_f64().unwrap() < 1e-5, "{v}");
+    }
+    assert!(r[0]["timeouts"].as_u64().unwrap() >= 1, "{}", r[0]);
+    assert_eq!(r[0]["first"], "timeout", "{}", r[0]);
+}
+
+#[test]
+#[ignore = "rank program: run by the multi-process tests"]
+fn rank_retry() {
+    let group = Group::from_env().expect("join");
+    let (rank, n) = (group.rank(), group.world());
+    let len = 30_001;
+    let mut opts = VectorOptions::new().schedule(Schedule::Allreduce);
+    if rank == 0 {
+        opts = opts.wait_timeout(Duration::from_millis(200));
+    }
+    let values: Vec<f32> = (0..len).map(|i| initial(rank, i) as f32).collect();
+    let mut v = DenseVector::<f32>::from_slice(&group, "retry", &values, &opts).expect("v");
+    let told: Vec<Vec<usize>> = (0..n)
+        .map(|r| if r == 0 { vec![1] } else { vec![] })
+        .collect();
+    let mut tell = group
+        .create_object(&dstorm::ObjectSpec::new("retry-told", 8).graph(told))
+        .expect("told");
+    v.scatter().expect("scatter");
+    let (mut timeouts, mut first) = (0u64, String::new());
+    match rank {
+        0 => loop {
+            match v.gather(Udf::Avg) {
+                Ok(_) => break,
+                Err(VolError::Timeout { .. }) if timeouts < 600 => {
+                    if timeouts == 0 {
+                        first = "timeout".into();
+                        tell.write(1, &[1u8; 8], 0).expect("tell");
+                    }
+                    timeouts += 1;
+                }
+                Err(e) => panic!("retry: {e}"),
+            }
+        },
+        1 => {
+            let mut buf = [0u8; 8];
+            let got = tell
+                .poll_timeout(&mut buf, Duration::from_secs(60))
+                .expect("told");
+            assert!(got.is_some(), "rank 0 never timed out");
+            v.gather(Udf::Avg).expect("gather");
+        }
+        _ => {
+            v.gather(Udf::Avg).expect("gather");
+        }
+    }
+    let mut max_err = 0.0f64;
+    for (i, x) in v.iter().enumerate() {
+        let e: f64 = (0..n).map(|r| f64::from(initial(r, i) as f32)).sum::<f64>() / n as f64;
+        max_err = max_err.max((f64::from(*x) - e).abs() / (1.0 + e.abs()));
+    }
+    report(json!({
+        "rank": rank,
+        "digest": digest(&v),
+        "max_err": max_err,
+        "timeouts": timeouts,
+        "first": first,
+    }));
+    group.finish().expect("finish");
+    drop((v, tell));
 }

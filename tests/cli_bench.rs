@@ -126,7 +126,7 @@ fn bench_traffic_prints_each_schedule_and_refuses_bad_options() {
     let direct = lines[0]["bytes_per_rank"].as_f64().unwrap();
     let allreduce = lines[1]["bytes_per_rank"].as_f64().unwrap();
     assert_eq!(direct, 63.0 * (v + 32.0));
-    assert_eq!(allreduce, 2.0 * 63.0 / 64.0 * v);
+    assert_eq!(allreduce, 2.0 * 63.0 / 64.0 * v + 63.0 * 8.0);
     let mut cmd = Command::new(malt());
     cmd.args([
         "bench", "traffic", "--ranks", "64", "--len", "1000", "--graph", "halton",

@@ -333,6 +333,8 @@ fn allreduce_loses_a_rank_mid_schedule_and_the_survivors_finish_whole() {
         let res = results(&lines);
         for r in &res {
             assert_eq!(r["schedule"], "allreduce", "{scenario}: {r}");
+            // The same bits on every survivor.
+            assert_eq!(r["value"], res[0]["value"], "{scenario}: {r}");
         }
     }
 }
@@ -636,6 +638,12 @@ fn fault_rank() {
                     kill_self(nix::sys::signal::Signal::SIGKILL);
                 }
                 w.barrier(&group)?;
+            }
+            // Every round changes every rank's values (each rank's stay
+            // uniform), so a gather that mixed shares or updates of two
+            // rounds would leave a vector that is not.
+            for x in w.iter_mut() {
+                *x += (rank + 1) as f32 * 0.25;
             }
             w.scatter()?;
             if scenario == "allgather" && victim && i == KILL_AT {

@@ -866,14 +866,15 @@ fn bench_gather_halton_sends_at_most_045_of_all() {
         "halton / all bytes = {ratio}"
     );
     // The allreduce schedule (auto at 8 ranks and 16 KiB): per rank and
-    // round, 7 shares of 512 floats out and 7 merged shares back.
+    // round, 7 shares of 512 floats out and 7 merged shares behind their
+    // 8-byte tags back.
     assert_eq!(all["schedule"], "direct", "{all}");
     assert_eq!(allreduce["schedule"], "allreduce", "{allreduce}");
     assert_eq!(allreduce["gathers_allreduce"], 8 * 4, "{allreduce}");
     assert_eq!(allreduce["gathers_in_place"], 0, "{allreduce}");
     assert_eq!(
         allreduce["bytes_sent"],
-        8 * 4 * 2 * 7 * 512 * 4,
+        8 * 4 * 7 * (512 * 4 + 8 + 512 * 4),
         "{allreduce}"
     );
     assert_eq!(allreduce["updates_merged"], 8 * 7 * 4, "{allreduce}");

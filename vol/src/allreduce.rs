@@ -17,12 +17,14 @@
 //!    most one). Each rank writes share `m` of its values into the queue
 //!    of share `m`'s owner, starting with the next rank up, so that the
 //!    ranks do not all write to the same owner at once.
-//! 2. **Merge** (`gather()`). Each owner merges its share from every rank's
+//! 2. **Merge** (`gather()`). Each owner merges its share of every rank's
 //!    update, range by range (as the direct schedule's in-place merge does),
-//!    straight from its receive queues.
-//! 3. **All-gather** (`gather()`). Each owner writes its merged share to
-//!    every other rank, and copies every owner's merged share into its
-//!    values once all of them have arrived.
+//!    straight from its receive queues; its own share enters as it was
+//!    scattered.
+//! 3. **All-gather** (`gather()`). Each owner writes its merged share, behind
+//!    an 8-byte tag naming the merge, to every other rank, and copies every
+//!    owner's merged share into its values once all of them have arrived and
+//!    carry its own merge's tag.
 //!
 //! [`VectorOptions::schedule`](crate::VectorOptions::schedule) chooses:
 //! [`Schedule::Auto`] (the default) takes the allreduce schedule when it
@@ -32,39 +34,65 @@
 //! from the agreed options, the length and the number of members, and
 //! [`GatherInfo::schedule`] says which one ran.
 //!
+//! # What a gather leaves in the values
+//!
+//! The reduction of every rank's values *as scattered*. Changes a rank
+//! makes to its values between `scatter()` and `gather()` are overwritten
+//! (under the direct schedule they would enter the merge as the local
+//! values); make them after the gather, or before the scatter.
+//!
 //! # Summation order: the same bits on every rank
 //!
 //! Each share is merged on its owner alone, and every other rank receives
 //! the owner's bits, so every rank ends with the same values. The owner
 //! merges in member order: it starts from the first member's share and
-//! folds in the others', ascending, with the merge function; for
+//! folds in the others', ascending, with the merge's kernel; for
 //! [`Udf::Avg`] that is `((x0 + x1) + … + x(N-1)) / N` element by element,
 //! exactly what the direct schedule computes on the first member (whose own
-//! values come first there). The allreduce result is therefore bit-identical
-//! to the direct schedule's result on the lowest-ranked member.
+//! values come first there) when no values change between scatter and
+//! gather. The allreduce result is then bit-identical to the direct
+//! schedule's result on the lowest-ranked member.
 //!
 //! # What a gather may merge with
 //!
 //! The owner merges for everybody, so the merge must not depend on which
-//! rank's values are "local": gather accepts the built-in [`Udf`]s (`avg`,
-//! `sum`, `max`, `min`) and fails with [`VolError::InvalidVector`] for any
-//! other merge function, on every rank, before waiting for anything.
-//! Create the vector with [`Schedule::Direct`] to merge with one.
+//! rank's values are "local": gather takes the built-in [`Udf`]s (`avg`,
+//! `sum`, `max`, `min`, through [`Merge::reduction`]) and runs that
+//! reduction's own kernel. Any other merge function is refused with
+//! [`VolError::InvalidVector`]; create the vector with
+//! [`Schedule::Direct`] to merge with one. Every rank must pass the same
+//! reduction: the tags tell, and a rank that refused, or merged with
+//! another reduction, makes every rank's gather fail with
+//! [`VolError::Mismatch`] (or `InvalidVector` on the rank that refused)
+//! as soon as the tags arrive, before any value changes. The vector cannot
+//! be used after that.
 //!
-//! # Memory and failures
+//! # Memory, failures and retries
 //!
 //! A rank receives one share from each other rank in each phase: two
 //! objects whose queues hold `depth` shares of `⌈len/N⌉` elements per
 //! sender, about `2·depth·V` bytes in all instead of the direct schedule's
 //! `depth·(N-1)·V`. A gather changes the local values only once every
-//! merged share has arrived, all at once: a gather that fails (a timeout,
-//! a lost rank) leaves the values as they were, never a mix of old and new
-//! shares. After a regroup, [`DenseVector::rejoin`](crate::DenseVector::rejoin)
-//! lays the shares out again over the survivors (and chooses the schedule
-//! again for their number).
+//! merged share has arrived and its tag is checked, all at once: a gather
+//! that fails (a timeout, a lost rank) leaves the values as they were,
+//! never a mix of old and new shares. After a timeout the gather can be
+//! made again: it goes on waiting where it stopped (the merge and the
+//! all-gather writes are not made twice). After a regroup,
+//! [`DenseVector::rejoin`](crate::DenseVector::rejoin) lays the shares out
+//! again over the survivors (and chooses the schedule again for their
+//! number). A gather's waits share one bound, the vector's wait timeout.
 //!
-//! Under BSP no rank writes share `t + 1` before every rank has finished
-//! gather `t`, so the queues never hold more than one update per sender.
+//! # Why depth 2 suffices
+//!
+//! Rank A writes an update of iteration `t + 2` to rank B (a share in the
+//! reduce-scatter, a merged share in the all-gather) only once it has
+//! something of B's of iteration `t + 1`: its scatter of `t + 2` follows
+//! its gather of `t + 1`, which needed B's merged share of `t + 1`; its
+//! merged share of `t + 2` follows B's share of `t + 2`. B sent either only
+//! after its own gather of `t` had read everything of iteration `t` out of
+//! its queues. So the slot an update of `t + 2` takes, that of `t`, has
+//! been read, and two slots per sender suffice under BSP.
+//! `Stats::updates_sent` counts writes (two phases: `2(N-1)` per round).
 //!
 //! [`Graph::All`]: crate::Graph::All
 //! [`Consistency::Bsp`]: crate::Consistency::Bsp
@@ -84,7 +112,7 @@ use crate::error::{ParseError, VolError};
 use crate::exchange::{Core, GatherInfo, VectorOptions};
 use crate::graph::Graph;
 use crate::representation::Representation;
-use crate::udf::Merge;
+use crate::udf::{Merge, Udf};
 
 /// [`Schedule::Auto`] takes the allreduce schedule from this many members
 /// up. With two, both schedules write `V` bytes per rank per round, and
@@ -189,21 +217,6 @@ pub(crate) fn choose(
     }
 }
 
-/// Refuses a merge the allreduce schedule cannot run (see the [module
-/// documentation](self)), naming vector `name`.
-pub(crate) fn check_merge<T: Element, M: Merge<T> + ?Sized>(
-    name: &str,
-    udf: &M,
-) -> Result<(), VolError> {
-    match udf.reduction() {
-        Some(_) => Ok(()),
-        None => Err(VolError::InvalidVector {
-            vector: name.to_owned(),
-            problem: "under the allreduce schedule a gather merges with avg, sum, max or min; create the vector with schedule direct to merge with another function".into(),
-        }),
-    }
-}
-
 /// The element range of share `m` of `len` elements cut into `n` shares.
 pub fn share(len: usize, n: usize, m: usize) -> Range<usize> {
     let at = |m: usize| ((len as u128 * m as u128) / n.max(1) as u128) as usize;
@@ -217,23 +230,85 @@ pub(crate) fn share_capacity(len: usize, members: usize, width: usize) -> usize 
         .max(width)
 }
 
+/// The tag in front of a merged share: the reduction that made it, or that
+/// its owner refused the gather's merge function.
+fn tag(udf: Option<Udf>) -> u64 {
+    match udf {
+        Some(Udf::Avg) => 1,
+        Some(Udf::Sum) => 2,
+        Some(Udf::Max) => 3,
+        Some(Udf::Min) => 4,
+        None => 0xff,
+    }
+}
+
+fn tag_name(tag: u64) -> String {
+    match tag {
+        1 => "avg".into(),
+        2 => "sum".into(),
+        3 => "max".into(),
+        4 => "min".into(),
+        0xff => "a function other than avg, sum, max or min".into(),
+        t => format!("unknown merge tag {t}"),
+    }
+}
+
+/// Bytes of the tag in front of each merged share (the all-gather's
+/// payload is the tag, then the share).
+pub const TAG: usize = 8;
+
 /// The state of the allreduce schedule of one dense vector: the
 /// all-gather object (the reduce-scatter uses the core's own object, whose
 /// slots hold one share) and the buffers its gather reuses.
 #[derive(Debug)]
+// The all-gather object, the membership the shares are laid out over and
+// the buffers and progress of the gather in hand: its fields serve one
+// gather together.
 pub(crate) struct Allreduce<T: 'static> {
-    /// The all-gather object: graph all, slots of one share.
+    /// The all-gather object: graph all, slots of a tag and one share.
     ag: Object,
     /// The group's members, ascending; share `m` belongs to `members[m]`.
     members: Vec<usize>,
     /// This rank's index in `members`.
     me: usize,
     len: usize,
+    /// This rank's share as it scattered it.
+    sent: Vec<T>,
     /// This rank's merged share.
     acc: Vec<T>,
     /// Parts of every sender's share, merged range by range.
     stage: Vec<T>,
     refs: Vec<&'static [T]>,
+    /// The iteration whose merge and all-gather writes are done while its
+    /// gather has not finished (a gather that failed waiting is made again
+    /// from there).
+    reduced: Option<u64>,
+    /// Why the vector cannot go on: the ranks disagreed on the merge.
+    broken: Option<Broken>,
+}
+
+/// How the ranks disagreed on a gather's merge.
+#[derive(Debug, Clone)]
+enum Broken {
+    /// This rank's merge is not one the schedule can run.
+    Refused,
+    /// Rank `rank` merged with `theirs`, this rank with `ours` (tags).
+    Differs { rank: usize, ours: u64, theirs: u64 },
+}
+
+impl Broken {
+    fn error(&self, vector: &str) -> VolError {
+        match *self {
+            Broken::Refused => refused(vector),
+            Broken::Differs { rank, ours, theirs } => VolError::Mismatch {
+                vector: vector.to_owned(),
+                rank,
+                what: "merge function (the allreduce schedule needs the same one on every rank)",
+                ours: tag_name(ours),
+                theirs: tag_name(theirs),
+            },
+        }
+    }
 }
 
 /// Bytes of each sender's share per range merged at once.
@@ -244,7 +319,12 @@ fn part(senders: usize) -> usize {
 
 impl<T: Element> Allreduce<T> {
     /// Creates the all-gather object, collectively (after the core).
-    pub fn create(group: &Group, name: &str, len: usize, depth: usize) -> Result<Self, VolError> {
+    pub fn create(
+        group: &Group,
+        name: &str,
+        len: usize,
+        opts: &VectorOptions,
+    ) -> Result<Self, VolError> {
         let members = group.members();
         let n = members.len();
         let me = members
@@ -262,9 +342,10 @@ impl<T: Element> Allreduce<T> {
             .collect();
         let spec = ObjectSpec::new(
             format!("vol-allgather:{name}"),
-            share_capacity(len, n, T::WIDTH),
+            TAG + share_capacity(len, n, T::WIDTH),
         )
-        .depth(depth)
+        .depth(opts.depth)
+        .flow(opts.flow)
         .graph(all);
         let ag = group.create_object(&spec)?;
         let k = n - 1;
@@ -273,10 +354,13 @@ impl<T: Element> Allreduce<T> {
             ag,
             me,
             len,
+            sent: vec![T::zero(); mine],
             acc: vec![T::zero(); mine],
             stage: vec![T::zero(); k * part(k) / T::WIDTH],
             refs: Vec::with_capacity(n),
             members,
+            reduced: None,
+            broken: None,
         })
     }
 
@@ -285,8 +369,12 @@ impl<T: Element> Allreduce<T> {
     }
 
     /// The reduce-scatter: share `m` of `values` to its owner, for every
-    /// other member, starting with the next one up.
-    pub fn scatter(&self, core: &mut Core, values: &[T]) -> Result<(), VolError> {
+    /// other member, starting with the next one up; this rank's own share is
+    /// kept as sent, for its merge.
+    pub fn scatter(&mut self, core: &mut Core, values: &[T]) -> Result<(), VolError> {
+        if let Some(b) = &self.broken {
+            return Err(b.error(&core.name));
+        }
         let n = self.members.len();
         let (len, members) = (self.len, &self.members);
         let first = core
@@ -300,24 +388,102 @@ impl<T: Element> Allreduce<T> {
                 crate::dense::as_bytes(&values[share(len, n, m)]).into()
             },
             false,
-        )
+        )?;
+        let mine = self.range(self.me);
+        self.sent.copy_from_slice(&values[mine]);
+        Ok(())
     }
 
     /// The merge and all-gather of iteration `core.iteration`, after the
-    /// consistency wait: every sender's share of this iteration is visible.
-    /// `values` changes only at the end, all at once.
+    /// consistency wait (every sender's share of this iteration is visible),
+    /// bounded by `deadline`. `values` changes only at the end, all at once.
     pub fn gather<M: Merge<T> + ?Sized>(
         &mut self,
         core: &mut Core,
         values: &mut [T],
         udf: &mut M,
+        deadline: Instant,
         info: &mut GatherInfo,
     ) -> Result<(), VolError> {
+        if let Some(b) = &self.broken {
+            return Err(b.error(&core.name));
+        }
         let t = core.iteration;
-        let deadline = Instant::now() + core.timeout;
-        self.reduce(core, values, udf, t)?;
-        // All-gather: this rank's merged share to everybody else.
-        let bytes = crate::dense::as_bytes(&self.acc);
+        let reduction = udf.reduction();
+        if self.reduced != Some(t) {
+            match reduction {
+                Some(u) => self.reduce(core, u, t)?,
+                None => {
+                    // Every other rank learns it from the tag, at once.
+                    self.write_all(core, 0xff, t, false)?;
+                    self.broken = Some(Broken::Refused);
+                    return Err(refused(&core.name));
+                }
+            }
+            self.write_all(core, tag(reduction), t, true)?;
+            self.reduced = Some(t);
+        }
+        self.wait_shares(core, t, deadline, info)?;
+        self.check_tags(core, t, tag(reduction))?;
+        // Every owner's merged share is complete and of this iteration, and
+        // under BSP none can change before this rank scatters again: copied
+        // through a small buffer (the shares differ in length, and a slot
+        // holds the largest).
+        for m in 0..self.members.len() {
+            if m == self.me {
+                continue;
+            }
+            let (owner, range) = (self.members[m], self.range(m));
+            let dst = &mut values[range.clone()];
+            let width = T::WIDTH;
+            let p = part(1);
+            let got = self.ag.read_together(
+                &[owner],
+                t,
+                TAG + range.len() * width,
+                p,
+                crate::dense::as_bytes_mut(&mut self.stage[..p / width]),
+                |from, bytes, stage| -> Result<ControlFlow<()>, VolError> {
+                    // Skip the tag: bytes [TAG, ..) are the share.
+                    let lo = from.max(TAG);
+                    let hi = from + bytes;
+                    if lo < hi {
+                        let src: &[T] = bytemuck::cast_slice(&stage[lo - from..hi - from]);
+                        dst[(lo - TAG) / width..(hi - TAG) / width].copy_from_slice(src);
+                    }
+                    Ok(ControlFlow::Continue(()))
+                },
+            )?;
+            if !got {
+                return Err(core.bad_update(
+                    owner,
+                    format!("its merged share {m} of iteration {t} could not be read"),
+                ));
+            }
+        }
+        let mine = self.range(self.me);
+        values[mine].copy_from_slice(&self.acc);
+        self.reduced = None;
+        info.merged = self.members.len() - 1;
+        Ok(())
+    }
+
+    /// Writes this rank's merged share (or only the tag, when `with_share`
+    /// is false) to every other member, starting with the next one up.
+    fn write_all(
+        &mut self,
+        core: &mut Core,
+        tag: u64,
+        t: u64,
+        with_share: bool,
+    ) -> Result<(), VolError> {
+        let head = tag.to_le_bytes();
+        let body: &[u8] = if with_share {
+            crate::dense::as_bytes(&self.acc)
+        } else {
+            &[]
+        };
+        let payload = dstorm::wire::Payload::new(&head, body);
         let out = self.ag.out_neighbors().len();
         let first = self
             .ag
@@ -325,10 +491,21 @@ impl<T: Element> Allreduce<T> {
             .partition_point(|&p| p < self.members[self.me]);
         for j in 0..out {
             let peer = self.ag.out_neighbors()[(first + j) % out];
-            self.ag.write(peer, bytes, t)?;
-            core.stats.record_send(peer, bytes.len() as u64);
+            self.ag.write_parts(peer, payload, t)?;
+            core.stats.record_send(peer, payload.len() as u64);
         }
-        // Every owner's merged share, before any of them is copied.
+        Ok(())
+    }
+
+    /// Waits until every other owner's merged share of iteration `t` is
+    /// complete here.
+    fn wait_shares(
+        &mut self,
+        core: &mut Core,
+        t: u64,
+        deadline: Instant,
+        info: &mut GatherInfo,
+    ) -> Result<(), VolError> {
         let start = Instant::now();
         let mut waited = false;
         for m in 0..self.members.len() {
@@ -351,63 +528,63 @@ impl<T: Element> Allreduce<T> {
             }
         }
         if waited {
-            core.stats.record_wait(start.elapsed());
+            let w = start.elapsed();
+            core.stats.record_wait(w);
             info.wait_ns = info
                 .wait_ns
-                .saturating_add(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                .saturating_add(u64::try_from(w.as_nanos()).unwrap_or(u64::MAX));
         }
-        // Copied through a small buffer: the shares differ in length, and a
-        // slot holds the largest.
+        Ok(())
+    }
+
+    /// Before anything is copied: every owner's next update is its merged
+    /// share of iteration `t`, made with the merge this rank used (`mine`).
+    fn check_tags(&mut self, core: &Core, t: u64, mine: u64) -> Result<(), VolError> {
+        let mut head = [0u8; TAG];
         for m in 0..self.members.len() {
             if m == self.me {
                 continue;
             }
-            let (owner, range) = (self.members[m], self.range(m));
-            let dst = &mut values[range.clone()];
-            let width = T::WIDTH;
-            let got = self.ag.read_together(
-                &[owner],
-                t,
-                range.len() * width,
-                part(1),
-                crate::dense::as_bytes_mut(&mut self.stage[..part(1) / width]),
-                |from, bytes, stage| -> Result<ControlFlow<()>, VolError> {
-                    let src: &[T] = bytemuck::cast_slice(&stage[..bytes]);
-                    dst[from / width..(from + bytes) / width].copy_from_slice(src);
-                    Ok(ControlFlow::Continue(()))
-                },
-            )?;
-            if !got {
+            let (owner, bytes) = (self.members[m], self.range(m).len() * T::WIDTH);
+            let Some(u) = self.ag.peek_from(owner, t, &mut head)? else {
+                return Err(core.bad_update(
+                    owner,
+                    format!("its next merged share is not the one of iteration {t}"),
+                ));
+            };
+            let theirs = u64::from_le_bytes(head);
+            if theirs != mine {
+                let b = Broken::Differs {
+                    rank: owner,
+                    ours: mine,
+                    theirs,
+                };
+                let e = b.error(&core.name);
+                self.broken = Some(b);
+                return Err(e);
+            }
+            if u.len != TAG + bytes {
                 return Err(core.bad_update(
                     owner,
                     format!(
-                        "its merged share of iteration {t} is not the {} bytes of share {m}",
-                        range.len() * width
+                        "a merged share of {} bytes; expected {}",
+                        u.len,
+                        TAG + bytes
                     ),
                 ));
             }
         }
-        let mine = self.range(self.me);
-        values[mine].copy_from_slice(&self.acc);
-        info.merged = self.members.len() - 1;
         Ok(())
     }
 
     /// Merges this rank's share of every member's update of iteration `t`
-    /// into `acc`, in member order.
-    fn reduce<M: Merge<T> + ?Sized>(
-        &mut self,
-        core: &mut Core,
-        values: &[T],
-        udf: &mut M,
-        t: u64,
-    ) -> Result<(), VolError> {
+    /// into `acc`, in member order, with the kernel of `udf`.
+    fn reduce(&mut self, core: &mut Core, mut udf: Udf, t: u64) -> Result<(), VolError> {
         let k = self.members.len() - 1;
         let width = T::WIDTH;
         let part = part(k);
         let mine = self.range(self.me);
-        let own = &values[mine.clone()];
-        let (me, acc) = (self.me, &mut self.acc);
+        let (me, acc, own) = (self.me, &mut self.acc, &self.sent);
         let mut store: Vec<&'static [T]> = std::mem::take(&mut self.refs);
         let read = core.obj.read_together(
             &core.senders,
@@ -428,7 +605,7 @@ impl<T: Element> Allreduce<T> {
                     }
                 }
                 acc[lo..hi].copy_from_slice(refs[0]);
-                let r = udf.merge_dense(&mut acc[lo..hi], &refs[1..]);
+                let r = Merge::<T>::merge_dense(&mut udf, &mut acc[lo..hi], &refs[1..]);
                 store = crate::dense::recycle(refs);
                 r?;
                 Ok(ControlFlow::Continue(()))
@@ -462,6 +639,23 @@ impl<T: Element> Allreduce<T> {
             core.stats.record_merged(0);
         }
         Ok(())
+    }
+
+    /// Folds the all-gather object's losses into `core`'s statistics (after
+    /// [`Core::finish_gather`], which counts the core's own object's).
+    pub fn add_losses(&self, core: &mut Core) {
+        let c = self.ag.counters();
+        core.stats.torn += c.torn;
+        core.stats.lapped += c.lapped;
+        core.stats.stale_epoch += c.stale_epoch;
+    }
+}
+
+/// The error of a gather whose merge the allreduce schedule cannot run.
+fn refused(name: &str) -> VolError {
+    VolError::InvalidVector {
+        vector: name.to_owned(),
+        problem: "under the allreduce schedule a gather merges with avg, sum, max or min; create the vector with schedule direct to merge with another function".into(),
     }
 }
 

@@ -285,7 +285,7 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
             Ok(())
         })?;
         let ar = match &schedule {
-            Ok(Schedule::Allreduce) => Some(Allreduce::create(group, name, len, opts.depth)?),
+            Ok(Schedule::Allreduce) => Some(Allreduce::create(group, name, len, opts)?),
             _ => None,
         };
         let hdr = HEADER_LEN / T::WIDTH;
@@ -421,8 +421,10 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
     /// iteration. Does not wait for the receivers (with `Backpressure`, it
     /// waits only for a free slot).
     pub fn scatter(&mut self) -> Result<(), VolError> {
-        if let Some(ar) = &self.ar {
+        if self.ar.is_some() {
             self.local()?;
+        }
+        if let Some(ar) = &mut self.ar {
             return ar.scatter(&mut self.core, self.values.as_ref());
         }
         let n = self.len;
@@ -508,9 +510,7 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
     ) -> Result<GatherInfo, VolError> {
         let t = self.core.iteration;
         self.local()?;
-        if self.ar.is_some() {
-            allreduce::check_merge(&self.core.name, &*udf)?;
-        }
+        let started = Instant::now();
         let waited = self.core.wait_progress()?;
         let deadline = Instant::now() + self.core.timeout;
         let bsp = self.core.consistency == Consistency::Bsp;
@@ -521,9 +521,12 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
         };
         if let Some(ar) = &mut self.ar {
             info.schedule = Schedule::Allreduce;
-            ar.gather(&mut self.core, self.values.as_mut(), udf, &mut info)?;
+            // One bound for the whole gather, waits of both phases included.
+            let until = started + self.core.timeout;
+            ar.gather(&mut self.core, self.values.as_mut(), udf, until, &mut info)?;
             self.core.stats.gathers_allreduce += 1;
             self.core.finish_gather();
+            ar.add_losses(&mut self.core);
             return Ok(info);
         }
         info.schedule = Schedule::Direct;
@@ -746,13 +749,8 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
     pub fn rejoin(&mut self, group: &Group) -> Result<(), VolError> {
         // The survivors choose the schedule again for their number.
         let members = group.members().len();
-        let schedule =
-            allreduce::choose(&self.core.opts, members, self.len, T::WIDTH).map_err(|problem| {
-                VolError::InvalidVector {
-                    vector: self.core.name.clone(),
-                    problem,
-                }
-            })?;
+        let schedule = allreduce::choose(&self.core.opts, members, self.len, T::WIDTH)
+            .map_err(|problem| self.core.invalid(problem))?;
         self.core.capacity = match schedule {
             Schedule::Allreduce => allreduce::share_capacity(self.len, members, T::WIDTH),
             _ => HEADER_LEN + self.len * T::WIDTH,
@@ -760,18 +758,10 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
         self.ar = None;
         self.core.rejoin(group)?;
         if schedule == Schedule::Allreduce {
-            self.ar = Some(Allreduce::create(
-                group,
-                &self.core.name,
-                self.len,
-                self.core.depth,
-            )?);
+            let (name, opts) = (&self.core.name, &self.core.opts);
+            self.ar = Some(Allreduce::create(group, name, self.len, opts)?);
         }
-        let k = if self.ar.is_some() {
-            0
-        } else {
-            self.core.senders.len()
-        };
+        let k = self.ar.as_ref().map_or(self.core.senders.len(), |_| 0);
         let width = self.hdr + self.len;
         self.mirrors = (0..k).map(|_| vec![T::zero(); width]).collect();
         self.mirror_version = vec![0; k];

@@ -707,6 +707,14 @@ impl Core {
         self.iteration += 1;
     }
 
+    /// A typed error for options that cannot describe this vector.
+    pub fn invalid(&self, problem: String) -> VolError {
+        VolError::InvalidVector {
+            vector: self.name.clone(),
+            problem,
+        }
+    }
+
     /// A typed error for a malformed update from `sender`.
     pub fn bad_update(&self, sender: usize, problem: impl Into<String>) -> VolError {
         VolError::BadUpdate {

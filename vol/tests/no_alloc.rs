@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dstorm::{Config, Group};
-use vol::{Consistency, DenseVector, Graph, Udf, VectorOptions};
+use vol::{Consistency, DenseVector, Graph, Schedule, Udf, VectorOptions};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))
@@ -54,9 +54,13 @@ fn allocations(world: usize, opts: VectorOptions, token: &str) -> Vec<u64> {
 
 #[test]
 fn scatter_and_gather_do_not_allocate() {
-    // BSP over all-to-all.
-    let counts = allocations(3, VectorOptions::new(), "no-alloc-bsp");
-    assert_eq!(counts, vec![0; 3], "BSP, all");
+    // BSP over all-to-all, both schedules.
+    let direct = VectorOptions::new().schedule(Schedule::Direct);
+    let counts = allocations(3, direct, "no-alloc-bsp");
+    assert_eq!(counts, vec![0; 3], "BSP, all, direct");
+    let allreduce = VectorOptions::new().schedule(Schedule::Allreduce);
+    let counts = allocations(3, allreduce, "no-alloc-allreduce");
+    assert_eq!(counts, vec![0; 3], "BSP, all, allreduce");
     // SSP over Halton: progress also travels through the clock object.
     let opts = VectorOptions::new()
         .graph(Graph::Halton)

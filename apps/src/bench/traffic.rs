@@ -6,7 +6,8 @@
 //! ([`vol::Graph::adjacency_among`]), the clock words a staleness-bounded
 //! mode adds between ranks the graph does not connect (as vol creates them),
 //! vol's update header ([`vol::wire::HEADER_LEN`]), the shares of the
-//! allreduce schedule ([`vol::allreduce::share`]) and dstorm's slot framing
+//! allreduce schedule ([`vol::allreduce::share`], [`vol::allreduce::TAG`])
+//! and dstorm's slot framing
 //! ([`dstorm::wire::HEADER_BYTES`], [`dstorm::wire::TRAILER_BYTES`]).
 
 use serde::Serialize;
@@ -130,7 +131,7 @@ pub fn traffic(opts: &TrafficOptions) -> Result<Vec<Traffic>, TrafficError> {
         for m in 0..n {
             let own = share(opts.len, n, m).len() as u64;
             let scatter = (opts.len as u64 - own) * width;
-            let gather = (n as u64 - 1) * own * width;
+            let gather = (n as u64 - 1) * (vol::allreduce::TAG as u64 + own * width);
             if scatter + gather > bytes {
                 bytes = scatter + gather;
                 writes = 2 * (n as u64 - 1);
@@ -226,7 +227,7 @@ mod tests {
         let v = (1u64 << 20) * 4;
         assert_eq!(rows[0].bytes_per_rank, 7 * (v + 32));
         assert_eq!(rows[0].rounds_to_everyone, 1);
-        assert_eq!(rows[1].bytes_per_rank, 2 * 7 * v / 8);
+        assert_eq!(rows[1].bytes_per_rank, 2 * 7 * v / 8 + 7 * 8);
         assert_eq!(rows[1].writes_per_rank, 14);
         assert_eq!(rows[1].rounds_to_everyone, 1);
     }
@@ -245,8 +246,9 @@ mod tests {
     #[test]
     fn uneven_shares_count_the_busiest_rank_and_4096_ranks_work() {
         let rows = traffic(&opts(3, 10, Graph::All, Consistency::Bsp)).unwrap();
-        // Shares of 3, 3 and 4 elements: the owner of 4 sends 6 + 2·4.
-        assert_eq!(rows[1].bytes_per_rank, (6 + 8) * 4);
+        // Shares of 3, 3 and 4 elements: the owner of 4 sends 6 elements,
+        // then 2 merged shares of 4 behind their 8-byte tags.
+        assert_eq!(rows[1].bytes_per_rank, 6 * 4 + 2 * (8 + 4 * 4));
         let big = traffic(&opts(4096, 1 << 20, Graph::Halton, Consistency::Bsp)).unwrap();
         assert_eq!(big[0].rounds_to_everyone, 12);
         let random = traffic(&opts(

@@ -199,6 +199,51 @@ impl Object {
         })
     }
 
+    /// Copies the first `out.len()` payload bytes of `sender`'s oldest
+    /// unread update into `out` without consuming it, when that update is
+    /// complete, of this epoch, of iteration `iteration` and at least that
+    /// long, and nothing changed it while it was copied. `Ok(None)`
+    /// otherwise, having changed nothing: [`poll_from`](Self::poll_from)
+    /// deals with what is there.
+    pub fn peek_from(
+        &mut self,
+        sender: usize,
+        iteration: u64,
+        out: &mut [u8],
+    ) -> Result<Option<Update>> {
+        let Some(q) = self.layout.queue_index(sender) else {
+            return Err(Error::NotNeighbor {
+                name: self.ident.name.clone(),
+                rank: self.ident.rank,
+                peer: sender,
+                role: "sender",
+            });
+        };
+        let seq = self.rx.next_seq[q];
+        let off = self.layout.seq_offset(q, seq);
+        let Some(w) = self.region.complete_words(off, self.layout.capacity) else {
+            return Ok(None);
+        };
+        let Ok(h) = SlotHeader::from_words(&w) else {
+            return Ok(None);
+        };
+        let ours = h.seq == seq
+            && h.sender as usize == sender
+            && h.object == self.ident.id
+            && h.epoch == self.ident.epoch
+            && h.iteration == iteration
+            && out.len() <= h.len as usize;
+        if !ours || !self.region.read_part(off, &w, 0, out) {
+            return Ok(None);
+        }
+        Ok(Some(Update {
+            sender,
+            seq,
+            iteration,
+            len: h.len as usize,
+        }))
+    }
+
     /// Reads the oldest unread update of each of `senders` together, part by
     /// part, without copying any of them whole: for each range of `part`
     /// payload bytes (the last one shorter) it copies that range of every
