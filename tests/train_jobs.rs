@@ -86,6 +86,43 @@ fn two_rank_svm_converges_like_one_rank() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Its default (BSP, graph all, avg) at 4 ranks runs the allreduce
+/// schedule: each rank sends at most 2(N-1)/N of the model per round (its
+/// shares carry no vol header; the bound allows 64 bytes per write), where
+/// the direct schedule sends N-1 models and their headers.
+#[test]
+fn four_rank_svm_sends_at_most_2_n_minus_1_over_n_models_per_round() {
+    let dir = out_dir("svm-bytes");
+    let d = dir.display().to_string();
+    let s = train(&[
+        "svm",
+        "--ranks",
+        "4",
+        "--out",
+        &d,
+        "--synth-rows",
+        "20000",
+        "--synth-features",
+        "50000",
+        "--synth-nnz",
+        "20",
+        "--epochs",
+        "2",
+    ]);
+    assert_eq!(s["ranks"], 4, "{s}");
+    let n = 4.0;
+    let syncs = s["syncs"].as_f64().unwrap();
+    assert!(syncs >= 2.0, "{s}");
+    let model = s["parameters"].as_f64().unwrap() * 4.0;
+    let per_round = s["bytes_sent"].as_f64().unwrap() / (n * syncs);
+    let bound = 2.0 * (n - 1.0) / n * model + 64.0 * 2.0 * (n - 1.0);
+    assert!(
+        per_round <= bound,
+        "{per_round} bytes per rank per round > {bound}: {s}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn repeated_comparisons_report_the_median_speedup_and_the_machines_load() {
     let dir = out_dir("repeat");

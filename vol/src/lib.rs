@@ -80,7 +80,10 @@
 //!   every rank.
 //! * Merge functions ([`udf`]): `Udf::Avg` (own copy included), `Sum`,
 //!   `Max`, `Min`, closures over dense updates, [`PerIndex`] closures, or
-//!   any [`Merge`] implementation.
+//!   any [`Merge`] implementation. A dense vector under `All` and `Bsp`
+//!   from 3 ranks and 16 KiB up runs the [`allreduce`] schedule by default,
+//!   which merges with the four `Udf`s only: give it
+//!   [`Schedule::Direct`] to merge with anything else.
 //! * Consistency ([`Consistency`]): `Bsp`, `Ssp { s }`, `Async`; see
 //!   [`exchange`] for how progress is tracked and waits are bounded.
 //! * Flow control ([`FlowControl`]): `Overwrite` (latest wins, lapped

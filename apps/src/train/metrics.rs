@@ -280,6 +280,10 @@ pub struct RunSummary {
     pub examples_per_s: f64,
     /// Bytes sent for model synchronisation, over all ranks.
     pub bytes_sent: u64,
+    /// Model synchronisations (scatter/gather rounds) of rank 0; every rank
+    /// makes as many. `bytes_sent / (ranks · syncs)` is what a rank sends
+    /// per round.
+    pub syncs: u64,
     /// Training examples (all shards).
     pub train_examples: u64,
     /// Test examples (all shards).
@@ -561,6 +565,7 @@ mod tests {
             examples: 600,
             examples_per_s: 300.0,
             bytes_sent: 0,
+            syncs: 30,
             train_examples: 200,
             test_examples: 50,
             parameters: 11,
@@ -580,6 +585,7 @@ mod tests {
             "time_to_goal_s",
             "examples_per_s",
             "bytes_sent",
+            "syncs",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

@@ -263,6 +263,7 @@ pub(crate) struct LoopResult {
     pub examples: u64,
     pub time_to_goal: Option<f64>,
     pub bytes_sent: u64,
+    pub syncs: u64,
     pub regroups: Vec<Regroup>,
 }
 
@@ -302,6 +303,7 @@ impl LoopResult {
             examples: self.examples,
             examples_per_s: self.examples as f64 / self.train_seconds.max(1e-9),
             bytes_sent: self.bytes_sent,
+            syncs: self.syncs,
             train_examples: facts.train_examples,
             test_examples: facts.test_examples,
             parameters: facts.parameters,
@@ -494,6 +496,7 @@ pub(crate) fn run_loop<L: Learner>(
     let progress = Progress::new(u64::from(cfg.epochs) * n as u64, rank, cfg.quiet);
     let mut points = Vec::new();
     let mut examples_local = 0u64;
+    let mut syncs = 0u64;
     let mut time_to_goal = None;
     let mut regroups: Vec<Regroup> = Vec::new();
 
@@ -559,6 +562,7 @@ pub(crate) fn run_loop<L: Learner>(
                 epoch,
                 epoch_end,
             })?;
+            syncs += 1;
             learner.model_changed();
             if cfg.udf == Udf::Sum {
                 base.copy_from_slice(learner.plain_model());
@@ -628,6 +632,7 @@ pub(crate) fn run_loop<L: Learner>(
         train_seconds: clock.seconds(),
         time_to_goal,
         bytes_sent: totals[0].round() as u64,
+        syncs,
         points,
         regroups,
     })
