@@ -22,6 +22,16 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// A shell loop that waits (at most 20 s) until every one of `names`
+/// exists in `dir`.
+fn wait_for_files(dir: &str, names: &[&str]) -> String {
+    let missing: Vec<String> = names.iter().map(|n| format!("[ ! -e {dir}/{n} ]")).collect();
+    format!(
+        "i=0; while {{ {}; }} && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done",
+        missing.join(" || ")
+    )
+}
+
 fn pids(out: &str) -> Vec<u32> {
     out.lines()
         .filter_map(|l| l.split_once("pid=").map(|(_, p)| p.trim()))
@@ -46,9 +56,15 @@ fn output_is_prefixed_and_environment_is_set() {
 
 #[test]
 fn a_failing_rank_fails_the_job_and_the_others_are_stopped() {
+    // Rank 1 fails only once the others have said who they are (bounded).
+    let dir = common::ShmDir::new("failing-rank");
     let mut cmd = Command::new(malt());
     cmd.args(["launch", "-n", "3", "--timeout", "1", "--", "sh", "-c"])
-        .arg("echo pid=$$; if [ \"$MALT_RANK\" = 1 ]; then exit 3; fi; exec sleep 120");
+        .arg(format!(
+            "echo pid=$$; touch {d}/$MALT_RANK; if [ \"$MALT_RANK\" = 1 ]; then {wait}; exit 3; fi; exec sleep 120",
+            d = dir.path(),
+            wait = wait_for_files(&dir.path(), &["0", "2"])
+        ));
     let t = Instant::now();
     let job = run_with_deadline(cmd, DEADLINE);
     assert_eq!(job.code, Some(3), "{job:?}");
@@ -83,9 +99,14 @@ fn a_failing_rank_fails_the_job_and_the_others_are_stopped() {
 /// grace, and the launcher does not wait for the children's output pipes.
 #[test]
 fn a_failing_rank_ends_the_other_ranks_children_too() {
+    let dir = common::ShmDir::new("failing-wrapper");
     let mut cmd = Command::new(malt());
     cmd.args(["launch", "-n", "3", "--timeout", "30", "--", "sh", "-c"])
-        .arg("if [ \"$MALT_RANK\" = 1 ]; then exit 3; fi; sleep 120 & echo pid=$!; wait; true");
+        .arg(format!(
+            "if [ \"$MALT_RANK\" = 1 ]; then {wait}; exit 3; fi; sleep 120 & echo pid=$!; touch {d}/$MALT_RANK; wait; true",
+            d = dir.path(),
+            wait = wait_for_files(&dir.path(), &["0", "2"])
+        ));
     let t = Instant::now();
     let job = run_with_deadline(cmd, DEADLINE);
     let took = t.elapsed();
@@ -127,6 +148,38 @@ fn a_rank_that_fails_is_reported_to_the_others_at_once() {
     // processes on a loaded machine can take a second or two.
     assert!(took < Duration::from_secs(4), "took {took:?}: {job:?}");
     assert_eq!(shm.files(), Vec::<String>::new(), "files left behind");
+}
+
+/// `malt launch ... | head`: once the launcher's stdout is closed, the
+/// ranks' further output is dropped, and the job runs to its end instead of
+/// its ranks dying of SIGPIPE (or panicking, for a Rust `println!`).
+#[test]
+fn a_closed_standard_output_does_not_end_the_job() {
+    let mut child = Command::new(malt())
+        .args(["launch", "-n", "2", "--", "sh", "-c"])
+        .arg("i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(first.contains("line"), "{first}");
+    drop(out);
+    let mut err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        let _ = tx.send((child.wait(), text));
+    });
+    let (status, stderr) = rx
+        .recv_timeout(DEADLINE)
+        .expect("malt launch did not end");
+    let status = status.unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}: {stderr}");
+    assert!(!stderr.contains("SIGPIPE"), "{stderr}");
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::sync::{Arc, Mutex};
 
 /// Passes a rank's output on, a line at a time, to the launcher's stdout or
-/// stderr, with `[rank] ` in front when `prefix` (but not twice: a rank's
+/// stderr (once that fails, for good: nobody reads it, and the rest is
+/// dropped), with `[rank] ` in front when `prefix` (but not twice: a rank's
 /// log lines already start with `[rank N] `). With a `screen`, the
 /// launcher's stdout is a terminal that rank 0's progress bar may be on;
 /// `on_screen` says whether this pump's destination shows on it.
@@ -21,12 +22,18 @@ pub(super) fn pump(
     std::thread::spawn(move || {
         let mut r = BufReader::new(src);
         let mut line = Vec::new();
+        let mut closed = false;
         let tagged = format!("[rank {rank}] ");
         loop {
             line.clear();
             match r.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
+            }
+            if closed {
+                // Nobody reads the launcher's output any more: the rank's
+                // is dropped, so that it neither blocks nor dies writing.
+                continue;
             }
             if !line.ends_with(b"\n") {
                 line.push(b'\n');
@@ -55,9 +62,7 @@ pub(super) fn pump(
                 o.write_all(&line).and_then(|_| o.flush())
             };
             drop(guard);
-            if res.is_err() {
-                return;
-            }
+            closed = res.is_err();
         }
     })
 }
@@ -88,6 +93,10 @@ pub(super) fn pump_to_screen(
             g.feed(&buf[..n], &mut out);
             let mut o = std::io::stdout().lock();
             if o.write_all(&out).and_then(|_| o.flush()).is_err() {
+                // Nobody reads the terminal any more: drop the rest.
+                drop(o);
+                drop(g);
+                let _ = std::io::copy(&mut src, &mut std::io::sink());
                 return;
             }
         }
