@@ -25,7 +25,10 @@ fn alive(pid: u32) -> bool {
 /// A shell loop that waits (at most 20 s) until every one of `names`
 /// exists in `dir`.
 fn wait_for_files(dir: &str, names: &[&str]) -> String {
-    let missing: Vec<String> = names.iter().map(|n| format!("[ ! -e {dir}/{n} ]")).collect();
+    let missing: Vec<String> = names
+        .iter()
+        .map(|n| format!("[ ! -e {dir}/{n} ]"))
+        .collect();
     format!(
         "i=0; while {{ {}; }} && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done",
         missing.join(" || ")
@@ -174,9 +177,7 @@ fn a_closed_standard_output_does_not_end_the_job() {
         let _ = std::io::Read::read_to_string(&mut err, &mut text);
         let _ = tx.send((child.wait(), text));
     });
-    let (status, stderr) = rx
-        .recv_timeout(DEADLINE)
-        .expect("malt launch did not end");
+    let (status, stderr) = rx.recv_timeout(DEADLINE).expect("malt launch did not end");
     let status = status.unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}: {stderr}");
     assert!(!stderr.contains("SIGPIPE"), "{stderr}");
