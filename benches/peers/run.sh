@@ -9,23 +9,33 @@
 #
 #   point to point, 2 ranks: `malt bench write` (shm) | MPI_Put + MPI_Win_flush
 #     in an MPI_Win_lock_all epoch (window from MPI_Win_allocate, and from
-#     MPI_Win_create) | memcpy in one process (the ceiling);
-#   model exchange, 2 and 4 ranks: `malt bench gather` (scatter + gather(Avg),
-#     BSP, graph all) | MPI_Allreduce(sum) + divide | Gloo allreduce(sum) +
-#     divide (TCP over 127.0.0.1: Gloo has no shared-memory transport).
+#     MPI_Win_create) | memcpy in one process into one buffer (the plain
+#     ceiling) and into two buffers in turn (the two-slot ceiling: malt's
+#     writes alternate between two slots);
+#   model exchange, 2, 4 and 8 ranks: `malt bench gather` (scatter +
+#     gather(Avg), BSP, graph all) with the direct schedule and with the
+#     allreduce schedule (two systems, both forced) | MPI_Allreduce(sum) +
+#     divide | Gloo allreduce(sum) + divide (TCP over 127.0.0.1: Gloo has no
+#     shared-memory transport).
 #
 # Sizes: 1 Ki to 16 Mi floats in steps of 4 (writes of 4 KiB to 64 MiB).
-# Every system gets the same plan (operations per size), and its CPU time
-# (getrusage, all ranks) next to its wall time.
+# Every system gets the same plan (operations per size and rank count), and
+# its CPU time (getrusage, all ranks) next to its wall time.
 #
 # Output (stdout): the Markdown report, then, as the last line, one JSON
-# object with the ratios (malt's speed over the peer's). Files go to $OUT:
-# raw.jsonl (every run's lines), report.md, report.json, peers.png/svg, log.
+# object with the targets (ratios of malt's speed over the peer's: medians
+# over runs, then the smallest cell and the smallest per-rank-count geometric
+# mean over sizes; malt is the schedule `--schedule auto` picks) and the
+# script's run time. Files go to $OUT: raw.jsonl (every run's lines),
+# report.md, report.json, peers.png/svg, log.
 #
 # Environment:
 #   QUICK=1        same as --quick: 1 Ki and 1 Mi floats, 2 ranks, 3 runs
 #   RUNS=N         runs per system and size (default 7, quick 3)
-#   RANKS="2 4"    rank counts of the model exchange (quick: 2)
+#   RANKS="2 4 8"  rank counts of the model exchange (quick: 2)
+#   FLOATS="1024 1048576"
+#                  sizes in floats (default 1 Ki to 16 Mi in steps of 4;
+#                  writes use 4 bytes per float)
 #   CPUS=LIST      CPUs every process of every system runs on (taskset
 #                  list; default: all CPUs this shell may use)
 #   PIN=1          also pin rank r to the (r mod k)-th of those CPUs, in every
@@ -38,6 +48,7 @@
 #   NO_GLOO=1      leave Gloo out
 set -euo pipefail
 
+script_started=$(date +%s)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
@@ -58,12 +69,25 @@ done
 if [[ $QUICK == 1 ]]; then
     RUNS=${RUNS:-3}
     RANKS=${RANKS:-2}
-    FLOATS=(1024 1048576)
+    FLOATS=${FLOATS:-1024 1048576}
 else
     RUNS=${RUNS:-7}
-    RANKS=${RANKS:-2 4}
-    FLOATS=(1024 4096 16384 65536 262144 1048576 4194304 16777216)
+    RANKS=${RANKS:-2 4 8}
+    FLOATS=${FLOATS:-1024 4096 16384 65536 262144 1048576 4194304 16777216}
 fi
+read -r -a FLOATS <<<"$FLOATS"
+for v in "${FLOATS[@]}" $RANKS $RUNS; do
+    if ! [[ $v =~ ^[1-9][0-9]*$ ]]; then
+        echo "run.sh: FLOATS, RANKS and RUNS take positive whole numbers, not $v" >&2
+        exit 2
+    fi
+done
+for n in $RANKS; do
+    if ((n < 2)); then
+        echo "run.sh: the model exchange needs at least 2 ranks, not $n" >&2
+        exit 2
+    fi
+done
 PIN=${PIN:-0}
 TIMEOUT=${TIMEOUT:-300}
 INSTALL=${INSTALL:-1}
@@ -128,16 +152,27 @@ if [[ $NO_GLOO != 1 ]]; then
 fi
 
 # --- 3. plans: the same work for every system ----------------------------------
+# Writes: clamp(1 GiB / size, 10, 20000) per size. Exchange rounds:
+# clamp(64 Mi / floats, 10, 2000 / ranks), so that the slowest system (Gloo
+# over TCP, about 20 ms per round with 8 ranks on 2 CPUs) stays within
+# minutes at the small sizes.
 clamp() { local v=$1 lo=$2 hi=$3; ((v < lo)) && v=$lo; ((v > hi)) && v=$hi; echo "$v"; }
 write_plan=""
-exchange_plan=""
 for f in "${FLOATS[@]}"; do
     bytes=$((f * 4))
     write_plan+="${write_plan:+,}$bytes:$(clamp $(((1 << 30) / bytes)) 10 20000)"
-    exchange_plan+="${exchange_plan:+,}$f:$(clamp $(((64 << 20) / f)) 10 1000)"
 done
+exchange_plan() {
+    local n=$1 f plan=""
+    for f in "${FLOATS[@]}"; do
+        plan+="${plan:+,}$f:$(clamp $(((64 << 20) / f)) 10 $((2000 / n)))"
+    done
+    echo "$plan"
+}
 echo "write plan (bytes:updates) $write_plan" >>"$log"
-echo "exchange plan (floats:rounds) $exchange_plan" >>"$log"
+for n in $RANKS; do
+    echo "exchange plan, $n ranks (floats:rounds) $(exchange_plan "$n")" >>"$log"
+done
 
 # --- 4. runs ------------------------------------------------------------------
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -155,10 +190,10 @@ mpi() {
 }
 
 gloo() {
-    local n=$1 store rc=0 pids=() r
+    local n=$1 plan=$2 store rc=0 pids=() r
     store=$(mktemp -d "$OUT/gloo-store.XXXXXX")
     for ((r = 0; r < n; r++)); do
-        timeout "$TIMEOUT" "${on_cpus[@]}" "$bin/gloo_bench" "$r" "$n" "$store" "$exchange_plan" \
+        timeout "$TIMEOUT" "${on_cpus[@]}" "$bin/gloo_bench" "$r" "$n" "$store" "$plan" \
             >"$store/out.$r" &
         pids+=($!)
     done
@@ -172,7 +207,7 @@ gloo() {
 measure() {
     local run=$1 system=$2 op=$3
     shift 3
-    local tmp=$OUT/step.out
+    local tmp=$OUT/step.out t0=$SECONDS
     echo "== run $run $system $op: $*" >>"$log"
     if "$@" >"$tmp" 2>>"$log"; then
         awk -v pre="{\"run\":$run,\"system\":\"$system\",\"op\":\"$op\",\"data\":" \
@@ -181,6 +216,7 @@ measure() {
         say "run $run: $system $op failed (see $log)"
         cat "$tmp" >>"$log"
     fi
+    echo "-- $((SECONDS - t0)) s" >>"$log"
 }
 
 write_step() {
@@ -191,18 +227,23 @@ write_step() {
     mpi_put) measure "$run" mpi_put write mpi 2 put "$write_plan" ;;
     mpi_put_create) measure "$run" mpi_put_create write mpi 2 put "$write_plan" create ;;
     memcpy) measure "$run" memcpy write timeout "$TIMEOUT" "${on_cpus[@]}" \
-        "$bin/memcpy_bench" "$write_plan" ;;
+        "$bin/memcpy_bench" "$write_plan" 1 ;;
+    memcpy_two_slot) measure "$run" memcpy_two_slot write timeout "$TIMEOUT" "${on_cpus[@]}" \
+        "$bin/memcpy_bench" "$write_plan" 2 ;;
     esac
 }
 
 exchange_step() {
-    local run=$1 system=$2 n=$3
+    local run=$1 system=$2 n=$3 plan
+    plan=$(exchange_plan "$n")
     case $system in
-    malt) measure "$run" malt exchange timeout "$TIMEOUT" "${on_cpus[@]}" "$malt" bench gather \
-        --ranks "$n" --transport shm --graph all --sync bsp --json --plan "$exchange_plan" \
-        "${pin_flag[@]}" ;;
-    mpi) measure "$run" mpi exchange mpi "$n" allreduce "$exchange_plan" ;;
-    gloo) measure "$run" gloo exchange gloo "$n" ;;
+    malt_direct | malt_allreduce)
+        measure "$run" "$system" exchange timeout "$TIMEOUT" "${on_cpus[@]}" "$malt" bench gather \
+            --ranks "$n" --transport shm --graph all --sync bsp --schedule "${system#malt_}" \
+            --json --plan "$plan" "${pin_flag[@]}"
+        ;;
+    mpi) measure "$run" mpi exchange mpi "$n" allreduce "$plan" ;;
+    gloo) measure "$run" gloo exchange gloo "$n" "$plan" ;;
     esac
 }
 
@@ -228,8 +269,8 @@ rotate() {
     for ((i = 0; i < n; i++)); do echo "${a[(i + k) % n]}"; done
 }
 
-write_systems=(malt mpi_put mpi_put_create memcpy)
-exchange_systems=(malt mpi)
+write_systems=(malt mpi_put mpi_put_create memcpy memcpy_two_slot)
+exchange_systems=(malt_direct malt_allreduce mpi)
 [[ $NO_GLOO != 1 ]] && exchange_systems+=(gloo)
 started=$(date +%s)
 for ((run = 1; run <= RUNS; run++)); do
@@ -253,7 +294,10 @@ for ((run = 1; run <= RUNS; run++)); do
     echo "{\"run\":$run,\"system\":\"machine\",\"op\":\"load\",\"data\":{\"loadavg1\":$load,\"others_cores\":$others}}" >>"$raw"
 done
 rm -f "$OUT/step.out" "$OUT/times.txt"
-say "measured in $(($(date +%s) - started)) s; results in $OUT"
+finished=$(date +%s)
+say "measured in $((finished - started)) s; results in $OUT"
+# The run time, for the report: install and build, measurement, both.
+echo "{\"run\":0,\"system\":\"machine\",\"op\":\"time\",\"data\":{\"build_secs\":$((started - script_started)),\"measure_secs\":$((finished - started)),\"total_secs\":$((finished - script_started))}}" >>"$raw"
 
 # --- 5. report ----------------------------------------------------------------
 model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
@@ -272,5 +316,7 @@ timeout 300 "$malt" bench report --input "$raw" --out "$OUT" --date "$(date -u +
     say "the report failed (see $log)"
     exit 1
 }
+say "done in $(($(date +%s) - script_started)) s (install and build $((started - script_started)) s, \
+measurement $((finished - started)) s, report $(($(date +%s) - finished)) s)"
 cat "$OUT/report.md"
 tail -n 1 "$OUT/summary.json"

@@ -10,13 +10,15 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
+use super::report::Row;
 use crate::train::plot::{font_available, FAMILY};
 const PANEL: (u32, u32) = (1000, 460);
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(30, 90, 200),
     RGBColor(200, 60, 40),
     RGBColor(40, 150, 70),
     RGBColor(120, 120, 120),
+    RGBColor(150, 80, 170),
 ];
 
 /// One line: points `(bytes, median, low, high)`.
@@ -37,6 +39,34 @@ pub struct Panel {
     pub y_label: String,
     /// Lines.
     pub series: Vec<Series>,
+}
+
+/// The lines of one panel: for each of `systems` (`(key, legend)`) measured
+/// at `ranks` ranks, its median and spread over runs at every size of
+/// `rows`. Exchanges are drawn as vector Gbit/s per round, so that faster is
+/// higher in both kinds of panel.
+pub fn series(rows: &[Row], ranks: usize, systems: &[(&str, &str)], exchange: bool) -> Vec<Series> {
+    systems
+        .iter()
+        .filter_map(|(key, label)| {
+            let points: Vec<(f64, f64, f64, f64)> = rows
+                .iter()
+                .filter(|r| r.ranks == ranks)
+                .filter_map(|r| {
+                    let s = r.systems.get(*key)?;
+                    let x = r.bytes as f64;
+                    // Exchanges: vector bytes per second of round, in Gbit/s.
+                    let y = |v: f64| if exchange { x * 8.0 / (v * 1e3) } else { v };
+                    let (a, b) = (y(s.value.min), y(s.value.max));
+                    Some((x, y(s.value.median), a.min(b), a.max(b)))
+                })
+                .collect();
+            (!points.is_empty()).then(|| Series {
+                label: label.to_string(),
+                points,
+            })
+        })
+        .collect()
 }
 
 /// Axis label of a byte count at a power of ten: 10 kB, 1 MB, ...
