@@ -148,12 +148,18 @@ impl Region {
 
     fn store_header(&self, off: usize, h: &SlotHeader) {
         let w = h.to_words();
+        // The sequence number first: a reader that sees any other word of
+        // the new header (after its acquire fence) sees the new sequence
+        // number on its second look, and the old trailer no longer matches
+        // it. Stored last, a reader could pair the old sequence number (and
+        // so the old, intact trailer) with the new iteration or length.
+        self.word(off + 8).store(w[1], Ordering::Relaxed);
+        fence(Ordering::Release);
         for (i, v) in w.iter().enumerate() {
             if i != 1 {
                 self.word(off + 8 * i).store(*v, Ordering::Relaxed);
             }
         }
-        self.word(off + 8).store(w[1], Ordering::Relaxed);
         // Everything stored after this fence (payload, trailer) is ordered
         // after the new header for any reader that observes it.
         fence(Ordering::Release);
@@ -440,6 +446,53 @@ mod tests {
         r.store_slot(256, &hdr(4, 16), p[..].into());
         r.store_slot_torn(256, &hdr(4, 8), [1u8; 8][..].into());
         assert_eq!(r.read_slot(256, 1000, &mut out), SlotRead::Torn { seq: 4 });
+    }
+
+    /// A reader racing a writer that rewrites one slot never takes a header
+    /// that mixes two updates for a complete one: every header it accepts
+    /// has the iteration its writer paired with that sequence number, and
+    /// the payload read with it is that update's. (The writer used to store
+    /// the sequence number last, so a reader could pair the old sequence
+    /// number and trailer with the new iteration.) Bounded by writes and
+    /// by time.
+    #[test]
+    fn a_reader_racing_a_writer_never_accepts_a_mixed_header() {
+        let r = std::sync::Arc::new(Region::anon(4096).unwrap());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (r, done) = (r.clone(), done.clone());
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                let mut seq = 1u64;
+                while seq < 5_000_000 && start.elapsed() < std::time::Duration::from_secs(3) {
+                    let mut h = hdr(seq, 8);
+                    h.iteration = seq * 3;
+                    r.store_slot(0, &h, seq.to_le_bytes()[..].into());
+                    seq += 1;
+                }
+                done.store(true, Ordering::Release);
+                seq
+            })
+        };
+        let (mut accepted, mut mixed) = (0u64, Vec::new());
+        let mut out = [0u8; 64];
+        while !done.load(Ordering::Acquire) {
+            if let Some(h) = r.complete_header(0, 64) {
+                accepted += 1;
+                if h.iteration != h.seq * 3 && mixed.len() < 5 {
+                    mixed.push((h.seq, h.iteration));
+                }
+            }
+            if let SlotRead::Ok(h) = r.read_slot(0, 64, &mut out) {
+                let payload = u64::from_le_bytes(out[..8].try_into().unwrap());
+                if (h.iteration != h.seq * 3 || payload != h.seq) && mixed.len() < 5 {
+                    mixed.push((h.seq, h.iteration));
+                }
+            }
+        }
+        let writes = writer.join().unwrap();
+        assert!(accepted > 0 && writes > 1000, "{accepted} of {writes}");
+        assert_eq!(mixed, Vec::new(), "accepted mixed headers (seq, iteration)");
     }
 
     #[test]
