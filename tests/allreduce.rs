@@ -98,6 +98,7 @@ fn allreduce_gives_the_same_bits_on_every_rank_and_the_exact_mean() {
             let want = if rank == 1 { "invalid" } else { "mismatch" };
             assert_eq!(m["one_refuses"], want, "{what}: {v}");
             assert_eq!(m["one_refuses_kept"], true, "{what}: {v}");
+            assert_eq!(m["schedules_differ"], "schedule", "{what}: {v}");
         }
     }
 }
@@ -232,7 +233,20 @@ fn merge_disagreements(group: &Group, len: usize) -> Value {
         kind(one.gather(Udf::Avg))
     };
     let one_kept = one[..] == values[..];
+    // Ranks that would run different schedules are told at creation.
+    let schedule = if rank == 0 {
+        Schedule::Direct
+    } else {
+        Schedule::Allreduce
+    };
+    let differ =
+        match DenseVector::<f32>::new(group, "differ", len, &forced.clone().schedule(schedule)) {
+            Err(VolError::Mismatch { what, .. }) => what.to_string(),
+            Err(e) => format!("unexpected: {e}"),
+            Ok(_) => "no error".into(),
+        };
     json!({
+        "schedules_differ": differ,
         "all_refuse": [first, again],
         "mixed": mixed_kind,
         "mixed_kept": mixed_kept,

@@ -628,9 +628,15 @@ impl<T: Element> Allreduce<T> {
                     }
                 }
             }
+            let queues: Vec<String> = core
+                .senders
+                .iter()
+                .map(|&p| format!("rank {p}: {}", core.obj.describe_queue(p)))
+                .collect();
             return Err(VolError::Protocol(format!(
-                "vector {:?}: the shares of iteration {t} could not be read together",
-                core.name
+                "vector {:?}: the shares of iteration {t} could not be read together ({})",
+                core.name,
+                queues.join(", ")
             )));
         }
         for i in 0..k {

@@ -256,7 +256,7 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
         values: S,
         opts: &VectorOptions,
     ) -> Result<Self, VolError> {
-        let desc = describe(name, "dense", T::KIND.name(), "-", len as u64, 0, opts);
+        let mut desc = describe(name, "dense", T::KIND.name(), "-", len as u64, 0, opts);
         let invalid = |problem: String| VolError::InvalidVector {
             vector: name.to_owned(),
             problem,
@@ -272,6 +272,11 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
         // Every rank computes the same sizes and schedule; an impossible
         // one fails everywhere after the agreement.
         let schedule = allreduce::choose(opts, group.members().len(), len, T::WIDTH);
+        // Ranks compare the schedule they will run, not only the option: on
+        // a machine of the other byte order `auto` chooses differently.
+        if let Ok(s) = &schedule {
+            desc.schedule = format!("{} ({s})", opts.schedule);
+        }
         let capacity = match (&body, &schedule) {
             (Ok(_), Ok(Schedule::Allreduce)) => {
                 allreduce::share_capacity(len, group.members().len(), T::WIDTH)

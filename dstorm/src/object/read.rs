@@ -199,6 +199,36 @@ impl Object {
         })
     }
 
+    /// What `sender`'s queue holds, for error messages: the sequence number
+    /// this rank reads next, and each slot's complete update (sequence
+    /// number, iteration, epoch, length) or `-` when none is complete.
+    pub fn describe_queue(&self, sender: usize) -> String {
+        let Some(q) = self.layout.queue_index(sender) else {
+            return format!("rank {sender} is not a sender");
+        };
+        let slots: Vec<String> = (0..self.layout.depth)
+            .map(|s| {
+                let off = self.layout.slot_offset(q, s);
+                match self
+                    .region
+                    .complete_words(off, self.layout.capacity)
+                    .and_then(|w| SlotHeader::from_words(&w).ok())
+                {
+                    Some(h) => format!(
+                        "seq {} iteration {} epoch {} len {}",
+                        h.seq, h.iteration, h.epoch, h.len
+                    ),
+                    None => "-".into(),
+                }
+            })
+            .collect();
+        format!(
+            "next seq {}, slots [{}]",
+            self.rx.next_seq[q],
+            slots.join("; ")
+        )
+    }
+
     /// Copies the first `out.len()` payload bytes of `sender`'s oldest
     /// unread update into `out` without consuming it, when that update is
     /// complete, of this epoch, of iteration `iteration` and at least that
