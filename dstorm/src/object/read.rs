@@ -49,14 +49,7 @@ impl Object {
 
     /// Like [`poll`](Self::poll), restricted to updates from `sender`.
     pub fn poll_from(&mut self, sender: usize, out: &mut [u8]) -> Result<Option<Update>> {
-        let Some(q) = self.layout.queue_index(sender) else {
-            return Err(Error::NotNeighbor {
-                name: self.ident.name.clone(),
-                rank: self.ident.rank,
-                peer: sender,
-                role: "sender",
-            });
-        };
+        let q = self.sender_queue(sender)?;
         if out.len() < self.layout.capacity {
             return Err(Error::Size {
                 name: self.ident.name.clone(),
@@ -172,14 +165,7 @@ impl Object {
         min_iteration: u64,
         timeout: Duration,
     ) -> Result<Option<Update>> {
-        let Some(q) = self.layout.queue_index(sender) else {
-            return Err(Error::NotNeighbor {
-                name: self.ident.name.clone(),
-                rank: self.ident.rank,
-                peer: sender,
-                role: "sender",
-            });
-        };
+        let q = self.sender_queue(sender)?;
         let (depth, capacity, epoch) = (self.layout.depth, self.layout.capacity, self.ident.epoch);
         self.poll_until(timeout, Some(sender), |o| {
             for s in 0..depth {
@@ -197,6 +183,40 @@ impl Object {
             }
             Ok(None)
         })
+    }
+
+    /// The index of `sender`'s queue, or the error that names it as no
+    /// sender of this object.
+    fn sender_queue(&self, sender: usize) -> Result<usize> {
+        self.layout
+            .queue_index(sender)
+            .ok_or_else(|| Error::NotNeighbor {
+                name: self.ident.name.clone(),
+                rank: self.ident.rank,
+                peer: sender,
+                role: "sender",
+            })
+    }
+
+    /// The slot offset, header words and header of the oldest unread update
+    /// in queue `q` when it is complete, `sender`'s, of this object and
+    /// epoch, and of iteration `iteration`.
+    fn next_update(
+        &self,
+        q: usize,
+        sender: usize,
+        iteration: u64,
+    ) -> Option<(usize, [u64; 8], SlotHeader)> {
+        let seq = self.rx.next_seq[q];
+        let off = self.layout.seq_offset(q, seq);
+        let w = self.region.complete_words(off, self.layout.capacity)?;
+        let h = SlotHeader::from_words(&w).ok()?;
+        let ours = h.seq == seq
+            && h.sender as usize == sender
+            && h.object == self.ident.id
+            && h.epoch == self.ident.epoch
+            && h.iteration == iteration;
+        ours.then_some((off, w, h))
     }
 
     /// What `sender`'s queue holds, for error messages: the sequence number
@@ -241,34 +261,16 @@ impl Object {
         iteration: u64,
         out: &mut [u8],
     ) -> Result<Option<Update>> {
-        let Some(q) = self.layout.queue_index(sender) else {
-            return Err(Error::NotNeighbor {
-                name: self.ident.name.clone(),
-                rank: self.ident.rank,
-                peer: sender,
-                role: "sender",
-            });
-        };
-        let seq = self.rx.next_seq[q];
-        let off = self.layout.seq_offset(q, seq);
-        let Some(w) = self.region.complete_words(off, self.layout.capacity) else {
+        let q = self.sender_queue(sender)?;
+        let Some((off, w, h)) = self.next_update(q, sender, iteration) else {
             return Ok(None);
         };
-        let Ok(h) = SlotHeader::from_words(&w) else {
-            return Ok(None);
-        };
-        let ours = h.seq == seq
-            && h.sender as usize == sender
-            && h.object == self.ident.id
-            && h.epoch == self.ident.epoch
-            && h.iteration == iteration
-            && out.len() <= h.len as usize;
-        if !ours || !self.region.read_part(off, &w, 0, out) {
+        if out.len() > h.len as usize || !self.region.read_part(off, &w, 0, out) {
             return Ok(None);
         }
         Ok(Some(Update {
             sender,
-            seq,
+            seq: h.seq,
             iteration,
             len: h.len as usize,
         }))
@@ -348,28 +350,9 @@ impl Object {
         heads: &mut Vec<(usize, usize, [u64; 8])>,
     ) -> Result<bool> {
         for &sender in senders {
-            let Some(q) = self.layout.queue_index(sender) else {
-                return Err(Error::NotNeighbor {
-                    name: self.ident.name.clone(),
-                    rank: self.ident.rank,
-                    peer: sender,
-                    role: "sender",
-                });
-            };
-            let seq = self.rx.next_seq[q];
-            let off = self.layout.seq_offset(q, seq);
-            let expected = |h: &SlotHeader| {
-                h.seq == seq
-                    && h.sender as usize == sender
-                    && h.object == self.ident.id
-                    && h.epoch == self.ident.epoch
-                    && h.iteration == iteration
-                    && h.len as usize == len
-            };
-            match self.region.complete_words(off, self.layout.capacity) {
-                Some(w) if SlotHeader::from_words(&w).is_ok_and(|h| expected(&h)) => {
-                    heads.push((q, off, w));
-                }
+            let q = self.sender_queue(sender)?;
+            match self.next_update(q, sender, iteration) {
+                Some((off, w, h)) if h.len as usize == len => heads.push((q, off, w)),
                 _ => return Ok(false),
             }
         }
