@@ -107,6 +107,8 @@ use dstorm::{Group, Object, ObjectSpec};
 use serde::Serialize;
 
 use crate::consistency::Consistency;
+// Bytes of each sender's share merged at once: the direct schedule's parts.
+use crate::dense::in_place_part as part;
 use crate::element::Element;
 use crate::error::{ParseError, VolError};
 use crate::exchange::{Core, GatherInfo, VectorOptions};
@@ -230,26 +232,37 @@ pub(crate) fn share_capacity(len: usize, members: usize, width: usize) -> usize 
         .max(width)
 }
 
-/// The tag in front of a merged share: the reduction that made it, or that
-/// its owner refused the gather's merge function.
+/// The reductions a merged share's tag names: tag `i + 1` is `TAGGED[i]`.
+const TAGGED: [Udf; 4] = [Udf::Avg, Udf::Sum, Udf::Max, Udf::Min];
+
+/// The tag of a share refused by its owner (its merge is no reduction).
+const REFUSED: u64 = 0xff;
+
+/// The tag in front of a merged share: the reduction that made it, or
+/// [`REFUSED`].
 fn tag(udf: Option<Udf>) -> u64 {
-    match udf {
-        Some(Udf::Avg) => 1,
-        Some(Udf::Sum) => 2,
-        Some(Udf::Max) => 3,
-        Some(Udf::Min) => 4,
-        None => 0xff,
-    }
+    udf.and_then(|u| TAGGED.iter().position(|&x| x == u))
+        .map_or(REFUSED, |i| i as u64 + 1)
 }
 
 fn tag_name(tag: u64) -> String {
-    match tag {
-        1 => "avg".into(),
-        2 => "sum".into(),
-        3 => "max".into(),
-        4 => "min".into(),
-        0xff => "a function other than avg, sum, max or min".into(),
-        t => format!("unknown merge tag {t}"),
+    match usize::try_from(tag)
+        .ok()
+        .and_then(|t| TAGGED.get(t.checked_sub(1)?))
+    {
+        Some(u) => u.name().into(),
+        None if tag == REFUSED => "a function other than avg, sum, max or min".into(),
+        None => format!("unknown merge tag {tag}"),
+    }
+}
+
+/// Bytes per update slot of a dense vector of `len` elements of `width`
+/// bytes among `members` ranks under `schedule`: one share for the
+/// allreduce schedule, a vol header and the whole vector otherwise.
+pub(crate) fn slot_capacity(schedule: Schedule, len: usize, members: usize, width: usize) -> usize {
+    match schedule {
+        Schedule::Allreduce => share_capacity(len, members, width),
+        _ => crate::wire::HEADER_LEN.saturating_add(len.saturating_mul(width)),
     }
 }
 
@@ -311,12 +324,6 @@ impl Broken {
     }
 }
 
-/// Bytes of each sender's share per range merged at once.
-fn part(senders: usize) -> usize {
-    const STAGE: usize = 256 << 10;
-    (STAGE / senders.max(1) / 4096).clamp(1, 16) * 4096
-}
-
 impl<T: Element> Allreduce<T> {
     /// Creates the all-gather object, collectively (after the core).
     pub fn create(
@@ -331,15 +338,7 @@ impl<T: Element> Allreduce<T> {
             .iter()
             .position(|&r| r == group.rank())
             .ok_or_else(|| VolError::Protocol("this rank is not a member of its group".into()))?;
-        let all: Vec<Vec<usize>> = (0..group.world())
-            .map(|r| {
-                if members.binary_search(&r).is_ok() {
-                    members.iter().copied().filter(|&p| p != r).collect()
-                } else {
-                    Vec::new()
-                }
-            })
-            .collect();
+        let all = Graph::All.adjacency_among(group.world(), &members)?;
         let spec = ObjectSpec::new(
             format!("vol-allgather:{name}"),
             TAG + share_capacity(len, n, T::WIDTH),
@@ -415,7 +414,7 @@ impl<T: Element> Allreduce<T> {
                 Some(u) => self.reduce(core, u, t)?,
                 None => {
                     // Every other rank learns it from the tag, at once.
-                    self.write_all(core, 0xff, t, false)?;
+                    self.write_all(core, REFUSED, t, false)?;
                     self.broken = Some(Broken::Refused);
                     return Err(refused(&core.name));
                 }
@@ -709,6 +708,16 @@ mod tests {
             choose(&o.schedule(Schedule::Direct), 8, big, 4),
             Ok(Schedule::Direct)
         );
+    }
+
+    #[test]
+    fn tags_name_the_reduction_they_carry() {
+        for u in TAGGED {
+            assert_eq!(tag_name(tag(Some(u))), u.name());
+        }
+        assert_eq!(tag(None), REFUSED);
+        assert!(tag_name(REFUSED).contains("other than"));
+        assert!(tag_name(7).contains("unknown"));
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn from_le_in_place<T: Element>(xs: &mut [T]) {
 /// another lifetime.
 /// Bytes of each update per range merged in place: the ranges of all
 /// in-neighbours together stay within the core's L2 cache.
-fn in_place_part(senders: usize) -> usize {
+pub(crate) fn in_place_part(senders: usize) -> usize {
     const STAGE: usize = 256 << 10;
     (STAGE / senders.max(1) / 4096).clamp(1, 16) * 4096
 }
@@ -278,11 +278,8 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
             desc.schedule = format!("{} ({s})", opts.schedule);
         }
         let capacity = match (&body, &schedule) {
-            (Ok(_), Ok(Schedule::Allreduce)) => {
-                allreduce::share_capacity(len, group.members().len(), T::WIDTH)
-            }
-            (Ok(b), _) => HEADER_LEN + b,
-            (Err(_), _) => HEADER_LEN,
+            (Ok(_), Ok(s)) => allreduce::slot_capacity(*s, len, group.members().len(), T::WIDTH),
+            _ => HEADER_LEN,
         };
         let core = Core::create(group, desc, opts, capacity, || {
             body?;
@@ -426,16 +423,13 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
     /// iteration. Does not wait for the receivers (with `Backpressure`, it
     /// waits only for a free slot).
     pub fn scatter(&mut self) -> Result<(), VolError> {
-        if self.ar.is_some() {
-            self.local()?;
-        }
+        self.local()?;
         if let Some(ar) = &mut self.ar {
             return ar.scatter(&mut self.core, self.values.as_ref());
         }
         let n = self.len;
         let version = self.core.version + 1;
         let mut enc = Encoding::Dense;
-        self.local()?;
         let data = self.values.as_ref();
         let first = self.prev.is_empty() && n > 0;
         let refresh_due = self.lossy && self.refresh > 0 && self.since_dense + 1 >= self.refresh;
@@ -756,10 +750,7 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
         let members = group.members().len();
         let schedule = allreduce::choose(&self.core.opts, members, self.len, T::WIDTH)
             .map_err(|problem| self.core.invalid(problem))?;
-        self.core.capacity = match schedule {
-            Schedule::Allreduce => allreduce::share_capacity(self.len, members, T::WIDTH),
-            _ => HEADER_LEN + self.len * T::WIDTH,
-        };
+        self.core.capacity = allreduce::slot_capacity(schedule, self.len, members, T::WIDTH);
         self.ar = None;
         self.core.rejoin(group)?;
         if schedule == Schedule::Allreduce {
