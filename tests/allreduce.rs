@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{launch_self, report, Job};
+use common::{initial, launch_self, report, ExactModels, Job};
 use serde_json::{json, Value};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -25,11 +25,6 @@ fn env_usize(key: &str) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{key} is not set"))
-}
-
-fn initial(r: usize, i: usize) -> f64 {
-    let x = (r as f64 + 1.0) * 0.37 + (i as f64) * 0.011;
-    (x * 7.3).sin() * 10.0
 }
 
 fn delta(r: usize, round: usize, i: usize) -> f64 {
@@ -115,9 +110,7 @@ fn rank_allreduce() {
     let mut ar = DenseVector::<f32>::from_slice(&group, "ar", &values, &forced).expect("ar");
     let mut dv = DenseVector::<f32>::from_slice(&group, "direct", &values, &direct).expect("d");
     // The exact mean, in f64, of what every rank holds.
-    let mut all: Vec<Vec<f64>> = (0..n)
-        .map(|r| (0..len).map(|i| f64::from(initial(r, i) as f32)).collect())
-        .collect();
+    let mut exact = ExactModels::new(n, len);
     let (mut digests, mut schedules) = (Vec::new(), Vec::new());
     let (mut max_err, mut merged) = (0.0f64, 0);
     for round in 0..ROUNDS {
@@ -126,14 +119,7 @@ fn rank_allreduce() {
                 *x += delta(rank, round, i) as f32;
             }
         }
-        for (r, model) in all.iter_mut().enumerate() {
-            for (i, x) in model.iter_mut().enumerate() {
-                *x += f64::from(delta(r, round, i) as f32);
-            }
-        }
-        let expect: Vec<f64> = (0..len)
-            .map(|i| all.iter().map(|m| m[i]).sum::<f64>() / n as f64)
-            .collect();
+        let expect = exact.exchange(|r, i| delta(r, round, i));
         ar.scatter().expect("scatter ar");
         dv.scatter().expect("scatter direct");
         if round == 1 {
@@ -153,9 +139,6 @@ fn rank_allreduce() {
         digests.push(digest(&ar));
         for (x, e) in ar.iter().zip(&expect) {
             max_err = max_err.max((f64::from(*x) - e).abs() / (1.0 + e.abs()));
-        }
-        for model in &mut all {
-            model.copy_from_slice(&expect);
         }
         // The direct schedule's ranks differ in their last bits: each starts
         // the next round from the allreduce result, so that the last round

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{launch_self, report, Job};
+use common::{initial, launch_self, report, ExactModels, Job};
 use dstorm::{Group, Object, ObjectSpec};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -92,12 +92,6 @@ fn join() -> Member {
         .create_object(&ObjectSpec::new("test-leave", 8).graph(rows))
         .expect("leave object");
     Member { group, left }
-}
-
-/// Deterministic test data: element `i` of rank `r`'s initial vector.
-fn initial(r: usize, i: usize) -> f64 {
-    let x = (r as f64 + 1.0) * 0.37 + (i as f64) * 0.011;
-    (x * 7.3).sin() * 10.0
 }
 
 // ---------------------------------------------------------------------------
@@ -947,9 +941,7 @@ fn rank_in_place() {
     };
     // Every rank's model as the exact mean says it should be.
     let delta = |r: usize, round: usize, i: usize| ((r * 31 + round * 7 + i) % 13) as f64 * 0.25;
-    let mut all: Vec<Vec<f64>> = (0..n)
-        .map(|r| (0..len).map(|i| f64::from(initial(r, i) as f32)).collect())
-        .collect();
+    let mut exact = ExactModels::new(n, len);
     let (mut in_place, mut copied) = (Vec::new(), Vec::new());
     let (mut identical, mut max_err, mut merged) = (true, 0.0f64, 0);
     for round in 0..4 {
@@ -959,17 +951,7 @@ fn rank_in_place() {
                 *x += delta(rank, round, i) as f32;
             }
         }
-        for (r, model) in all.iter_mut().enumerate() {
-            for (i, x) in model.iter_mut().enumerate() {
-                *x += delta(r, round, i);
-            }
-        }
-        let expect: Vec<f64> = (0..len)
-            .map(|i| all.iter().map(|m| m[i]).sum::<f64>() / n as f64)
-            .collect();
-        for model in &mut all {
-            model.copy_from_slice(&expect);
-        }
+        let expect = exact.exchange(|r, i| delta(r, round, i));
         fast.scatter().expect("scatter fast");
         slow.scatter().expect("scatter slow");
         let a = fast.gather(Udf::Avg).expect("gather fast");

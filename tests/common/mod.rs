@@ -96,3 +96,44 @@ pub fn launch_self(
     }
     run_with_deadline(cmd, deadline)
 }
+
+/// Deterministic test data: element `i` of rank `r`'s initial vector.
+pub fn initial(r: usize, i: usize) -> f64 {
+    let x = (r as f64 + 1.0) * 0.37 + (i as f64) * 0.011;
+    (x * 7.3).sin() * 10.0
+}
+
+/// Every rank's `f32` model in `f64`, as exact averaging says it should be:
+/// each starts at [`initial`], and each exchange adds every rank's change
+/// and leaves all of them at the mean.
+pub struct ExactModels(Vec<Vec<f64>>);
+
+impl ExactModels {
+    /// `ranks` models of `len` elements.
+    pub fn new(ranks: usize, len: usize) -> Self {
+        ExactModels(
+            (0..ranks)
+                .map(|r| (0..len).map(|i| f64::from(initial(r, i) as f32)).collect())
+                .collect(),
+        )
+    }
+
+    /// One exchange: rank `r` changed element `i` by `change(r, i)` (as an
+    /// `f32`, as the ranks add it); returns the mean every model now holds.
+    pub fn exchange(&mut self, change: impl Fn(usize, usize) -> f64) -> Vec<f64> {
+        for (r, model) in self.0.iter_mut().enumerate() {
+            for (i, x) in model.iter_mut().enumerate() {
+                *x += f64::from(change(r, i) as f32);
+            }
+        }
+        let n = self.0.len() as f64;
+        let len = self.0.first().map_or(0, Vec::len);
+        let mean: Vec<f64> = (0..len)
+            .map(|i| self.0.iter().map(|m| m[i]).sum::<f64>() / n)
+            .collect();
+        for model in &mut self.0 {
+            model.copy_from_slice(&mean);
+        }
+        mean
+    }
+}
