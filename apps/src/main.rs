@@ -580,16 +580,7 @@ fn main() -> ExitCode {
                 graph: a.graph,
                 sync: a.sync,
             };
-            match bench::traffic::traffic(&opts) {
-                Ok(rows) => {
-                    bench::traffic::print(&rows, a.json);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("malt bench traffic: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            ExitCode::from(bench::traffic::run(&opts, a.json))
         }
         Cmd::Bench(BenchCmd::Report(a)) => {
             let opts = bench::report::ReportOptions {

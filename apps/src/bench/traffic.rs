@@ -169,6 +169,21 @@ fn rounds_to_everyone(adj: &[Vec<usize>]) -> usize {
         .unwrap_or(0)
 }
 
+/// Runs `malt bench traffic`: prints the rows, or says why not. Returns
+/// the process exit code (2 for options it cannot compute with).
+pub fn run(opts: &TrafficOptions, json: bool) -> u8 {
+    match traffic(opts) {
+        Ok(rows) => {
+            print(&rows, json);
+            0
+        }
+        Err(e) => {
+            eprintln!("malt bench traffic: {e}");
+            2
+        }
+    }
+}
+
 /// Prints the rows: JSON lines, or a table.
 pub fn print(rows: &[Traffic], json: bool) {
     if json {
