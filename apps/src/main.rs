@@ -338,7 +338,7 @@ struct GatherArgs {
     /// Pin each rank to one CPU (rank mod the CPUs allowed).
     #[arg(long)]
     pin: bool,
-    /// The gather's schedule: auto (allreduce from 3 ranks and 64 KiB under
+    /// The gather's schedule: auto (allreduce from 3 ranks and 16 KiB under
     /// all/bsp), direct or allreduce.
     #[arg(long, default_value = "auto")]
     schedule: vol::Schedule,

@@ -178,7 +178,7 @@ impl FromStr for Schedule {
 /// among `members` ranks with options `opts`: `Direct` or `Allreduce`,
 /// never `Auto`. The same on every rank. `Err` names why a forced
 /// allreduce cannot run.
-pub(crate) fn choose(
+pub fn choose(
     opts: &VectorOptions,
     members: usize,
     len: usize,

@@ -33,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use vol::allreduce::{AUTO_MIN_BYTES, AUTO_MIN_RANKS};
 
 /// Systems of the point-to-point comparison, in table order.
 pub const WRITE_SYSTEMS: &[(&str, &str)] = &[
@@ -87,10 +86,11 @@ pub fn target_text(key: &str, least: f64) -> String {
 /// The malt system whose schedule `--schedule auto` picks for a vector of
 /// `bytes` bytes among `ranks` ranks (graph all, BSP, dense).
 pub fn auto_system(ranks: usize, bytes: usize) -> &'static str {
-    if ranks >= AUTO_MIN_RANKS && bytes >= AUTO_MIN_BYTES {
-        "malt_allreduce"
-    } else {
-        "malt_direct"
+    // vol's own rule, on the options malt bench gather uses (all, bsp).
+    let opts = vol::VectorOptions::new();
+    match vol::allreduce::choose(&opts, ranks, bytes / 4, 4) {
+        Ok(vol::Schedule::Allreduce) => "malt_allreduce",
+        _ => "malt_direct",
     }
 }
 
@@ -415,11 +415,24 @@ struct Collected {
     time: RunTime,
 }
 
+/// The largest raw.jsonl `malt bench report` reads: a full run writes
+/// about 100 KiB.
+const MAX_INPUT: u64 = 64 << 20;
+
 fn read_lines(path: &Path) -> Result<Collected, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
+    let io = |source| ReportError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > MAX_INPUT {
+        return Err(ReportError::Line {
+            path: path.to_path_buf(),
+            line: 0,
+            why: format!("{size} bytes, more than the {MAX_INPUT} a run writes"),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
     let mut c = Collected {
         write: Table::new(),
         exchange: Table::new(),
@@ -444,6 +457,9 @@ fn read_lines(path: &Path) -> Result<Collected, ReportError> {
                 if d.iters == 0 || d.size == 0 {
                     return Err(bad("a write with no size or no updates".into()));
                 }
+                if !WRITE_SYSTEMS.iter().any(|s| s.0 == line.system) {
+                    return Err(bad(format!("unknown write system {:?}", line.system)));
+                }
                 let per = 1e6 / d.iters as f64;
                 c.write
                     .entry((2, d.size))
@@ -464,22 +480,20 @@ fn read_lines(path: &Path) -> Result<Collected, ReportError> {
                     return Err(bad("an exchange with no elements or no rounds".into()));
                 }
                 // A malt system must have run the schedule it is named for.
-                if let (Some(want), Some(ran)) = (
-                    MALT_EXCHANGE
-                        .iter()
-                        .find(|m| m.0 == line.system)
-                        .map(|m| m.1),
-                    d.schedule.as_deref(),
-                ) {
-                    if want != ran {
-                        return Err(bad(format!(
-                            "system {} ran the {ran} schedule",
-                            line.system
-                        )));
+                if let Some(want) = MALT_EXCHANGE.iter().find(|m| m.0 == line.system) {
+                    let ran = d.schedule.as_deref().unwrap_or("no");
+                    if want.1 != ran {
+                        return Err(bad(format!("system {} ran {ran} schedule", line.system)));
                     }
+                } else if !EXCHANGE_SYSTEMS.iter().any(|s| s.0 == line.system) {
+                    return Err(bad(format!("unknown exchange system {:?}", line.system)));
                 }
+                let bytes = d
+                    .len
+                    .checked_mul(4)
+                    .ok_or_else(|| bad(format!("a vector of {} floats", d.len)))?;
                 c.exchange
-                    .entry((d.ranks, d.len * 4))
+                    .entry((d.ranks, bytes))
                     .or_default()
                     .entry(line.system)
                     .or_default()
@@ -1071,6 +1085,21 @@ mod tests {
                 assert!(why.contains("direct"), "{why}");
             }
             other => panic!("expected a line error, got {other:?}"),
+        }
+        // A system the report does not know, and a malt line that does not
+        // say which schedule ran.
+        let unknown = ex(1, "gloo", 2, 1024, 5.0).replace("\"gloo\"", "\"gloo2\"");
+        let silent = ex(1, "malt_direct", 2, 1024, 5.0).replace(",\"schedule\":\"direct\"", "");
+        assert_ne!(silent, ex(1, "malt_direct", 2, 1024, 5.0));
+        for (bad, says) in [(unknown, "gloo2"), (silent, "no schedule")] {
+            std::fs::write(&input, format!("{bad}\n")).expect("write");
+            match run(&opts) {
+                Err(ReportError::Line { line, why, .. }) => {
+                    assert_eq!(line, 1);
+                    assert!(why.contains(says), "{why}");
+                }
+                other => panic!("expected a line error for {bad}, got {other:?}"),
+            }
         }
         std::fs::write(&input, "\n").expect("write");
         assert!(matches!(run(&opts), Err(ReportError::Empty(_))));

@@ -11,9 +11,9 @@
 //! ([`dstorm::wire::HEADER_BYTES`], [`dstorm::wire::TRAILER_BYTES`]).
 
 use serde::Serialize;
-use vol::allreduce::{share, Schedule};
+use vol::allreduce::{choose, share, Schedule};
 use vol::graph::propagation_rounds;
-use vol::{Consistency, Graph};
+use vol::{Consistency, Graph, VectorOptions};
 
 /// Most ranks `--ranks` takes.
 pub const MAX_RANKS: usize = 4096;
@@ -87,8 +87,7 @@ pub fn traffic(opts: &TrafficOptions) -> Result<Vec<Traffic>, TrafficError> {
         )));
     }
     let width = 4u64;
-    let members: Vec<usize> = (0..n).collect();
-    let adj = opts.graph.adjacency_among(n, &members)?;
+    let adj = opts.graph.adjacency(n)?;
     let update = (vol::wire::HEADER_LEN as u64) + opts.len as u64 * width;
     let clock = opts.sync.staleness_bound().is_some();
     let framing = (dstorm::wire::HEADER_BYTES + dstorm::wire::TRAILER_BYTES) as u64;
@@ -126,16 +125,19 @@ pub fn traffic(opts: &TrafficOptions) -> Result<Vec<Traffic>, TrafficError> {
     )];
     // Allreduce: share m of the vector to its owner, then the owner's
     // merged share to everybody else; one round reaches everyone.
-    if opts.graph == Graph::All && opts.sync == Consistency::Bsp && n >= 2 && opts.len >= n {
-        let (mut bytes, mut writes) = (0u64, 0u64);
+    // Where vol's own rule lets the allreduce schedule run.
+    let forced = VectorOptions::new()
+        .graph(opts.graph.clone())
+        .consistency(opts.sync)
+        .schedule(Schedule::Allreduce);
+    if n >= 2 && choose(&forced, n, opts.len, width as usize).is_ok() {
+        let writes = 2 * (n as u64 - 1);
+        let mut bytes = 0u64;
         for m in 0..n {
             let own = share(opts.len, n, m).len() as u64;
             let scatter = (opts.len as u64 - own) * width;
             let gather = (n as u64 - 1) * (vol::allreduce::TAG as u64 + own * width);
-            if scatter + gather > bytes {
-                bytes = scatter + gather;
-                writes = 2 * (n as u64 - 1);
-            }
+            bytes = bytes.max(scatter + gather);
         }
         rows.push(row(
             Schedule::Allreduce.as_str(),
@@ -274,6 +276,19 @@ mod tests {
         ))
         .unwrap();
         assert!(random[0].rounds_to_everyone >= 4, "{random:?}");
+        // The one-search shortcut for circulant graphs gives what a search
+        // from every rank gives.
+        for graph in [Graph::Halton, Graph::Ring, Graph::All] {
+            for n in [5usize, 16, 37] {
+                let adj = graph.adjacency(n).unwrap();
+                let every = (0..n).filter_map(|s| propagation_rounds(&adj, s)).max();
+                assert_eq!(Some(rounds_to_everyone(&adj)), every, "{graph} at {n}");
+            }
+        }
+        // Not circulant: from rank 0 every rank is 2 rounds away, from rank 3
+        // rank 2 is 3 rounds away.
+        let skew = vec![vec![1], vec![2, 3], vec![0], vec![0]];
+        assert_eq!(rounds_to_everyone(&skew), 3);
         assert!(traffic(&opts(4097, 1, Graph::All, Consistency::Bsp)).is_err());
     }
 }
