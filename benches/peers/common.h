@@ -21,6 +21,10 @@
 #include <time.h>
 
 #define PEERS_MAX_PLAN 64
+/* Largest size (bytes or floats) and count a plan entry may ask for: a
+ * plan cannot make a program allocate or loop by its own say-so. */
+#define PEERS_MAX_SIZE (1ULL << 30)
+#define PEERS_MAX_COUNT 10000000ULL
 
 typedef struct {
     size_t n[PEERS_MAX_PLAN];
@@ -39,14 +43,24 @@ static inline int peers_parse_plan(const char *text, peers_plan *plan) {
         }
         char *end = NULL;
         errno = 0;
+        /* strtoull takes "-4" for a huge number: digits only. */
+        if (*p < '0' || *p > '9') {
+            fprintf(stderr, "plan: bad size at \"%s\" (want N:COUNT,...)\n", p);
+            return -1;
+        }
         unsigned long long n = strtoull(p, &end, 10);
-        if (errno || end == p || *end != ':' || n == 0) {
+        if (errno || end == p || *end != ':' || n == 0 || n > PEERS_MAX_SIZE) {
             fprintf(stderr, "plan: bad size at \"%s\" (want N:COUNT,...)\n", p);
             return -1;
         }
         p = end + 1;
+        if (*p < '0' || *p > '9') {
+            fprintf(stderr, "plan: bad count at \"%s\" (want N:COUNT,...)\n", p);
+            return -1;
+        }
         unsigned long long c = strtoull(p, &end, 10);
-        if (errno || end == p || (*end != ',' && *end != '\0') || c == 0) {
+        if (errno || end == p || (*end != ',' && *end != '\0') || c == 0 ||
+            c > PEERS_MAX_COUNT) {
             fprintf(stderr, "plan: bad count at \"%s\" (want N:COUNT,...)\n", p);
             return -1;
         }

@@ -61,7 +61,8 @@ int main(int argc, char **argv) {
         double secs = peers_now() - t0, cpu = peers_cpu() - cpu0;
         printf("{\"size\":%zu,\"iters\":%zu,\"ranks\":1,\"slots\":%d,\"gbps\":%.6f,"
                "\"secs\":%.9f,\"cpu_secs\":%.6f}\n",
-               size, iters, slots, (double)size * (double)iters * 8.0 / secs / 1e9, secs, cpu);
+               size, iters, slots,
+               secs > 0 ? (double)size * (double)iters * 8.0 / secs / 1e9 : 0.0, secs, cpu);
     }
     free(src);
     for (int d = 0; d < slots; d++)

@@ -83,8 +83,14 @@ for v in "${FLOATS[@]}" $RANKS $RUNS; do
     fi
 done
 for n in $RANKS; do
-    if ((n < 2)); then
-        echo "run.sh: the model exchange needs at least 2 ranks, not $n" >&2
+    if ((${#n} > 2 || n < 2 || n > 64)); then
+        echo "run.sh: the model exchange takes 2 to 64 ranks, not $n" >&2
+        exit 2
+    fi
+done
+for f in "${FLOATS[@]}"; do
+    if ((${#f} > 9 || f > (1 << 26))); then
+        echo "run.sh: FLOATS takes sizes up to 2^26 (256 MiB), not $f" >&2
         exit 2
     fi
 done
@@ -92,6 +98,16 @@ PIN=${PIN:-0}
 TIMEOUT=${TIMEOUT:-300}
 INSTALL=${INSTALL:-1}
 NO_GLOO=${NO_GLOO:-0}
+for v in PIN INSTALL NO_GLOO QUICK; do
+    if ! [[ ${!v} =~ ^[01]$ ]]; then
+        echo "run.sh: $v takes 0 or 1, not ${!v}" >&2
+        exit 2
+    fi
+done
+if ! [[ $TIMEOUT =~ ^[1-9][0-9]{0,5}$ ]]; then
+    echo "run.sh: TIMEOUT takes whole seconds, not $TIMEOUT" >&2
+    exit 2
+fi
 if [[ -z ${CPUS:-} ]]; then
     CPUS=$(taskset -pc $$ | sed 's/.*: *//')
 fi
