@@ -244,10 +244,26 @@ fn merge_disagreements(group: &Group, len: usize) -> Value {
 /// timed out.
 #[test]
 fn an_allreduce_gather_that_timed_out_can_be_made_again() {
-    let job = launch_self(3, "shm", "rank_retry", &[], DEADLINE);
+    retried_gathers_end_right("allreduce");
+}
+
+/// The same on the direct schedule, where rank 1 scatters only once told,
+/// and rank 0 bounds its waits with `set_wait_timeout` after creation (as a
+/// binding that waits in slices does).
+#[test]
+fn a_direct_gather_that_timed_out_can_be_made_again() {
+    retried_gathers_end_right("direct");
+}
+
+fn retried_gathers_end_right(schedule: &str) {
+    let env = [("RETRY_SCHEDULE", schedule)];
+    let job = launch_self(3, "shm", "rank_retry", &env, DEADLINE);
     let r = results(&job, 3, "retry");
     for v in &r {
-        assert_eq!(v["digest"], r[0]["digest"], "{v}");
+        // The direct schedule sums in each rank's own order.
+        if schedule == "allreduce" {
+            assert_eq!(v["digest"], r[0]["digest"], "{v}");
+        }
         assert!(v["max_err"].as_f64().unwrap() < 1e-5, "{v}");
     }
     assert!(r[0]["timeouts"].as_u64().unwrap() >= 1, "{}", r[0]);
@@ -260,19 +276,32 @@ fn rank_retry() {
     let group = Group::from_env().expect("join");
     let (rank, n) = (group.rank(), group.world());
     let len = 30_001;
-    let mut opts = VectorOptions::new().schedule(Schedule::Allreduce);
-    if rank == 0 {
-        opts = opts.wait_timeout(Duration::from_millis(200));
+    let direct = std::env::var("RETRY_SCHEDULE").expect("RETRY_SCHEDULE") == "direct";
+    let slice = Duration::from_millis(200);
+    let mut opts = VectorOptions::new();
+    if direct {
+        opts = opts.schedule(Schedule::Direct);
+    } else {
+        opts = opts.schedule(Schedule::Allreduce);
+        if rank == 0 {
+            opts = opts.wait_timeout(slice);
+        }
     }
     let values: Vec<f32> = (0..len).map(|i| initial(rank, i) as f32).collect();
     let mut v = DenseVector::<f32>::from_slice(&group, "retry", &values, &opts).expect("v");
+    if direct && rank == 0 {
+        v.set_wait_timeout(slice);
+        assert_eq!(v.wait_timeout(), slice);
+    }
     let told: Vec<Vec<usize>> = (0..n)
         .map(|r| if r == 0 { vec![1] } else { vec![] })
         .collect();
     let mut tell = group
         .create_object(&dstorm::ObjectSpec::new("retry-told", 8).graph(told))
         .expect("told");
-    v.scatter().expect("scatter");
+    if !(direct && rank == 1) {
+        v.scatter().expect("scatter");
+    }
     let (mut timeouts, mut first) = (0u64, String::new());
     match rank {
         0 => loop {
@@ -294,6 +323,9 @@ fn rank_retry() {
                 .poll_timeout(&mut buf, Duration::from_secs(60))
                 .expect("told");
             assert!(got.is_some(), "rank 0 never timed out");
+            if direct {
+                v.scatter().expect("scatter");
+            }
             v.gather(Udf::Avg).expect("gather");
         }
         _ => {

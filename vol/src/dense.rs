@@ -67,7 +67,7 @@
 
 use std::fmt::Debug;
 use std::ops::{ControlFlow, Deref, DerefMut};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dstorm::wire::Payload;
 use dstorm::{FlowControl, Group, Update};
@@ -406,6 +406,22 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
     /// The consistency mode.
     pub fn consistency(&self) -> Consistency {
         self.core.consistency
+    }
+
+    /// The bound on this vector's consistency waits (the group's timeout
+    /// unless [`VectorOptions::wait_timeout`] or
+    /// [`set_wait_timeout`](Self::set_wait_timeout) said otherwise).
+    pub fn wait_timeout(&self) -> Duration {
+        self.core.timeout
+    }
+
+    /// Bounds this vector's later consistency waits by `timeout`, a
+    /// rank-local setting. A gather that ends with [`VolError::Timeout`]
+    /// changed nothing and can be made again, so a caller that must stay
+    /// responsive (to a signal, say) can wait in short slices and check in
+    /// between.
+    pub fn set_wait_timeout(&mut self, timeout: Duration) {
+        self.core.timeout = timeout;
     }
 
     /// Statistics so far.

@@ -14,7 +14,7 @@
 //! The local vector is a [`SparseEntries`], reached through `Deref`.
 
 use std::ops::{Deref, DerefMut};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dstorm::{Group, Update};
 
@@ -158,6 +158,22 @@ impl<I: SparseIndex, V: Element> SparseVector<I, V> {
     /// The ranks whose updates `gather()` merges.
     pub fn in_neighbors(&self) -> &[usize] {
         &self.core.senders
+    }
+
+    /// The bound on this vector's consistency waits (the group's timeout
+    /// unless [`VectorOptions::wait_timeout`] or
+    /// [`set_wait_timeout`](Self::set_wait_timeout) said otherwise).
+    pub fn wait_timeout(&self) -> Duration {
+        self.core.timeout
+    }
+
+    /// Bounds this vector's later consistency waits by `timeout`, a
+    /// rank-local setting. A gather that ends with [`VolError::Timeout`]
+    /// changed nothing and can be made again, so a caller that must stay
+    /// responsive (to a signal, say) can wait in short slices and check in
+    /// between.
+    pub fn set_wait_timeout(&mut self, timeout: Duration) {
+        self.core.timeout = timeout;
     }
 
     /// Statistics so far.
