@@ -1,0 +1,248 @@
+//! `malt._malt`, the Rust half of the Python package `malt`: the group,
+//! dense and sparse vectors, and their errors. The Python half (`malt/`)
+//! adds the keyword defaults, NumPy conversions, context managers and the
+//! torch helper; see `malt/__init__.py`.
+//!
+//! Every call that may wait (joining, creation, gather, barrier, finish)
+//! releases the GIL, and a gather waits in slices of at most
+//! [`SLICE`], checking for signals (Ctrl-C) in between.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use vol::{Group, VolError};
+
+mod buffer;
+mod dense;
+mod errors;
+mod merge;
+mod sparse;
+
+use errors::{py_result, Failure, Result};
+
+/// The longest a gather waits between two checks for signals.
+pub(crate) const SLICE: Duration = Duration::from_millis(100);
+
+/// Locks `m`, whatever an earlier holder's panic left (every guarded value
+/// stays consistent between calls).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fails in a process other than `pid`, the one that made the object: a
+/// child made by `fork` (a DataLoader worker, say) inherits the parent's
+/// vectors but must not write into the job's queues or speak for the
+/// parent on its control connection.
+pub(crate) fn same_process(pid: u32, what: &str) -> Result<()> {
+    let now = std::process::id();
+    if now == pid {
+        Ok(())
+    } else {
+        Err(Failure::Binding(
+            "ForkError",
+            format!(
+                "{what} belongs to process {pid}, and this is process {now}, a child made by fork: a child may read (and change its own copy of) a vector's .array, but not call malt"
+            ),
+        ))
+    }
+}
+
+/// Runs `once` (a gather bounded by the wait it is given) until it ends
+/// other than by timing out, or until `total` has passed, in waits of at
+/// most [`SLICE`]; between them, raises what a signal handler raised (Ctrl-C:
+/// `KeyboardInterrupt`). A gather that timed out changed nothing and is made
+/// again. The timeout that ends it all says how long was waited in total.
+pub(crate) fn in_slices<R>(
+    py: Python<'_>,
+    total: Duration,
+    mut once: impl FnMut(Duration) -> Result<R>,
+) -> Result<R> {
+    let start = Instant::now();
+    loop {
+        let slice = total.saturating_sub(start.elapsed()).min(SLICE);
+        match once(slice) {
+            Err(Failure::Vol(VolError::Timeout { .. })) if start.elapsed() < total => {
+                py.check_signals()?;
+            }
+            Err(Failure::Vol(VolError::Timeout {
+                vector,
+                op,
+                iteration,
+                missing,
+                ..
+            })) => {
+                return Err(Failure::Vol(VolError::Timeout {
+                    vector,
+                    op,
+                    iteration,
+                    waited: start.elapsed(),
+                    missing,
+                }))
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The job this process is a rank of.
+#[pyclass(module = "malt._malt", name = "Group", frozen)]
+pub(crate) struct PyGroup {
+    /// `None` once finished.
+    group: Mutex<Option<Group>>,
+    rank: usize,
+    world: usize,
+    local_rank: Option<usize>,
+    local_world: Option<usize>,
+    pid: u32,
+}
+
+impl PyGroup {
+    /// Runs `f` on the group, with the GIL released (every group call may
+    /// wait for the other ranks).
+    pub(crate) fn with<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Group) -> Result<R> + Send,
+    ) -> PyResult<R> {
+        py_result(
+            py,
+            same_process(self.pid, "the group").and_then(|()| {
+                py.detach(|| {
+                    let g = lock(&self.group);
+                    match g.as_ref() {
+                        Some(g) => f(g),
+                        None => Err(Failure::Binding(
+                            "ClosedError",
+                            "the group has finished; malt.init() cannot join again in this process"
+                                .into(),
+                        )),
+                    }
+                })
+            }),
+        )
+    }
+}
+
+#[pymethods]
+impl PyGroup {
+    /// Joins the job described by the environment (malt launch, torchrun,
+    /// srun, mpirun; none: a job of one rank).
+    #[staticmethod]
+    fn from_env(py: Python<'_>) -> PyResult<PyGroup> {
+        let group = py_result(py, py.detach(|| Group::from_env().map_err(Failure::from)))?;
+        Ok(PyGroup {
+            rank: group.rank(),
+            world: group.world(),
+            local_rank: group.local_rank(),
+            local_world: group.local_world(),
+            group: Mutex::new(Some(group)),
+            pid: std::process::id(),
+        })
+    }
+
+    /// This process's rank, 0 to size - 1.
+    #[getter]
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of ranks the job started with.
+    #[getter]
+    fn size(&self) -> usize {
+        self.world
+    }
+
+    /// This process's rank among the ranks on its host, if the launcher
+    /// says.
+    #[getter]
+    fn local_rank(&self) -> Option<usize> {
+        self.local_rank
+    }
+
+    /// The number of ranks on this host, if the launcher says.
+    #[getter]
+    fn local_size(&self) -> Option<usize> {
+        self.local_world
+    }
+
+    /// Whether `finish()` was called.
+    #[getter]
+    fn finished(&self) -> bool {
+        lock(&self.group).is_none()
+    }
+
+    /// The ranks still in the group, ascending.
+    fn members(&self, py: Python<'_>) -> PyResult<Vec<usize>> {
+        self.with(py, |g| Ok(g.members()))
+    }
+
+    /// Waits until every rank has called `barrier()`.
+    fn barrier(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |g| Ok(g.barrier()?))
+    }
+
+    /// After a `RegroupedError`: joins the survivors; returns
+    /// `(epoch, members, dead)`.
+    fn regroup(&self, py: Python<'_>) -> PyResult<(u32, Vec<usize>, Vec<usize>)> {
+        self.with(py, |g| {
+            let m = g.regroup()?;
+            Ok((m.epoch, m.members, m.dead))
+        })
+    }
+
+    /// Tells the other ranks that this one stops because of `reason`.
+    fn fail(&self, py: Python<'_>, reason: &str) -> PyResult<()> {
+        self.with(py, |g| {
+            g.fail(reason);
+            Ok(())
+        })
+    }
+
+    /// The final barrier, then leaves the job. Vectors still open cannot
+    /// communicate afterwards.
+    fn finish(&self, py: Python<'_>) -> PyResult<()> {
+        py_result(
+            py,
+            same_process(self.pid, "the group").and_then(|()| {
+                py.detach(|| {
+                    let mut slot = lock(&self.group);
+                    match slot.as_mut() {
+                        None => Ok(()),
+                        Some(g) => {
+                            g.finish_in_place()?;
+                            *slot = None;
+                            Ok(())
+                        }
+                    }
+                })
+            }),
+        )
+    }
+}
+
+impl Drop for PyGroup {
+    fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A forked child's copy: leaving would speak for the parent.
+            // `get_mut` takes no lock: one held by a parent's thread at the
+            // fork is never released in the child.
+            let slot = self.group.get_mut().unwrap_or_else(|p| p.into_inner());
+            if let Some(g) = slot.take() {
+                std::mem::forget(g);
+            }
+        }
+    }
+}
+
+/// The Rust half of the `malt` package.
+#[pymodule]
+fn _malt(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyGroup>()?;
+    m.add_class::<dense::PyDense>()?;
+    m.add_class::<sparse::PySparse>()?;
+    m.add_class::<buffer::Memory>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("SLICE_S", SLICE.as_secs_f64())?;
+    Ok(())
+}
