@@ -980,3 +980,64 @@ fn rank_in_place() {
     group.finish().expect("finish");
     drop((fast, slow));
 }
+
+/// Rank 0 makes one round more than rank 1 and waits for rank 1's update
+/// in 100 ms slices (as the Python binding does, to stay responsive to
+/// Ctrl-C) while rank 1 waits in the final barrier: both still get the call
+/// mismatch, within about a second, though no single slice lasts as long
+/// as the quiet time.
+#[test]
+fn a_mismatch_is_found_when_the_waiting_rank_waits_in_slices() {
+    let job = launch_self(2, "shm", "rank_sliced_mismatch", &[], DEADLINE);
+    let r = job.results();
+    assert_eq!(r.len(), 2, "{}\n{}", job.stdout, job.stderr);
+    for v in &r {
+        let err = v["err"].as_str().unwrap();
+        assert!(
+            err.contains("rank 0 waits for an update from rank 1"),
+            "{v}"
+        );
+        assert!(v["after_s"].as_f64().unwrap() < 4.0, "{v}");
+    }
+    assert!(r[0]["slices"].as_u64().unwrap() >= 2, "{}", r[0]);
+}
+
+#[test]
+#[ignore = "rank program: run by the multi-process tests"]
+fn rank_sliced_mismatch() {
+    let group = Group::from_env().expect("join");
+    let rank = group.rank();
+    let mut v = DenseVector::<f32>::new(&group, "sliced", 64, &VectorOptions::new()).expect("v");
+    let rounds = if rank == 0 { 2 } else { 1 };
+    let (mut err, mut slices) = (String::new(), 0u64);
+    let mut start = Instant::now();
+    for _ in 0..rounds {
+        v.scatter().expect("scatter");
+        v.set_wait_timeout(Duration::from_millis(100));
+        start = Instant::now();
+        loop {
+            match v.gather(Udf::Avg) {
+                Ok(_) => break,
+                Err(VolError::Timeout { .. }) if start.elapsed() < Duration::from_secs(30) => {
+                    slices += 1;
+                }
+                Err(e) => {
+                    err = e.to_string();
+                    break;
+                }
+            }
+        }
+    }
+    if rank == 1 {
+        start = Instant::now();
+        if let Err(e) = group.finish() {
+            err = e.to_string();
+        }
+    }
+    report(json!({
+        "rank": rank,
+        "err": err,
+        "slices": slices,
+        "after_s": start.elapsed().as_secs_f64(),
+    }));
+}

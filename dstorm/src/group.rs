@@ -476,6 +476,7 @@ impl Group {
                 } else {
                     self.cfg.fail_timeout
                 },
+                stuck: None,
             },
             spec.flow,
             out,

@@ -70,6 +70,11 @@ pub(crate) struct Tracking {
     /// How long nothing may arrive from a peer waiting in a collective
     /// before a wait for it ends the job as a call mismatch.
     pub quiet: Duration,
+    /// The peer last seen waiting in a collective while this rank waited
+    /// for its update, what had arrived from it then, and since when
+    /// nothing more has. Kept across waits, so that a caller waiting in
+    /// short slices still finds the mismatch.
+    pub stuck: Option<(usize, Option<u64>, std::time::Instant)>,
 }
 
 /// The write half's state.

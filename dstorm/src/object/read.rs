@@ -93,12 +93,10 @@ impl Object {
         // some machines (virtual ones without a usable TSC) a read costs
         // microseconds, as much as a whole soft-RoCE write.
         let mut deadline = None;
-        // What had arrived from `sender` when it was first seen in a
-        // collective, and since when nothing more has.
-        let mut quiet: Option<(Option<u64>, Instant)> = None;
         loop {
             let bell = self.region.doorbell();
             if let Some(u) = try_once(self)? {
+                self.track.stuck = None;
                 return Ok(Some(u));
             }
             self.check()?;
@@ -114,17 +112,17 @@ impl Object {
             };
             if let Some((p, op)) = stuck {
                 let arrived = self.links.arrivals(p);
-                match quiet {
-                    Some((before, since)) if before == arrived => {
+                match self.track.stuck {
+                    Some((q, before, since)) if q == p && before == arrived => {
                         if now >= since + self.track.quiet {
                             return Err(self.call_mismatch(p, &op));
                         }
                     }
-                    _ => quiet = Some((arrived, now)),
+                    _ => self.track.stuck = Some((p, arrived, now)),
                 }
                 until = until.min(now + self.track.quiet / 4);
             } else {
-                quiet = None;
+                self.track.stuck = None;
             }
             park(&self.region, &*self.links, bell, until, &mut self.spin);
         }
