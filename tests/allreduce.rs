@@ -266,7 +266,11 @@ fn retried_gathers_end_right(schedule: &str) {
         }
         assert!(v["max_err"].as_f64().unwrap() < 1e-5, "{v}");
     }
-    assert!(r[0]["timeouts"].as_u64().unwrap() >= 1, "{}", r[0]);
+    let timeouts = r[0]["timeouts"].as_u64().unwrap();
+    assert!(timeouts >= 1, "{}", r[0]);
+    // The waits that timed out count in the time spent waiting.
+    let waited = r[0]["wait_s"].as_f64().unwrap();
+    assert!(waited >= 0.19 * timeouts as f64, "{}", r[0]);
     assert_eq!(r[0]["first"], "timeout", "{}", r[0]);
 }
 
@@ -342,6 +346,7 @@ fn rank_retry() {
         "digest": digest(&v),
         "max_err": max_err,
         "timeouts": timeouts,
+        "wait_s": v.stats().wait_time().as_secs_f64(),
         "first": first,
     }));
     group.finish().expect("finish");

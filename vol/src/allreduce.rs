@@ -516,6 +516,7 @@ impl<T: Element> Allreduce<T> {
                 waited = true;
                 let left = Core::left(deadline);
                 if self.ag.wait_visible(owner, t, left)?.is_none() {
+                    core.stats.record_timed_out_wait(start.elapsed());
                     return Err(VolError::Timeout {
                         vector: core.name.clone(),
                         op: "allreduce wait for a merged share",

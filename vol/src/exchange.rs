@@ -683,6 +683,7 @@ impl Core {
         }
         missing.sort_unstable();
         missing.dedup();
+        self.stats.record_timed_out_wait(start.elapsed());
         VolError::Timeout {
             vector: self.name.clone(),
             op: match self.consistency {

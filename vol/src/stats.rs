@@ -285,6 +285,16 @@ impl Stats {
             .saturating_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX));
     }
 
+    /// Records the time of a consistency wait that timed out: it adds to
+    /// the time spent waiting, not to the count of waits, so a caller that
+    /// waits in slices (and makes a gather that timed out again) is charged
+    /// its whole wait once.
+    pub fn record_timed_out_wait(&mut self, waited: Duration) {
+        self.wait_ns = self
+            .wait_ns
+            .saturating_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX));
+    }
+
     /// Time spent waiting.
     pub fn wait_time(&self) -> Duration {
         Duration::from_nanos(self.wait_ns)
