@@ -245,13 +245,19 @@ impl PyDense {
     /// The ranks this vector's scatter writes to.
     #[getter]
     fn out_neighbors(&self, py: Python<'_>) -> PyResult<Vec<usize>> {
-        py_result(py, self.with(py, |d| Ok(each!(d, v => v.out_neighbors().to_vec()))))
+        py_result(
+            py,
+            self.with(py, |d| Ok(each!(d, v => v.out_neighbors().to_vec()))),
+        )
     }
 
     /// The ranks whose updates its gather merges.
     #[getter]
     fn in_neighbors(&self, py: Python<'_>) -> PyResult<Vec<usize>> {
-        py_result(py, self.with(py, |d| Ok(each!(d, v => v.in_neighbors().to_vec()))))
+        py_result(
+            py,
+            self.with(py, |d| Ok(each!(d, v => v.in_neighbors().to_vec()))),
+        )
     }
 
     /// Sends the local values to the out-neighbours.
@@ -268,7 +274,9 @@ impl PyDense {
         udf: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut merge = py_result(py, MergeFn::from_py(udf))?;
-        match in_slices(py, self.timeout, |slice| self.gather_once(py, &mut merge, slice)) {
+        match in_slices(py, self.timeout, |slice| {
+            self.gather_once(py, &mut merge, slice)
+        }) {
             Ok(info) => info_dict(py, &info),
             Err(e) => {
                 // A Python merge function's own exception, unchanged.
@@ -285,8 +293,13 @@ impl PyDense {
     /// After the group regrouped: the vector's queues again, among the
     /// survivors (collective).
     fn rejoin(&self, py: Python<'_>, group: &PyGroup) -> PyResult<()> {
-        py_result(py, same_process(self.pid, &format!("vector {:?}", self.name)))?;
-        group.with(py, |g| self.with_unreleased(|d| Ok(each!(d, v => v.rejoin(g))?)))
+        py_result(
+            py,
+            same_process(self.pid, &format!("vector {:?}", self.name)),
+        )?;
+        group.with(py, |g| {
+            self.with_unreleased(|d| Ok(each!(d, v => v.rejoin(g))?))
+        })
     }
 
     /// Statistics as one line of JSON.

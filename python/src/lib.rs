@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use vol::{Group, VolError};
+use vol::{GatherInfo, Group, VolError};
 
 mod buffer;
 mod dense;
@@ -52,16 +52,23 @@ pub(crate) fn same_process(pid: u32, what: &str) -> Result<()> {
 /// other than by timing out, or until `total` has passed, in waits of at
 /// most [`SLICE`]; between them, raises what a signal handler raised (Ctrl-C:
 /// `KeyboardInterrupt`). A gather that timed out changed nothing and is made
-/// again. The timeout that ends it all says how long was waited in total.
-pub(crate) fn in_slices<R>(
+/// again. Its info counts the time of the slices before it as waited; the
+/// timeout that ends it all says how long was waited in total.
+pub(crate) fn in_slices(
     py: Python<'_>,
     total: Duration,
-    mut once: impl FnMut(Duration) -> Result<R>,
-) -> Result<R> {
+    mut once: impl FnMut(Duration) -> Result<GatherInfo>,
+) -> Result<GatherInfo> {
     let start = Instant::now();
     loop {
         let slice = total.saturating_sub(start.elapsed()).min(SLICE);
+        let before = start.elapsed();
         match once(slice) {
+            Ok(mut info) => {
+                let earlier = u64::try_from(before.as_nanos()).unwrap_or(u64::MAX);
+                info.wait_ns = info.wait_ns.saturating_add(earlier);
+                return Ok(info);
+            }
             Err(Failure::Vol(VolError::Timeout { .. })) if start.elapsed() < total => {
                 py.check_signals()?;
             }
@@ -80,7 +87,7 @@ pub(crate) fn in_slices<R>(
                     missing,
                 }))
             }
-            r => return r,
+            Err(e) => return Err(e),
         }
     }
 }

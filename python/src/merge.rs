@@ -51,8 +51,11 @@ impl Options<'_> {
 
 /// A duration in seconds from Python, checked.
 pub(crate) fn seconds(t: f64, what: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(t)
-        .map_err(|_| invalid(format!("{what} {t}: expected a finite number of seconds >= 0")))
+    Duration::try_from_secs_f64(t).map_err(|_| {
+        invalid(format!(
+            "{what} {t}: expected a finite number of seconds >= 0"
+        ))
+    })
 }
 
 /// What `gather()` merges with.
@@ -113,7 +116,11 @@ impl PyMerge {
             updates.append(PyArray1::from_slice(py, u))?;
         }
         let out = self.f.bind(py).call1((mine.clone(), updates))?;
-        let result = if out.is_none() { mine } else { out.cast_into::<PyArray1<T>>()? };
+        let result = if out.is_none() {
+            mine
+        } else {
+            out.cast_into::<PyArray1<T>>()?
+        };
         if result.len() != local.len() {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "the merge function returned {} values for a vector of {}",
@@ -134,7 +141,9 @@ impl<T: Viewable> Merge<T> for PyMerge {
             Err(e) => {
                 let msg = e.to_string();
                 self.raised = Some(e);
-                Err(MergeError::Failed(format!("the Python merge function raised {msg}")))
+                Err(MergeError::Failed(format!(
+                    "the Python merge function raised {msg}"
+                )))
             }
         })
     }

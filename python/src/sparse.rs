@@ -72,9 +72,8 @@ impl PySparse {
             self.with(py, move |s| {
                 let v = pick(s).ok_or_else(|| invalid("values of the wrong dtype"))?;
                 for (&i, &x) in indices.iter().zip(&values) {
-                    v.insert(i, x).map_err(|e| {
-                        invalid(format!("vector {name:?}: index {i}: {e}"))
-                    })?;
+                    v.insert(i, x)
+                        .map_err(|e| invalid(format!("vector {name:?}: index {i}: {e}")))?;
                 }
                 Ok(())
             }),
@@ -113,13 +112,25 @@ impl PySparse {
         let (inner, dtype) = match dtype {
             "float32" => (
                 group.with(py, |g| {
-                    Ok(Sparse::F32(SparseVector::new(g, name, length, max_entries, &opts)?))
+                    Ok(Sparse::F32(SparseVector::new(
+                        g,
+                        name,
+                        length,
+                        max_entries,
+                        &opts,
+                    )?))
                 })?,
                 "float32",
             ),
             "float64" => (
                 group.with(py, |g| {
-                    Ok(Sparse::F64(SparseVector::new(g, name, length, max_entries, &opts)?))
+                    Ok(Sparse::F64(SparseVector::new(
+                        g,
+                        name,
+                        length,
+                        max_entries,
+                        &opts,
+                    )?))
                 })?,
                 "float64",
             ),
@@ -225,7 +236,10 @@ impl PySparse {
 
     /// Removes the entry at `index`; returns whether there was one.
     fn remove(&self, py: Python<'_>, index: u64) -> PyResult<bool> {
-        py_result(py, self.with(py, |s| Ok(each!(s, v => v.remove(index).is_some()))))
+        py_result(
+            py,
+            self.with(py, |s| Ok(each!(s, v => v.remove(index).is_some()))),
+        )
     }
 
     /// Removes every entry.
