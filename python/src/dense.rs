@@ -1,6 +1,7 @@
 //! `malt._malt.DenseVector`: a dense float32 or float64 vector whose local
 //! values NumPy views without a copy.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -14,10 +15,13 @@ use crate::errors::{invalid, py_result, Failure, Result};
 use crate::merge::{MergeFn, Options};
 use crate::{in_slices, lock, same_process, PyGroup};
 
+/// A vector over a block NumPy views.
+type Wrapped<T> = DenseVector<T, Shared<T>>;
+
 /// The vector, of either element type.
 enum Dense {
-    F32(DenseVector<f32, Shared<f32>>),
-    F64(DenseVector<f64, Shared<f64>>),
+    F32(Wrapped<f32>),
+    F64(Wrapped<f64>),
 }
 
 /// Runs `$body` with `$v` bound to the vector, whichever its type.
@@ -35,6 +39,9 @@ macro_rules! each {
 pub(crate) struct PyDense {
     /// `None` once closed.
     inner: Mutex<Option<Dense>>,
+    /// Whether it is closed, read without the lock (which a gather holds,
+    /// maybe calling Python, while the GIL is released).
+    is_closed: AtomicBool,
     /// The NumPy view of the values (a `PyArray1` of `dtype`).
     array: Py<PyAny>,
     name: String,
@@ -54,7 +61,7 @@ fn create<T: Viewable>(
     len: usize,
     init: Option<&Bound<'_, PyAny>>,
     opts: &vol::VectorOptions,
-) -> PyResult<(DenseVector<T, Shared<T>>, Py<PyAny>)> {
+) -> PyResult<(Wrapped<T>, Py<PyAny>)> {
     let block = match init {
         Some(a) => {
             let a = a.cast::<PyArray1<T>>()?.readonly();
@@ -188,6 +195,7 @@ impl PyDense {
         };
         Ok(PyDense {
             inner: Mutex::new(Some(inner)),
+            is_closed: AtomicBool::new(false),
             array,
             name: name.to_owned(),
             len: length,
@@ -201,7 +209,7 @@ impl PyDense {
     /// the vector is closed, but is then no longer shared.
     #[getter]
     fn array(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if lock(&self.inner).is_none() {
+        if self.is_closed.load(Ordering::Acquire) {
             return Err(self.closed_error().into_py(py));
         }
         Ok(self.array.clone_ref(py))
@@ -227,7 +235,7 @@ impl PyDense {
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        lock(&self.inner).is_none()
+        self.is_closed.load(Ordering::Acquire)
     }
 
     /// The bound on a gather's wait, in seconds.
@@ -311,8 +319,10 @@ impl PyDense {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py_result(
             py,
-            same_process(self.pid, &format!("vector {:?}", self.name))
-                .map(|()| py.detach(|| drop(lock(&self.inner).take()))),
+            same_process(self.pid, &format!("vector {:?}", self.name)).map(|()| {
+                py.detach(|| drop(lock(&self.inner).take()));
+                self.is_closed.store(true, Ordering::Release);
+            }),
         )
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Every call that may wait (joining, creation, gather, barrier, finish)
 //! releases the GIL, and a gather waits in slices of at most
-//! [`SLICE`], checking for signals (Ctrl-C) in between.
+//! 100 ms (`SLICE`), checking for signals (Ctrl-C) in between.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,9 @@ pub(crate) fn in_slices(
 pub(crate) struct PyGroup {
     /// `None` once finished.
     group: Mutex<Option<Group>>,
+    /// Whether it finished, read without the lock (which a collective
+    /// holds while the GIL is released).
+    is_finished: AtomicBool,
     rank: usize,
     world: usize,
     local_rank: Option<usize>,
@@ -144,6 +148,7 @@ impl PyGroup {
             local_rank: group.local_rank(),
             local_world: group.local_world(),
             group: Mutex::new(Some(group)),
+            is_finished: AtomicBool::new(false),
             pid: std::process::id(),
         })
     }
@@ -176,7 +181,7 @@ impl PyGroup {
     /// Whether `finish()` was called.
     #[getter]
     fn finished(&self) -> bool {
-        lock(&self.group).is_none()
+        self.is_finished.load(Ordering::Acquire)
     }
 
     /// The ranks still in the group, ascending.
@@ -219,6 +224,7 @@ impl PyGroup {
                         Some(g) => {
                             g.finish_in_place()?;
                             *slot = None;
+                            self.is_finished.store(true, Ordering::Release);
                             Ok(())
                         }
                     }

@@ -1,6 +1,7 @@
 //! `malt._malt.SparseVector`: a sparse float32 or float64 vector with
 //! 64-bit indices, merged with the built-in reductions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ macro_rules! each {
 #[pyclass(module = "malt._malt", name = "SparseVector", frozen)]
 pub(crate) struct PySparse {
     inner: Mutex<Option<Sparse>>,
+    /// Whether it is closed, read without the lock.
+    is_closed: AtomicBool,
     name: String,
     len: u64,
     max_entries: usize,
@@ -146,6 +149,7 @@ impl PySparse {
         let timeout = each!(&inner, v => v.wait_timeout());
         Ok(PySparse {
             inner: Mutex::new(Some(inner)),
+            is_closed: AtomicBool::new(false),
             name: name.to_owned(),
             len: length,
             max_entries,
@@ -178,7 +182,7 @@ impl PySparse {
 
     #[getter]
     fn closed(&self) -> bool {
-        lock(&self.inner).is_none()
+        self.is_closed.load(Ordering::Acquire)
     }
 
     #[getter]
@@ -244,7 +248,13 @@ impl PySparse {
 
     /// Removes every entry.
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        py_result(py, self.with(py, |s| Ok(each!(s, v => v.clear()))))
+        py_result(
+            py,
+            self.with(py, |s| {
+                each!(s, v => v.clear());
+                Ok(())
+            }),
+        )
     }
 
     /// `(indices, values)`: copies of the stored entries, by index.
@@ -317,8 +327,10 @@ impl PySparse {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py_result(
             py,
-            same_process(self.pid, &format!("vector {:?}", self.name))
-                .map(|()| py.detach(|| drop(lock(&self.inner).take()))),
+            same_process(self.pid, &format!("vector {:?}", self.name)).map(|()| {
+                py.detach(|| drop(lock(&self.inner).take()));
+                self.is_closed.store(true, Ordering::Release);
+            }),
         )
     }
 }

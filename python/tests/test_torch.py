@@ -121,3 +121,41 @@ avg.close(); g.finish()
         res = Job(Done, 1).result(0)
         assert res["rank"] == r and res["local_rank"] == r
         assert res["w"] == [0.5] * 3, out
+
+
+def test_dataloader_workers_inherit_the_model_without_harm(job):
+    """DataLoader workers made by fork inherit the shared vector: they read
+    their copy, cannot call malt, and the job's next syncs are exact."""
+    j = job(2, """
+import torch, malt.torch
+torch.set_num_threads(1)
+g = malt.init()
+torch.manual_seed(0)
+model = torch.nn.Linear(8, 2)
+avg = malt.torch.ModelAverager(model)
+
+class Reads(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+    def __getitem__(self, i):
+        try:
+            avg.sync()
+            refused = ""
+        except malt.ForkError as e:
+            refused = str(e)
+        return float(avg.flat[0].sum()), refused
+
+loader = torch.utils.data.DataLoader(Reads(), batch_size=4, num_workers=2,
+                                     multiprocessing_context="fork")
+seen = [(float(s), r) for batch in loader for s, r in zip(batch[0], batch[1])]
+with torch.no_grad():
+    model.weight.fill_(float(g.rank))
+avg.sync()
+report(refused=all("fork" in r for _, r in seen), n=len(seen),
+       weights=model.weight.reshape(-1).tolist())
+avg.close(); g.finish()
+""")
+    assert j.returncode == 0, j.output
+    for r in j.all():
+        assert r["n"] == 8 and r["refused"], r
+        assert r["weights"] == [0.5] * 16, r

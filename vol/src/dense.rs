@@ -408,18 +408,15 @@ impl<T: Element, S: Values<T>> DenseVector<T, S> {
         self.core.consistency
     }
 
-    /// The bound on this vector's consistency waits (the group's timeout
-    /// unless [`VectorOptions::wait_timeout`] or
-    /// [`set_wait_timeout`](Self::set_wait_timeout) said otherwise).
+    /// The bound on this vector's consistency waits.
     pub fn wait_timeout(&self) -> Duration {
         self.core.timeout
     }
 
-    /// Bounds this vector's later consistency waits by `timeout`, a
-    /// rank-local setting. A gather that ends with [`VolError::Timeout`]
-    /// changed nothing and can be made again, so a caller that must stay
-    /// responsive (to a signal, say) can wait in short slices and check in
-    /// between.
+    /// Bounds this vector's later consistency waits by `timeout` (rank-local,
+    /// as [`VectorOptions::wait_timeout`]). A gather that ends with
+    /// [`VolError::Timeout`] changed no value and can be made again, so a
+    /// caller can wait in short slices and check for signals in between.
     pub fn set_wait_timeout(&mut self, timeout: Duration) {
         self.core.timeout = timeout;
     }
