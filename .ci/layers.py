@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks the shape of the workspace: the import graph of dstorm's top-level
 modules has no cycle and no upward edge (a module naming one of a higher
-layer), and only the allowed files of apps and capi name dstorm directly.
+layer), only the allowed files of apps and capi name dstorm directly, the
+Python binding (python/src) reaches the runtime through vol alone, and
+its only unsafe code is in its buffer module.
 Two size rules hold for every crate's src/: no file has more than
 MAX_LINES lines before its first `#[cfg(test)]` line, and no struct has
 more than MAX_FIELDS fields unless the comment block right above it (doc
@@ -202,6 +204,12 @@ def main() -> int:
         for d in sorted(deps):
             if m in layer and d in layer and layer[d] > layer[m]:
                 bad.append(f"dstorm: {m} (layer {layer[m]}) uses {d} (layer {layer[d]}), a layer above")
+    for f in sorted((root / "python/src").rglob("*.rs")):
+        text = strip_comments(f.read_text())
+        if re.search(r"\bdstorm::", text):
+            bad.append(f"{f.as_posix()} uses dstorm directly; use vol's re-exports")
+        if f.name != "buffer.rs" and re.search(r"\bunsafe\b", text):
+            bad.append(f"{f.as_posix()} has unsafe code; the binding keeps it in python/src/buffer.rs")
     for crate in ["apps/src", "capi/src"]:
         for f in sorted((root / crate).rglob("*.rs")):
             path = f.as_posix()
@@ -215,7 +223,7 @@ def main() -> int:
     if bad:
         return 1
     print(
-        f"layers: {len(graph)} dstorm modules, no cycle, no upward import; apps and capi use vol; "
+        f"layers: {len(graph)} dstorm modules, no cycle, no upward import; apps, capi and python use vol; "
         f"no file over {MAX_LINES} lines before its tests, no struct over {MAX_FIELDS} fields unsaid"
     )
     return 0
