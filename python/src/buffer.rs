@@ -23,9 +23,11 @@ pub(crate) struct Block<T> {
 
 // SAFETY: the cells are written only through `Shared::as_mut` (by the one
 // vector that owns the `Shared`, under its lock) or by Python code through a
-// NumPy view; the binding documents that a view must not be written while a
-// scatter or gather of its vector runs in another thread, as NumPy does for
-// any buffer handed to code that released the GIL.
+// NumPy view. Python code keeps off a view while a scatter or gather of its
+// vector runs: another thread by the documented contract (as for any NumPy
+// buffer handed to code that released the GIL), and the gather's own merge
+// function because `.array` and every call on the vector refuse it there
+// (a view it captured earlier is the documented exception it must not use).
 unsafe impl<T: Send> Sync for Block<T> {}
 
 impl<T: Copy> Block<T> {

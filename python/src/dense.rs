@@ -1,19 +1,18 @@
 //! `malt._malt.DenseVector`: a dense float32 or float64 vector whose local
 //! values NumPy views without a copy.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use vol::{DenseVector, GatherInfo};
+use vol::{allreduce, DenseVector, GatherInfo, Schedule, VectorOptions};
 
 use crate::buffer::{view, Block, Shared, Viewable};
 use crate::errors::{invalid, py_result, Failure, Result};
 use crate::merge::{MergeFn, Options};
-use crate::{in_slices, lock, same_process, PyGroup};
+use crate::slot::{in_merge, Slot};
+use crate::{in_slices, PyGroup};
 
 /// A vector over a block NumPy views.
 type Wrapped<T> = DenseVector<T, Shared<T>>;
@@ -37,11 +36,7 @@ macro_rules! each {
 /// A dense vector shared by every rank.
 #[pyclass(module = "malt._malt", name = "DenseVector", frozen)]
 pub(crate) struct PyDense {
-    /// `None` once closed.
-    inner: Mutex<Option<Dense>>,
-    /// Whether it is closed, read without the lock (which a gather holds,
-    /// maybe calling Python, while the GIL is released).
-    is_closed: AtomicBool,
+    vector: Slot<Dense>,
     /// The NumPy view of the values (a `PyArray1` of `dtype`).
     array: Py<PyAny>,
     name: String,
@@ -49,7 +44,8 @@ pub(crate) struct PyDense {
     dtype: &'static str,
     /// The bound on a gather's wait, set at creation.
     timeout: Duration,
-    pid: u32,
+    /// The options it was created with.
+    opts: VectorOptions,
 }
 
 /// A new vector of `len` values (a copy of `init` when given) over a block
@@ -60,7 +56,7 @@ fn create<T: Viewable>(
     name: &str,
     len: usize,
     init: Option<&Bound<'_, PyAny>>,
-    opts: &vol::VectorOptions,
+    opts: &VectorOptions,
 ) -> PyResult<(Wrapped<T>, Py<PyAny>)> {
     let block = match init {
         Some(a) => {
@@ -97,34 +93,39 @@ impl PyDense {
         py: Python<'_>,
         f: impl FnOnce(&mut Dense) -> Result<R> + Send,
     ) -> Result<R> {
-        same_process(self.pid, &format!("vector {:?}", self.name))?;
-        py.detach(|| match lock(&self.inner).as_mut() {
-            Some(d) => f(d),
-            None => Err(self.closed_error()),
-        })
+        self.vector.with(py, f)
     }
 
-    fn closed_error(&self) -> Failure {
-        Failure::Binding("ClosedError", format!("vector {:?} is closed", self.name))
-    }
-
-    /// One gather, bounded by `slice`.
-    fn gather_once(
-        &self,
-        py: Python<'_>,
-        merge: &mut MergeFn,
-        slice: Duration,
-    ) -> Result<GatherInfo> {
-        let total = self.timeout;
+    /// A gather under the vector's lock, in slices (see [`in_slices`]).
+    fn gather_sliced(&self, py: Python<'_>, merge: &mut MergeFn) -> Result<GatherInfo> {
+        let (total, opts, len) = (self.timeout, &self.opts, self.len);
         self.with(py, |d| {
             each!(d, v => {
-                v.set_wait_timeout(slice);
-                let r = match merge {
-                    MergeFn::Builtin(u) => v.gather_with(u),
-                    MergeFn::Python(p) => v.gather_with(p),
-                };
-                v.set_wait_timeout(total);
-                Ok(r?)
+                if let MergeFn::Python(_) = merge {
+                    // The same rule vol applied at creation (and at a rejoin,
+                    // among the members left): refused here, before vol
+                    // would refuse it on every rank and break the vector.
+                    let members = v.in_neighbors().len() + 1;
+                    let width = std::mem::size_of_val(&v[0]);
+                    if matches!(
+                        allreduce::choose(opts, members, len, width),
+                        Ok(Schedule::Allreduce)
+                    ) {
+                        return Err(invalid(format!(
+                            "vector {:?} runs the allreduce schedule (auto picks it under all/bsp from 3 ranks and 16 KiB), which merges with \"avg\", \"sum\", \"max\" or \"min\" only: create it with schedule=\"direct\" to merge with a function",
+                            self.name
+                        )));
+                    }
+                }
+                in_slices(total, |slice| {
+                    v.set_wait_timeout(slice);
+                    let r = match merge {
+                        MergeFn::Builtin(u) => v.gather_with(u),
+                        MergeFn::Python(p) => v.gather_with(p),
+                    };
+                    v.set_wait_timeout(total);
+                    Ok(r?)
+                })
             })
         })
     }
@@ -194,14 +195,17 @@ impl PyDense {
             }
         };
         Ok(PyDense {
-            inner: Mutex::new(Some(inner)),
-            is_closed: AtomicBool::new(false),
+            vector: Slot::new(
+                inner,
+                format!("vector {name:?}"),
+                format!("vector {name:?} is closed"),
+            ),
             array,
             name: name.to_owned(),
             len: length,
             dtype,
             timeout,
-            pid: std::process::id(),
+            opts,
         })
     }
 
@@ -209,8 +213,19 @@ impl PyDense {
     /// the vector is closed, but is then no longer shared.
     #[getter]
     fn array(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if self.is_closed.load(Ordering::Acquire) {
-            return Err(self.closed_error().into_py(py));
+        if self.vector.ended() {
+            return Err(self.vector.ended_error().into_py(py));
+        }
+        if in_merge() {
+            // Its gather holds `&mut` over these values meanwhile.
+            return Err(Failure::Binding(
+                "CallOrderError",
+                format!(
+                    "vector {:?}: .array cannot be used inside a merge function, which gets copies of the values",
+                    self.name
+                ),
+            )
+            .into_py(py));
         }
         Ok(self.array.clone_ref(py))
     }
@@ -235,7 +250,7 @@ impl PyDense {
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.is_closed.load(Ordering::Acquire)
+        self.vector.ended()
     }
 
     /// The bound on a gather's wait, in seconds.
@@ -282,9 +297,7 @@ impl PyDense {
         udf: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut merge = py_result(py, MergeFn::from_py(udf))?;
-        match in_slices(py, self.timeout, |slice| {
-            self.gather_once(py, &mut merge, slice)
-        }) {
+        match self.gather_sliced(py, &mut merge) {
             Ok(info) => info_dict(py, &info),
             Err(e) => {
                 // A Python merge function's own exception, unchanged.
@@ -301,12 +314,10 @@ impl PyDense {
     /// After the group regrouped: the vector's queues again, among the
     /// survivors (collective).
     fn rejoin(&self, py: Python<'_>, group: &PyGroup) -> PyResult<()> {
-        py_result(
-            py,
-            same_process(self.pid, &format!("vector {:?}", self.name)),
-        )?;
+        py_result(py, self.vector.same_process())?;
         group.with(py, |g| {
-            self.with_unreleased(|d| Ok(each!(d, v => v.rejoin(g))?))
+            self.vector
+                .with_released(|d| Ok(each!(d, v => v.rejoin(g))?))
         })
     }
 
@@ -317,35 +328,6 @@ impl PyDense {
 
     /// Ends the vector (its `.array` views keep the memory).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        py_result(
-            py,
-            same_process(self.pid, &format!("vector {:?}", self.name)).map(|()| {
-                py.detach(|| drop(lock(&self.inner).take()));
-                self.is_closed.store(true, Ordering::Release);
-            }),
-        )
-    }
-}
-
-impl PyDense {
-    /// Runs `f` on the open vector, where the GIL is already released.
-    fn with_unreleased<R>(&self, f: impl FnOnce(&mut Dense) -> Result<R>) -> Result<R> {
-        match lock(&self.inner).as_mut() {
-            Some(d) => f(d),
-            None => Err(self.closed_error()),
-        }
-    }
-}
-
-impl Drop for PyDense {
-    fn drop(&mut self) {
-        if std::process::id() != self.pid {
-            // A forked child's copy: ending it would tell the job that
-            // the parent's vector is gone.
-            let slot = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
-            if let Some(v) = slot.take() {
-                std::mem::forget(v);
-            }
-        }
+        py_result(py, self.vector.end(py))
     }
 }

@@ -62,7 +62,7 @@ fn group_class(e: &GroupError) -> &'static str {
         G::Evicted { .. } => "EvictedError",
         G::Quorum { .. } => "QuorumError",
         G::Mismatch { .. } | G::CallMismatch(_) => "MismatchError",
-        G::Size { .. } | G::BadObject { .. } => "InvalidArgumentError",
+        G::Size { .. } | G::BadObject { .. } | G::NotNeighbor { .. } => "InvalidArgumentError",
         G::Aborted(_) => "AbortedError",
         _ => "CommError",
     }
@@ -88,9 +88,14 @@ fn vol_class(e: &VolError) -> &'static str {
     }
 }
 
-/// Whether a group error ends the job where its class says it may not.
+/// Whether a group error ends the job where its class says it may not: a
+/// call mismatch, and a timeout of the group's own waits (a gather that
+/// timed out can be made again).
 fn ends_job(e: &GroupError) -> bool {
-    matches!(e, GroupError::CallMismatch(_))
+    matches!(
+        e,
+        GroupError::CallMismatch(_) | GroupError::Timeout { .. } | GroupError::Late(_)
+    )
 }
 
 /// Raises `class` of `malt.errors` with `msg`; `ends` marks an instance

@@ -7,8 +7,6 @@
 //! releases the GIL, and a gather waits in slices of at most
 //! 100 ms (`SLICE`), checking for signals (Ctrl-C) in between.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -18,45 +16,23 @@ mod buffer;
 mod dense;
 mod errors;
 mod merge;
+mod slot;
 mod sparse;
 
 use errors::{py_result, Failure, Result};
+use slot::Slot;
 
 /// The longest a gather waits between two checks for signals.
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
-/// Locks `m`, whatever an earlier holder's panic left (every guarded value
-/// stays consistent between calls).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Fails in a process other than `pid`, the one that made the object: a
-/// child made by `fork` (a DataLoader worker, say) inherits the parent's
-/// vectors but must not write into the job's queues or speak for the
-/// parent on its control connection.
-pub(crate) fn same_process(pid: u32, what: &str) -> Result<()> {
-    let now = std::process::id();
-    if now == pid {
-        Ok(())
-    } else {
-        Err(Failure::Binding(
-            "ForkError",
-            format!(
-                "{what} belongs to process {pid}, and this is process {now}, a child made by fork: a child may read (and change its own copy of) a vector's .array, but not call malt"
-            ),
-        ))
-    }
-}
-
 /// Runs `once` (a gather bounded by the wait it is given) until it ends
 /// other than by timing out, or until `total` has passed, in waits of at
-/// most [`SLICE`]; between them, raises what a signal handler raised (Ctrl-C:
+/// most [`SLICE`], where the GIL is released and the vector's lock held
+/// throughout; between them, raises what a signal handler raised (Ctrl-C:
 /// `KeyboardInterrupt`). A gather that timed out changed nothing and is made
 /// again. Its info counts the time of the slices before it as waited; the
 /// timeout that ends it all says how long was waited in total.
 pub(crate) fn in_slices(
-    py: Python<'_>,
     total: Duration,
     mut once: impl FnMut(Duration) -> Result<GatherInfo>,
 ) -> Result<GatherInfo> {
@@ -71,7 +47,7 @@ pub(crate) fn in_slices(
                 return Ok(info);
             }
             Err(Failure::Vol(VolError::Timeout { .. })) if start.elapsed() < total => {
-                py.check_signals()?;
+                Python::attach(|py| py.check_signals())?;
             }
             Err(Failure::Vol(VolError::Timeout {
                 vector,
@@ -96,16 +72,11 @@ pub(crate) fn in_slices(
 /// The job this process is a rank of.
 #[pyclass(module = "malt._malt", name = "Group", frozen)]
 pub(crate) struct PyGroup {
-    /// `None` once finished.
-    group: Mutex<Option<Group>>,
-    /// Whether it finished, read without the lock (which a collective
-    /// holds while the GIL is released).
-    is_finished: AtomicBool,
+    group: Slot<Group>,
     rank: usize,
     world: usize,
     local_rank: Option<usize>,
     local_world: Option<usize>,
-    pid: u32,
 }
 
 impl PyGroup {
@@ -116,22 +87,7 @@ impl PyGroup {
         py: Python<'_>,
         f: impl FnOnce(&Group) -> Result<R> + Send,
     ) -> PyResult<R> {
-        py_result(
-            py,
-            same_process(self.pid, "the group").and_then(|()| {
-                py.detach(|| {
-                    let g = lock(&self.group);
-                    match g.as_ref() {
-                        Some(g) => f(g),
-                        None => Err(Failure::Binding(
-                            "ClosedError",
-                            "the group has finished; malt.init() cannot join again in this process"
-                                .into(),
-                        )),
-                    }
-                })
-            }),
-        )
+        py_result(py, self.group.with(py, |g| f(g)))
     }
 }
 
@@ -147,9 +103,11 @@ impl PyGroup {
             world: group.world(),
             local_rank: group.local_rank(),
             local_world: group.local_world(),
-            group: Mutex::new(Some(group)),
-            is_finished: AtomicBool::new(false),
-            pid: std::process::id(),
+            group: Slot::new(
+                group,
+                "the group".into(),
+                "the group has finished; malt.init() cannot join again in this process".into(),
+            ),
         })
     }
 
@@ -181,7 +139,7 @@ impl PyGroup {
     /// Whether `finish()` was called.
     #[getter]
     fn finished(&self) -> bool {
-        self.is_finished.load(Ordering::Acquire)
+        self.group.ended()
     }
 
     /// The ranks still in the group, ascending.
@@ -212,39 +170,17 @@ impl PyGroup {
     }
 
     /// The final barrier, then leaves the job. Vectors still open cannot
-    /// communicate afterwards.
+    /// communicate afterwards. Finishing again does nothing.
     fn finish(&self, py: Python<'_>) -> PyResult<()> {
+        if self.group.ended() {
+            return py_result(py, self.group.same_process());
+        }
         py_result(
             py,
-            same_process(self.pid, "the group").and_then(|()| {
-                py.detach(|| {
-                    let mut slot = lock(&self.group);
-                    match slot.as_mut() {
-                        None => Ok(()),
-                        Some(g) => {
-                            g.finish_in_place()?;
-                            *slot = None;
-                            self.is_finished.store(true, Ordering::Release);
-                            Ok(())
-                        }
-                    }
-                })
-            }),
+            self.group
+                .with(py, |g| Ok(g.finish_in_place()?))
+                .and_then(|()| self.group.end(py)),
         )
-    }
-}
-
-impl Drop for PyGroup {
-    fn drop(&mut self) {
-        if std::process::id() != self.pid {
-            // A forked child's copy: leaving would speak for the parent.
-            // `get_mut` takes no lock: one held by a parent's thread at the
-            // fork is never released in the child.
-            let slot = self.group.get_mut().unwrap_or_else(|p| p.into_inner());
-            if let Some(g) = slot.take() {
-                std::mem::forget(g);
-            }
-        }
     }
 }
 

@@ -10,6 +10,7 @@ use vol::{FlowControl, Merge, MergeError, Udf, VectorOptions};
 
 use crate::buffer::Viewable;
 use crate::errors::{invalid, Result};
+use crate::slot::MergeScope;
 
 /// The options of a vector, as Python passes them (strings, as in
 /// `malt launch` and `malt train`).
@@ -136,6 +137,7 @@ impl PyMerge {
 
 impl<T: Viewable> Merge<T> for PyMerge {
     fn merge_dense(&mut self, local: &mut [T], incoming: &[&[T]]) -> Result<(), MergeError> {
+        let _scope = MergeScope::enter();
         Python::attach(|py| match self.call(py, local, incoming) {
             Ok(()) => Ok(()),
             Err(e) => {

@@ -1,17 +1,16 @@
 //! `malt._malt.SparseVector`: a sparse float32 or float64 vector with
 //! 64-bit indices, merged with the built-in reductions.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use vol::{SparseVector, Udf};
 
-use crate::errors::{invalid, py_result, Failure, Result};
+use crate::errors::{invalid, py_result, Result};
 use crate::merge::{MergeFn, Options};
-use crate::{in_slices, lock, same_process, PyGroup};
+use crate::slot::Slot;
+use crate::{in_slices, PyGroup};
 
 /// The vector, of either value type.
 enum Sparse {
@@ -32,15 +31,12 @@ macro_rules! each {
 /// entries and sends those.
 #[pyclass(module = "malt._malt", name = "SparseVector", frozen)]
 pub(crate) struct PySparse {
-    inner: Mutex<Option<Sparse>>,
-    /// Whether it is closed, read without the lock.
-    is_closed: AtomicBool,
+    vector: Slot<Sparse>,
     name: String,
     len: u64,
     max_entries: usize,
     dtype: &'static str,
     timeout: Duration,
-    pid: u32,
 }
 
 impl PySparse {
@@ -49,14 +45,7 @@ impl PySparse {
         py: Python<'_>,
         f: impl FnOnce(&mut Sparse) -> Result<R> + Send,
     ) -> Result<R> {
-        same_process(self.pid, &format!("vector {:?}", self.name))?;
-        py.detach(|| match lock(&self.inner).as_mut() {
-            Some(s) => f(s),
-            None => Err(Failure::Binding(
-                "ClosedError",
-                format!("vector {:?} is closed", self.name),
-            )),
-        })
+        self.vector.with(py, f)
     }
 
     /// Stores `values[k]` at `indices[k]` for a value type `T`.
@@ -74,6 +63,28 @@ impl PySparse {
             py,
             self.with(py, move |s| {
                 let v = pick(s).ok_or_else(|| invalid("values of the wrong dtype"))?;
+                // Checked before anything is stored: all or none.
+                let len = v.len();
+                if let Some(&i) = indices.iter().find(|&&i| i >= len) {
+                    return Err(invalid(format!(
+                        "vector {name:?}: index {i} is beyond its length {len}"
+                    )));
+                }
+                let mut new: Vec<u64> = indices
+                    .iter()
+                    .copied()
+                    .filter(|&i| v.get(i).is_none())
+                    .collect();
+                new.sort_unstable();
+                new.dedup();
+                let max = v.max_entries();
+                if v.nnz() + new.len() > max {
+                    return Err(invalid(format!(
+                        "vector {name:?}: {} entries stored and {} new ones exceed its max_entries {max}",
+                        v.nnz(),
+                        new.len()
+                    )));
+                }
                 for (&i, &x) in indices.iter().zip(&values) {
                     v.insert(i, x)
                         .map_err(|e| invalid(format!("vector {name:?}: index {i}: {e}")))?;
@@ -112,31 +123,19 @@ impl PySparse {
             timeout,
         };
         let opts = py_result(py, opts.parse())?;
+        let make = |py: Python<'_>| -> PyResult<Sparse> {
+            group.with(py, |g| {
+                Ok(match dtype {
+                    "float32" => {
+                        Sparse::F32(SparseVector::new(g, name, length, max_entries, &opts)?)
+                    }
+                    _ => Sparse::F64(SparseVector::new(g, name, length, max_entries, &opts)?),
+                })
+            })
+        };
         let (inner, dtype) = match dtype {
-            "float32" => (
-                group.with(py, |g| {
-                    Ok(Sparse::F32(SparseVector::new(
-                        g,
-                        name,
-                        length,
-                        max_entries,
-                        &opts,
-                    )?))
-                })?,
-                "float32",
-            ),
-            "float64" => (
-                group.with(py, |g| {
-                    Ok(Sparse::F64(SparseVector::new(
-                        g,
-                        name,
-                        length,
-                        max_entries,
-                        &opts,
-                    )?))
-                })?,
-                "float64",
-            ),
+            "float32" => (make(py)?, "float32"),
+            "float64" => (make(py)?, "float64"),
             other => {
                 return py_result(
                     py,
@@ -148,14 +147,16 @@ impl PySparse {
         };
         let timeout = each!(&inner, v => v.wait_timeout());
         Ok(PySparse {
-            inner: Mutex::new(Some(inner)),
-            is_closed: AtomicBool::new(false),
+            vector: Slot::new(
+                inner,
+                format!("vector {name:?}"),
+                format!("vector {name:?} is closed"),
+            ),
             name: name.to_owned(),
             len: length,
             max_entries,
             dtype,
             timeout,
-            pid: std::process::id(),
         })
     }
 
@@ -182,7 +183,7 @@ impl PySparse {
 
     #[getter]
     fn closed(&self) -> bool {
-        self.is_closed.load(Ordering::Acquire)
+        self.vector.ended()
     }
 
     #[getter]
@@ -307,15 +308,13 @@ impl PySparse {
             }
         };
         let total = self.timeout;
-        let r = in_slices(py, total, |slice| {
-            self.with(py, |s| {
-                each!(s, v => {
-                    v.set_wait_timeout(slice);
-                    let r = v.gather(udf);
-                    v.set_wait_timeout(total);
-                    Ok(r?)
-                })
-            })
+        let r = self.with(py, |s| {
+            each!(s, v => in_slices(total, |slice| {
+                v.set_wait_timeout(slice);
+                let r = v.gather(udf);
+                v.set_wait_timeout(total);
+                Ok(r?)
+            }))
         });
         crate::dense::info_dict(py, &py_result(py, r)?)
     }
@@ -325,23 +324,6 @@ impl PySparse {
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        py_result(
-            py,
-            same_process(self.pid, &format!("vector {:?}", self.name)).map(|()| {
-                py.detach(|| drop(lock(&self.inner).take()));
-                self.is_closed.store(true, Ordering::Release);
-            }),
-        )
-    }
-}
-
-impl Drop for PySparse {
-    fn drop(&mut self) {
-        if std::process::id() != self.pid {
-            let slot = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
-            if let Some(v) = slot.take() {
-                std::mem::forget(v);
-            }
-        }
+        py_result(py, self.vector.end(py))
     }
 }
