@@ -25,6 +25,7 @@ rules a program follows.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -54,6 +55,16 @@ Udf = Union[str, Callable[[np.ndarray, List[np.ndarray]], Optional[np.ndarray]]]
 
 _lock = threading.Lock()
 _current: Optional["Group"] = None
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another of the parent's threads at the fork is never
+    # released in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Group:
@@ -365,10 +376,16 @@ class SparseVector(_Vector):
         return self._v.nnz
 
     def set(self, indices: Any, values: Any) -> None:
-        """Stores ``values[k]`` at ``indices[k]``."""
-        idx = np.ascontiguousarray(indices, dtype=np.uint64).reshape(-1)
+        """Stores ``values[k]`` at ``indices[k]``: all of them, or none
+        (:class:`InvalidArgumentError` for an index that is not an integer
+        in ``[0, length)``, or more entries than ``max_entries``)."""
+        idx = np.asarray(indices).reshape(-1)
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise InvalidArgumentError(f"vector {self.name!r}: indices of dtype {idx.dtype}: give integers")
+        if idx.size and np.issubdtype(idx.dtype, np.signedinteger) and idx.min() < 0:
+            raise InvalidArgumentError(f"vector {self.name!r}: index {int(idx.min())} is negative")
         vals = np.ascontiguousarray(values, dtype=self._v.dtype).reshape(-1)
-        self._v.set(idx, vals)
+        self._v.set(np.ascontiguousarray(idx, dtype=np.uint64), vals)
 
     def __setitem__(self, index: int, value: float) -> None:
         self.set([index], [value])

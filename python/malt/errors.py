@@ -77,9 +77,10 @@ class MismatchError(Error):
 
 class TimeoutError(Error, builtins.TimeoutError):
     """A bounded wait ended before the peers arrived. The message says what
-    was waited for, how long, and which ranks did not arrive."""
-
-    ends_job = True
+    was waited for, how long, and which ranks did not arrive. A gather that
+    timed out changed nothing and can be made again (``ends_job`` false); a
+    timeout of the group's own waits (joining, creating a vector, a
+    barrier, finishing) ends the job (``ends_job`` true)."""
 
 
 class CommError(Error):

@@ -191,3 +191,71 @@ g.finish()
     assert r["order"][0] == "CallOrderError" and "before this rank's scatter" in r["order"][1]
     assert r["closed"][0] == "ClosedError"
     assert r["reused"] == "v" and r["value_error"]
+
+
+def test_a_merge_function_cannot_use_its_vector_and_auto_allreduce_refuses_one(job):
+    # 3 ranks and 5,000 float32 values (20 KiB): auto picks the allreduce
+    # schedule, which merges with the built-in reductions only; the refusal
+    # leaves the vector usable. With schedule="direct", a merge function
+    # that calls into its own vector gets CallOrderError instead of a hang.
+    j = job(3, """
+g = malt.init()
+w = malt.DenseVector("w", np.full(5000, float(g.rank)), dtype="float32")
+w.scatter()
+try:
+    w.gather(lambda local, updates: local)
+    refused = None
+except malt.InvalidArgumentError as e:
+    refused = str(e)
+info = w.gather("avg")
+d = malt.DenseVector("d", np.full(8, float(g.rank)), schedule="direct")
+d.scatter()
+def reentrant(local, updates):
+    return local + d.iteration
+try:
+    d.gather(reentrant)
+    inner = None
+except malt.CallOrderError as e:
+    inner = str(e)
+d.gather("avg")
+report(refused=refused, schedule=info["schedule"], mean=float(w.array[0]), inner=inner,
+       d=d.array.tolist())
+w.close(); d.close(); g.finish()
+""")
+    assert j.returncode == 0, j.output
+    for r in j.all():
+        assert r["refused"] and 'schedule="direct"' in r["refused"], r
+        assert r["schedule"] == "allreduce" and r["mean"] == 1.0, r
+        assert r["inner"] and "inside a merge function" in r["inner"], r
+        assert r["d"] == [1.0] * 8, r
+
+
+def test_sparse_set_stores_all_or_nothing(job):
+    j = job(1, """
+g = malt.init()
+s = malt.SparseVector("s", 10, 3)
+s.set([1, 2], [1.0, 2.0])
+def kind(f):
+    try:
+        f()
+        return None
+    except malt.InvalidArgumentError as e:
+        return str(e)
+out = dict(
+    beyond=kind(lambda: s.set([3, 10], [3.0, 4.0])),
+    negative=kind(lambda: s.set([-1], [1.0])),
+    floats=kind(lambda: s.set([2.5], [1.0])),
+    full=kind(lambda: s.set([4, 5], [1.0, 1.0])),
+    lengths=kind(lambda: s.set([4, 5], [1.0])),
+)
+s.set([2, 3], [5.0, 6.0])
+idx, vals = s.items()
+report(nnz=s.nnz, idx=idx.tolist(), vals=vals.tolist(), **out)
+s.close(); g.finish()
+""")
+    assert j.returncode == 0, j.output
+    r = j.result(0)
+    assert "beyond its length 10" in r["beyond"]
+    assert "negative" in r["negative"] and "integers" in r["floats"]
+    assert "max_entries 3" in r["full"] and "indices but" in r["lengths"]
+    assert r["idx"] == [1, 2, 3] and r["vals"] == [1.0, 5.0, 6.0], r

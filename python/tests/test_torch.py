@@ -14,7 +14,7 @@ TRAIN = """
 import torch, malt.torch
 torch.set_num_threads(1)
 g = malt.init()
-torch.manual_seed(1234)
+torch.manual_seed(1234 + g.rank)   # different models: the broadcast makes them one
 model = torch.nn.Sequential(torch.nn.Linear(40, 128), torch.nn.BatchNorm1d(128), torch.nn.ReLU(),
                             torch.nn.Linear(128, 10))
 avg = malt.torch.ModelAverager(model, every=3)
@@ -22,7 +22,7 @@ flat = avg.flat[0]
 lo = flat.data_ptr()
 hi = lo + flat.numel() * flat.element_size()
 inside = all(lo <= t.data_ptr() < hi for t in list(model.parameters()) + [model[1].running_mean])
-start = [p.detach().clone().reshape(-1) for p in model.parameters()]
+start = flat.tolist()
 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 torch.manual_seed(g.rank)   # each rank its own data
 befores, afters = [], []
@@ -39,7 +39,7 @@ for step in range(9):
         afters.append(flat.tolist())
 ptrs_kept = flat.data_ptr() == lo and all(lo <= p.data_ptr() < hi for p in model.parameters())
 report(rank=g.rank, befores=befores, afters=afters, inside=inside, ptrs_kept=ptrs_kept,
-       syncs=avg.syncs, length=flat.numel(), start=torch.cat(start).tolist()[:20],
+       syncs=avg.syncs, length=flat.numel(), start=start,
        stats=avg.stats()[0]["gathers"])
 avg.close(); g.finish()
 """
@@ -55,8 +55,11 @@ def test_the_averaged_model_is_the_mean_of_the_ranks_models(job, ranks):
     for r in res:
         assert r["inside"] and r["ptrs_kept"], r
         assert r["syncs"] == 3
-        # Every rank started from rank 0's model.
+        # Every rank started from rank 0's model, every value of it.
         assert r["start"] == res[0]["start"]
+    torch.manual_seed(1234)
+    rank0 = torch.nn.Linear(40, 128)
+    assert res[1]["start"][:5] == rank0.weight.reshape(-1)[:5].tolist()
     length = res[0]["length"]
     # Weights, biases, BatchNorm's scale, shift, mean and variance (its
     # integer counter stays local): 28 KiB, so 3 ranks run the allreduce
