@@ -102,6 +102,12 @@ def load(data: Path):
     yt = read_idx(find(data, "t10k-labels-idx1-ubyte"), 0x801, 1)
     if len(xs) != len(ys) or len(xt) != len(yt):
         raise SystemExit(f"{data}: images and labels disagree in number")
+    for x in (xs, xt):
+        if x.shape[1:] != (28, 28):
+            raise SystemExit(f"{data}: images of {x.shape[1:]} pixels, expected 28 x 28")
+    for y in (ys, yt):
+        if len(y) and int(y.max()) > 9:
+            raise SystemExit(f"{data}: label {int(y.max())}, expected 0 to 9")
 
     def prep(x):
         x = torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0)
@@ -155,7 +161,10 @@ def train(args, rank: int, size: int, sync, combine, wrap=None) -> Optional[List
 
     step = 0
     evaluate(0, 0.0)
-    steps_per_epoch = len(mine) // args.batch
+    # From the smallest shard, so that every rank takes as many steps.
+    steps_per_epoch = (len(xs) // size) // args.batch
+    if steps_per_epoch < 1:
+        raise SystemExit(f"--batch {args.batch} exceeds a rank's {len(xs) // size} examples")
     # Every process of every system takes as many steps as one rank does
     # in --epochs passes: N ranks pass over the data N times as often.
     passes = args.epochs * size
