@@ -37,15 +37,7 @@ command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v valgrind >/dev/null || need+=(valgrind)
-if ((${#need[@]})); then
-    if [[ $(id -u) != 0 ]]; then
-        fail "missing ${need[*]}: install them (Debian: apt-get install ${need[*]})"
-    fi
-    echo "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -qq
-    timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+install_packages "${need[@]}"
 cc=${CC:-cc}
 command -v "$cc" >/dev/null || cc=gcc
 ok "g++, make, pkg-config, valgrind, $cc"

@@ -46,16 +46,7 @@ need=()
 for tool in gcc g++ clang pkg-config readelf ldd cmp awk; do
     command -v "$tool" >/dev/null || need+=("${package[$tool]}")
 done
-if ((${#need[@]})); then
-    if [[ $(id -u) != 0 ]]; then
-        fail "missing packages: ${need[*]} (as root: apt-get install -y --no-install-recommends ${need[*]})"
-    fi
-    echo "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -qq || fail "apt-get update"
-    timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
-        fail "apt-get install ${need[*]}"
-fi
+install_packages "${need[@]}"
 [[ -x $malt && -f $malt ]] || fail "$malt is not an executable (cargo build --release -p malt)"
 ok "gcc, g++, clang, pkg-config, readelf, ldd; malt binary $malt"
 

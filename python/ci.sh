@@ -32,15 +32,7 @@ for p in python3 python3-venv python3-numpy python3-pytest python3-torch libopen
     dataset-fashion-mnist; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
-if ((${#need[@]})); then
-    if [[ $(id -u) != 0 ]]; then
-        fail "missing ${need[*]}: install them (Debian: apt-get install ${need[*]})"
-    fi
-    echo "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -qq
-    timeout 1800 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+install_packages "${need[@]}"
 ok "$("$py" --version), numpy $("$py" -c 'import numpy; print(numpy.__version__)'), torch $("$py" -c 'import torch; print(torch.__version__)')"
 
 step "the malt launcher (release)"
