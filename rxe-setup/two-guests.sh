@@ -44,6 +44,11 @@ check_args=("$@")
 [[ -x $malt ]] || die "no malt binary at $malt (cargo build --release -p malt --features verbs)"
 malt=$(cd -- "$(dirname -- "$malt")" && pwd -P)/$(basename -- "$malt")
 timeout_s=${MALT_TWO_GUESTS_TIMEOUT:-600}
+# One vCPU per guest: two guests of two TCG vCPUs each on a 2-core host
+# starved a guest's second CPU of timer interrupts (RCU stalls, no boot
+# within 600 s, 2026-12-07); a rank needs one.
+cpus=${MALT_TWO_GUESTS_CPUS:-1}
+[[ $cpus =~ ^[1-9][0-9]?$ ]] || die "MALT_TWO_GUESTS_CPUS must be 1 to 99, got '$cpus'"
 [[ $timeout_s =~ ^[0-9]+$ ]] || die "MALT_TWO_GUESTS_TIMEOUT must be seconds, got '$timeout_s'"
 command -v ss >/dev/null || die "'ss' not found (apt-get install iproute2)"
 
@@ -83,7 +88,7 @@ guest() {
     local n=$1 backend=$2
     env MALT_GUEST_NETDEV="$backend" MALT_GUEST_MAC="52:54:00:6d:6c:0$n" \
         MALT_GUEST_NET_ADDR="10.77.0.$((n + 1))/24" MALT_GUEST_RXE_NETDEV=eth0 \
-        MALT_GUEST_TIMEOUT="$timeout_s" \
+        MALT_GUEST_TIMEOUT="$timeout_s" MALT_GUEST_CPUS="$cpus" \
         MALT_RANK="$n" MALT_WORLD_SIZE=2 MALT_JOB_TOKEN="$token" \
         MALT_MASTER_ADDR=10.77.0.1 MALT_MASTER_PORT="$master_port" \
         MALT_TIMEOUT="${MALT_TIMEOUT:-180}" \
