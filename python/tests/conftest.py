@@ -109,9 +109,22 @@ def launch(
     full_env = dict(os.environ)
     full_env["MALT_TEST_DIR"] = str(tmp_path)
     full_env.update(env or {})
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=deadline, env=full_env, cwd=tmp_path)
-    return Job(proc, ranks)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=full_env, cwd=tmp_path)
+    try:
+        out, _ = proc.communicate(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        # SIGTERM first: the launcher forwards it to the ranks it started
+        # (a SIGKILL would leave them to their own timeouts).
+        proc.terminate()
+        try:
+            proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        pytest.fail(f"the job of {ranks} ranks ran past its {deadline} s deadline")
+    return Job(subprocess.CompletedProcess(cmd, proc.returncode, out), ranks)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ if g.rank == 0:
     ticks = []
     def count():
         entered.wait(20)
-        time.sleep(0.05)
         for i in range(200):
             ticks.append(i)
             time.sleep(0.001)
