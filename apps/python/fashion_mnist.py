@@ -53,31 +53,37 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: The most data an IDX file may announce (Fashion-MNIST's largest: 47 MB).
+MAX_IDX_BYTES = 1 << 30
 ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- the data
 
 def read_idx(path: Path, magic: int, dims: int):
-    """An IDX file (gzip-compressed or not) as a NumPy array, its header
-    checked before anything is allocated."""
+    """An IDX file (gzip-compressed or not) as a NumPy array: the header is
+    read and checked first, and no more than it announces (at most
+    MAX_IDX_BYTES) is read."""
     import numpy as np
 
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 + 4 * dims:
-        raise SystemExit(f"{path}: {len(data)} bytes, too short for an IDX header")
-    got = int.from_bytes(data[:4], "big")
-    if got != magic:
-        raise SystemExit(f"{path}: magic {got:#x}, expected {magic:#x}")
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    count = 1
-    for s in shape:
-        count *= s
-    if len(data) != 4 + 4 * dims + count:
-        raise SystemExit(f"{path}: {len(data)} bytes, but the header {shape} says {4 + 4 * dims + count}")
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+        head = f.read(4 + 4 * dims)
+        if len(head) < 4 + 4 * dims:
+            raise SystemExit(f"{path}: {len(head)} bytes, too short for an IDX header")
+        got = int.from_bytes(head[:4], "big")
+        if got != magic:
+            raise SystemExit(f"{path}: magic {got:#x}, expected {magic:#x}")
+        shape = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+        count = 1
+        for s in shape:
+            count *= s
+        if count > MAX_IDX_BYTES:
+            raise SystemExit(f"{path}: the header announces {shape}, over {MAX_IDX_BYTES} bytes")
+        data = f.read(count + 1)
+    if len(data) != count:
+        raise SystemExit(f"{path}: {len(data)} bytes of data, but the header {shape} says {count}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def find(data: Path, stem: str) -> Path:
