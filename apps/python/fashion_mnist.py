@@ -15,9 +15,12 @@ The driver (this script without --worker) starts every run itself:
   ``DistributedDataParallel`` over Gloo at N ranks, its processes started
   with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (no torchrun).
 
-Every process of every system uses one intra-op thread and takes the same
-number of steps (one rank's --epochs passes over the data), and round k of
---runs uses seed --seed + k for every system. Test accuracy is
+Every process of every system uses one intra-op thread, is pinned to a
+CPU of its own (rank r to the r-th allowed CPU; --no-pin: not), follows
+the same recipe (a constant learning rate or --lr-decay cosine; the
+weights judged, or with --eval-ema their moving average) and takes the
+same number of steps (one rank's --epochs passes over the data). Round k
+of --runs uses seed --seed + k for every system. Test accuracy is
 measured on the whole test set every ``--eval-every`` steps, by all ranks
 at once on disjoint parts of it; the clocks stop while they do.
 
@@ -42,6 +45,7 @@ import argparse
 import csv
 import gzip
 import json
+import math
 import os
 import shutil
 import socket
@@ -135,6 +139,18 @@ def model_of(args):
     )
 
 
+def learning_rate(base: float, decay: str, step: int, decay_steps: int) -> float:
+    """The learning rate of `step` (counted from 0): `base` throughout
+    (`decay` "none"), or ("cosine") a cosine from `base` down to a tenth of
+    it at `decay_steps`, then a tenth."""
+    if decay == "none":
+        return base
+    if decay != "cosine":
+        raise ValueError(f"unknown learning-rate decay {decay!r}")
+    t = min(1.0, step / max(1, decay_steps))
+    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+
+
 def train(args, rank: int, size: int, sync, combine, wrap=None) -> Optional[List[dict]]:
     """The training loop every system runs: this rank's shard, per-rank
     batch and learning rate, an evaluation every --eval-every steps (all
@@ -144,6 +160,9 @@ def train(args, rank: int, size: int, sync, combine, wrap=None) -> Optional[List
     import torch
 
     torch.set_num_threads(1)
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[rank % len(cpus)]})
     xs, ys, xt, yt = load(Path(args.data))
     model = model_of(args)
     if wrap is not None:
@@ -153,15 +172,25 @@ def train(args, rank: int, size: int, sync, combine, wrap=None) -> Optional[List
     part = torch.arange(rank, len(xt), size)
     evals: List[dict] = []
     clock = 0.0
+    # --eval-ema: the evaluations judge an exponential moving average of
+    # this rank's weights, updated after every step with the clock stopped
+    # (malt's ranks: each its own average, of the models it held).
+    shadow = None
+    if args.eval_ema:
+        shadow = model_of(args)
+        with torch.no_grad():
+            for s, p in zip(shadow.parameters(), model.parameters()):
+                s.copy_(p)
+    judged = model if shadow is None else shadow
 
     def evaluate(step: int, epoch: float) -> None:
-        model.eval()
+        judged.eval()
         with torch.no_grad():
             correct = 0
             for i in range(0, len(part), 2000):
                 idx = part[i:i + 2000]
-                correct += int((model(xt[idx]).argmax(1) == yt[idx]).sum())
-        model.train()
+                correct += int((judged(xt[idx]).argmax(1) == yt[idx]).sum())
+        judged.train()
         good, total = combine(correct, len(part))
         evals.append(dict(time_s=clock, step=step, epoch=epoch, test_accuracy=good / total))
 
@@ -174,17 +203,31 @@ def train(args, rank: int, size: int, sync, combine, wrap=None) -> Optional[List
     # Every process of every system takes as many steps as one rank does
     # in --epochs passes: N ranks pass over the data N times as often.
     passes = args.epochs * size
+    # --lr-decay cosine: from --lr down to a tenth of it over --epochs
+    # passes of all ranks together over the training set (the samples the
+    # one-rank run sees), then a tenth: N ranks get there in 1/N of their
+    # steps.
+    decay_steps = steps_per_epoch * args.epochs
     for epoch in range(passes):
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch * size + rank)
         order = mine[torch.randperm(len(mine), generator=g)]
         start = time.perf_counter()
         for b in range(steps_per_epoch):
             idx = order[b * args.batch:(b + 1) * args.batch]
+            if args.lr_decay != "none":
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(args.lr, args.lr_decay, step, decay_steps)
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(xs[idx]), ys[idx]).backward()
             opt.step()
             step += 1
             sync(step)
+            if shadow is not None:
+                paused = time.perf_counter()
+                with torch.no_grad():
+                    for s, p in zip(shadow.parameters(), model.parameters()):
+                        s.lerp_(p, 1 - args.eval_ema)
+                start += time.perf_counter() - paused
             if step % args.eval_every == 0:
                 clock += time.perf_counter() - start
                 evaluate(step, epoch + (b + 1) / steps_per_epoch)
@@ -273,7 +316,9 @@ def malt_binary(args) -> str:
 def worker_args(args, seed: int) -> List[str]:
     return ["--data", str(args.data), "--epochs", str(args.epochs), "--batch", str(args.batch),
             "--lr", str(args.lr), "--hidden", str(args.hidden), "--seed", str(seed),
-            "--every", str(args.every), "--graph", args.graph, "--eval-every", str(args.eval_every)]
+            "--every", str(args.every), "--graph", args.graph, "--eval-every", str(args.eval_every),
+            "--lr-decay", args.lr_decay, "--eval-ema", str(args.eval_ema),
+            "--pin" if args.pin else "--no-pin"]
 
 
 def one_thread_env(extra: Dict[str, str]) -> Dict[str, str]:
@@ -435,6 +480,10 @@ def drive(args) -> int:
         epochs=args.epochs,
         batch=args.batch,
         lr=args.lr,
+        lr_decay=args.lr_decay,
+        eval_ema=args.eval_ema,
+        eval_every=args.eval_every,
+        pin=args.pin,
         hidden=args.hidden,
         run_time_s=round(time.time() - started, 1),
     )
@@ -461,7 +510,16 @@ def main() -> int:
     p.add_argument("--hidden", type=int, default=256, help="first hidden layer's width (default 256)")
     p.add_argument("--every", type=int, default=8, help="malt: steps between model averages, k (default 8)")
     p.add_argument("--graph", default="all", help="malt: communication graph (default all)")
-    p.add_argument("--eval-every", type=int, default=200, help="steps between evaluations (default 200)")
+    p.add_argument("--eval-every", type=int, default=160, help="steps between evaluations (default 160)")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                   help="pin rank r of every system to the r-th CPU it may run on, as MPI launchers "
+                        "bind ranks to cores (default; --no-pin: let the kernel place them)")
+    p.add_argument("--lr-decay", choices=["none", "cosine"], default="none",
+                   help="learning rate: constant (default), or a cosine down to a tenth over --epochs "
+                        "passes of all ranks together over the data, then a tenth")
+    p.add_argument("--eval-ema", type=float, default=0.0, metavar="DECAY",
+                   help="judge an exponential moving average of the weights with this decay per step "
+                        "(e.g. 0.998) instead of the weights themselves (default 0: off)")
     p.add_argument("--goal", type=float, help="goal test accuracy (default: from the one-rank runs)")
     p.add_argument("--seed", type=int, default=1, help="the first round's seed; round k uses seed + k")
     p.add_argument("--data", default=str(DATA_DIR), help=f"the IDX files' directory (default {DATA_DIR})")
@@ -476,6 +534,8 @@ def main() -> int:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not (0 < args.lr < 10):
         p.error("--lr must be in (0, 10)")
+    if not (0 <= args.eval_ema < 1):
+        p.error("--eval-ema must be in [0, 1)")
     if args.eval_every % args.every:
         # malt's ranks measure the model they share, right after a sync.
         p.error(f"--eval-every {args.eval_every} must be a multiple of --every {args.every}")
