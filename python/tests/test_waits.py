@@ -220,3 +220,34 @@ w.close(); s.close(); g.finish()
         errs = r["child"]["errs"]
         assert all(e is not None and "fork" in e for e in errs), errs
         assert r["values"] == [1.5] * 4, r
+
+
+def test_a_rank_that_dies_while_its_forked_child_lives_is_reported_at_once(job):
+    # The child (a DataLoader worker, say) keeps the dead rank's sockets
+    # open, so its connection never closes: the launcher, which saw the
+    # rank's process end, tells the job.
+    j = job(2, """
+import signal
+g = malt.init()
+v = malt.DenseVector("v", 4)
+v.scatter(); v.gather("avg")
+if g.rank == 0:
+    if os.fork() == 0:
+        wait_for("done", deadline=30)   # the child outlives its parent
+        os._exit(0)
+    wait_for("rank1-waiting")
+    os.kill(os.getpid(), signal.SIGKILL)
+mark("rank1-waiting")
+t = time.monotonic()
+try:
+    v.scatter(); v.gather("avg")
+    report(error=None)
+except malt.AbortedError as e:
+    report(error=str(e), seconds=time.monotonic() - t)
+mark("done")
+""")
+    assert j.returncode != 0, j.output
+    r = j.result(1)
+    assert r["error"] is not None and "rank 0 killed by SIGKILL" in r["error"], r
+    assert r["seconds"] < 1.5, r
+    assert "the job was stopped: rank 0 killed by SIGKILL" in j.output, j.output

@@ -382,8 +382,17 @@ pub fn launch_with(
     let mut ending = Ending::default();
     let mut first_failure = None;
     let mut failed = 0usize;
+    // Ranks whose process failed, for the coordinator: (when, rank, how).
+    let mut news: Vec<(Instant, usize, String)> = Vec::new();
     while done.iter().any(|d| !d) {
         let now = Instant::now();
+        news.retain(|(at, rank, how)| {
+            let due = *at <= now;
+            if due {
+                coordinator.exited(*rank, how);
+            }
+            !due
+        });
         let job = coordinator.state();
         if !ending.decided() {
             let survivors_done = (0..opts.ranks).all(|r| done[r] || job.evicted.contains(&r));
@@ -406,6 +415,9 @@ pub fn launch_with(
         ending.step(now, &done, &pids);
         let wait = ending
             .next_step()
+            .into_iter()
+            .chain(news.iter().map(|n| n.0))
+            .min()
             .map_or(POLL, |t| t.saturating_duration_since(now).min(POLL));
         match rx.recv_timeout(wait) {
             Ok((rank, s)) => {
@@ -418,6 +430,12 @@ pub fn launch_with(
                     "rank exited"
                 );
                 if !s.is_some_and(|s| s.success()) {
+                    // The coordinator learns it from the rank's connection
+                    // too, unless a process the rank forked holds it open.
+                    // A goodbye the rank sent just before it ended comes
+                    // first: the news waits a moment.
+                    let how = s.as_ref().map_or_else(|| "ended".to_string(), describe);
+                    news.push((now + EXIT_NEWS_DELAY, rank, how));
                     failed += 1;
                     if !ending.decided() && first_failure.is_none() {
                         first_failure = Some(rank);
@@ -495,6 +513,11 @@ fn pumps_end(pumps: &[std::thread::JoinHandle<()>], within: Duration) -> bool {
 
 /// How often the launcher looks at the coordinator's verdicts.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long after a rank's process failed the launcher tells the
+/// coordinator (see [`dstorm::CoordinatorHandle::exited`]): time for a
+/// goodbye the rank sent as it ended to arrive first.
+const EXIT_NEWS_DELAY: Duration = Duration::from_millis(100);
 
 /// Once the outcome is decided: how long ranks that are still members get to
 /// exit by themselves (they normally do at once: the coordinator told them),

@@ -43,6 +43,11 @@ pub(crate) enum Input {
     Connected(usize, auth::Claim),
     Message(usize, ToMaster),
     Closed(usize),
+    /// The process of a rank ended, as its launcher saw (`why`: "killed by
+    /// SIGKILL"). A rank's connection may outlive its process (a child it
+    /// forked holds the socket), so this is news the connection may never
+    /// bring.
+    Exited(usize, String),
 }
 
 /// What the coordinator wants done: a message sent on a connection, or the
@@ -389,6 +394,11 @@ impl Coordinator {
                 }
             }
             Input::Message(id, m) => self.message(id, m, now),
+            Input::Exited(rank, why) => {
+                if rank < self.world && !self.done.contains(&rank) {
+                    self.failed(rank, why, now);
+                }
+            }
             Input::Closed(id) => {
                 self.open.remove(&id);
                 self.claims.remove(&id);
@@ -995,6 +1005,55 @@ mod tests {
         assert!(a[0].contains("no heartbeat for 2.0 s"), "{a:?}");
         c.publish();
         assert_eq!(c.public.lock().unwrap().first_failed, Some(2));
+    }
+
+    #[test]
+    fn a_rank_whose_process_ended_fails_while_its_connection_stays_open() {
+        // A child the rank forked holds its socket: no Closed comes.
+        let t0 = Instant::now();
+        let mut c = job(2, 2, t0);
+        c.input(Input::Exited(0, "killed by SIGKILL".into()), t0 + T / 10);
+        let a = aborts(&c.take_out());
+        assert_eq!(a, vec!["rank 0 killed by SIGKILL".to_string(); 2]);
+        c.publish();
+        assert_eq!(c.public.lock().unwrap().first_failed, Some(0));
+    }
+
+    #[test]
+    fn a_tolerant_job_regroups_without_a_rank_whose_process_ended() {
+        let t0 = Instant::now();
+        let mut c = job(3, 2, t0);
+        c.input(Input::Exited(2, "exited with status 1".into()), t0 + T / 10);
+        // After the window in which failures are gathered into one regroup.
+        c.tick(t0 + 10 * T);
+        let out = sent(&c.take_out());
+        let regroups: Vec<_> = out
+            .iter()
+            .filter_map(|(id, m)| match m {
+                FromMaster::Regroup { members, dead, .. } => {
+                    Some((*id, members.clone(), dead.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !regroups.is_empty() && regroups.iter().all(|(_, m, d)| m == &[0, 1] && d == &[2]),
+            "{out:?}"
+        );
+        assert!(aborts(&c.take_out()).is_empty());
+    }
+
+    #[test]
+    fn the_end_of_a_process_that_said_goodbye_is_no_failure() {
+        let t0 = Instant::now();
+        let mut c = job(2, 2, t0);
+        c.input(Input::Message(1, ToMaster::Bye { clean: true }), t0);
+        c.input(Input::Exited(1, "exited with status 1".into()), t0);
+        // A rank number outside the job is ignored, not trusted.
+        c.input(Input::Exited(7, "killed by SIGKILL".into()), t0);
+        assert!(aborts(&c.take_out()).is_empty());
+        c.publish();
+        assert_eq!(c.public.lock().unwrap().first_failed, None);
     }
 
     #[test]

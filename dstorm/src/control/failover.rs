@@ -79,7 +79,7 @@ impl Standby {
                         Default::default(),
                         Some(t),
                     ) {
-                        Ok((_, done)) => view.set_hosted(done),
+                        Ok((_, done, _)) => view.set_hosted(done),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot take over as coordinator");
                             return None;

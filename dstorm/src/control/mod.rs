@@ -503,10 +503,12 @@ fn read_loop(
     }
 }
 
-enum Event {
+pub(crate) enum Event {
     Connected(usize, TcpStream, auth::Claim),
     Message(usize, ToMaster),
     Closed(usize),
+    /// A rank's process ended (see [`CoordinatorHandle::exited`]).
+    Exited(usize, String),
 }
 
 /// Binds the coordinator's listener on the master address itself (a host
@@ -569,7 +571,7 @@ pub(crate) fn bind(addr: &str, port: u16) -> Result<TcpListener> {
 /// Starts the coordinator on `listener` for a job of `world` ranks. The
 /// returned receiver gets a message when the coordinator has seen every rank
 /// leave (or gave up), so its host can stay until the ranks have their last
-/// answers.
+/// answers; the sender feeds it news from outside the connections.
 pub(crate) fn spawn_coordinator(
     listener: TcpListener,
     token: String,
@@ -578,7 +580,7 @@ pub(crate) fn spawn_coordinator(
     policy: FaultPolicy,
     state: Arc<Mutex<JobState>>,
     takeover: Option<Takeover>,
-) -> Result<(SocketAddr, mpsc::Receiver<()>)> {
+) -> Result<(SocketAddr, mpsc::Receiver<()>, mpsc::Sender<Event>)> {
     let local = listener.local_addr().map_err(ctl_err("listener address"))?;
     let (tx, rx) = mpsc::channel();
     let acc_tx = Mutex::new(tx.clone());
@@ -633,7 +635,6 @@ pub(crate) fn spawn_coordinator(
             }
         })
         .map_err(ctl_err("spawn coordinator"))?;
-    drop(tx);
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("malt-coordinator".into())
@@ -646,7 +647,7 @@ pub(crate) fn spawn_coordinator(
             let _ = done_tx.send(());
         })
         .map_err(ctl_err("spawn coordinator"))?;
-    Ok((local, done_rx))
+    Ok((local, done_rx, tx))
 }
 
 /// The coordinator's thread: feeds `core` what the connection threads
@@ -680,6 +681,7 @@ fn serve(mut core: Coordinator, rx: mpsc::Receiver<Event>) {
                 conns.remove(&id);
                 core.input(Input::Closed(id), now)
             }
+            Some(Event::Exited(rank, why)) => core.input(Input::Exited(rank, why), now),
         };
         for o in core.take_out() {
             match o {
@@ -711,6 +713,7 @@ pub struct CoordinatorHandle {
     addr: SocketAddr,
     done: mpsc::Receiver<()>,
     state: Arc<Mutex<JobState>>,
+    events: mpsc::Sender<Event>,
 }
 
 impl CoordinatorHandle {
@@ -731,7 +734,7 @@ impl CoordinatorHandle {
             timeout,
             rendezvous: timeout.min(crate::config::DEFAULT_RENDEZVOUS_TIMEOUT),
         };
-        let (addr, done) = spawn_coordinator(
+        let (addr, done, events) = spawn_coordinator(
             listener,
             token.to_string(),
             world,
@@ -740,7 +743,21 @@ impl CoordinatorHandle {
             state.clone(),
             None,
         )?;
-        Ok(CoordinatorHandle { addr, done, state })
+        Ok(CoordinatorHandle {
+            addr,
+            done,
+            state,
+            events,
+        })
+    }
+
+    /// Tells the coordinator that the process of `rank` ended (`how`:
+    /// "killed by SIGKILL", "exited with status 1"), as its launcher saw.
+    /// Unless the rank had said a clean goodbye, it has failed: the job
+    /// regroups or stops at once, with `how` as the reason, even when the
+    /// rank's connection lives on in a process it forked.
+    pub fn exited(&self, rank: usize, how: &str) {
+        let _ = self.events.send(Event::Exited(rank, how.to_string()));
     }
 
     /// What the coordinator has decided so far.
