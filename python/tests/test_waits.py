@@ -246,8 +246,25 @@ except malt.AbortedError as e:
     report(error=str(e), seconds=time.monotonic() - t)
 mark("done")
 """)
-    assert j.returncode != 0, j.output
+    assert j.returncode == 128 + 9, j.output   # the status of the rank that failed first
     r = j.result(1)
     assert r["error"] is not None and "rank 0 killed by SIGKILL" in r["error"], r
     assert r["seconds"] < 1.5, r
     assert "the job was stopped: rank 0 killed by SIGKILL" in j.output, j.output
+
+
+def test_a_rank_that_fails_before_the_job_starts_stops_it_at_once(job):
+    j = job(2, """
+if os.environ["MALT_RANK"] == "0":
+    sys.exit(3)
+t = time.monotonic()
+try:
+    malt.init()
+    report(error=None)
+except malt.AbortedError as e:
+    report(error=str(e), seconds=time.monotonic() - t)
+""")
+    assert j.returncode == 3, j.output
+    r = j.result(1)
+    assert r["error"] is not None and "rank 0 exited with status 3" in r["error"], r
+    assert r["seconds"] < 1.5, r

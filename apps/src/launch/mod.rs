@@ -434,8 +434,10 @@ pub fn launch_with(
                     // too, unless a process the rank forked holds it open.
                     // A goodbye the rank sent just before it ended comes
                     // first: the news waits a moment.
-                    let how = s.as_ref().map_or_else(|| "ended".to_string(), describe);
-                    news.push((now + EXIT_NEWS_DELAY, rank, how));
+                    let how = s
+                        .as_ref()
+                        .map_or_else(|| "ended (status unknown)".to_string(), describe);
+                    news.push((Instant::now() + EXIT_NEWS_DELAY, rank, how));
                     failed += 1;
                     if !ending.decided() && first_failure.is_none() {
                         first_failure = Some(rank);
@@ -446,6 +448,13 @@ pub fn launch_with(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
+    }
+    // News of the last ranks to fail still goes out, at its time.
+    if let Some(last) = news.iter().map(|n| n.0).max() {
+        std::thread::sleep(last.saturating_duration_since(Instant::now()));
+    }
+    for (_, rank, how) in news.drain(..) {
+        coordinator.exited(rank, &how);
     }
     for w in waiters {
         let _ = w.join();

@@ -1026,21 +1026,23 @@ mod tests {
         c.input(Input::Exited(2, "exited with status 1".into()), t0 + T / 10);
         // After the window in which failures are gathered into one regroup.
         c.tick(t0 + 10 * T);
-        let out = sent(&c.take_out());
-        let regroups: Vec<_> = out
-            .iter()
-            .filter_map(|(id, m)| match m {
-                FromMaster::Regroup { members, dead, .. } => {
-                    Some((*id, members.clone(), dead.clone()))
-                }
-                _ => None,
-            })
-            .collect();
+        let out = c.take_out();
+        let r = regroups(&out);
+        assert_eq!(r.len(), 2, "{out:?}");
         assert!(
-            !regroups.is_empty() && regroups.iter().all(|(_, m, d)| m == &[0, 1] && d == &[2]),
+            r.iter()
+                .all(|(id, _, m, d)| *id < 2 && m == &[0, 1] && d == &[2]),
+            "{r:?}"
+        );
+        assert!(aborts(&out).is_empty(), "{out:?}");
+        // The dead rank's connection (held by its child) is told and closed.
+        assert!(
+            sent(&out)
+                .iter()
+                .any(|(id, m)| *id == 2 && matches!(m, FromMaster::Evicted { .. })),
             "{out:?}"
         );
-        assert!(aborts(&c.take_out()).is_empty());
+        assert!(out.iter().any(|o| matches!(o, Out::Close(2))), "{out:?}");
     }
 
     #[test]
