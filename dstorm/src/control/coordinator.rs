@@ -395,7 +395,10 @@ impl Coordinator {
             }
             Input::Message(id, m) => self.message(id, m, now),
             Input::Exited(rank, why) => {
-                if rank < self.world && !self.done.contains(&rank) {
+                // Before the welcome a fault-tolerant job leaves a rank
+                // that never joined to the launcher's count of survivors.
+                let counts = self.welcomed || !self.tolerant;
+                if rank < self.world && !self.done.contains(&rank) && counts {
                     self.failed(rank, why, now);
                 }
             }
@@ -1043,6 +1046,22 @@ mod tests {
             "{out:?}"
         );
         assert!(out.iter().any(|o| matches!(o, Out::Close(2))), "{out:?}");
+    }
+
+    #[test]
+    fn before_the_welcome_only_a_job_that_tolerates_no_failure_stops() {
+        let t0 = Instant::now();
+        let mut tolerant = Coordinator::new(3, bounds(), policy(3, 2), Default::default());
+        hello(&mut tolerant, 0, 3, t0);
+        tolerant.input(Input::Exited(1, "exited with status 3".into()), t0);
+        assert!(aborts(&tolerant.take_out()).is_empty());
+        let mut strict = Coordinator::new(3, bounds(), policy(3, 3), Default::default());
+        hello(&mut strict, 0, 3, t0);
+        strict.input(Input::Exited(1, "exited with status 3".into()), t0);
+        assert_eq!(
+            aborts(&strict.take_out()),
+            vec!["rank 1 exited with status 3".to_string()]
+        );
     }
 
     #[test]
